@@ -1,0 +1,38 @@
+"""MIQA/DRF-style limit/offset pagination: {"count", "next", "previous", "results"}."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from marshmallow import Schema, fields, validate
+from sqlalchemy import Select, func, select
+
+from app.db import db
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+class PageArgs(Schema):
+    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+def _url(offset: int, limit: int) -> str:
+    args = request.args.to_dict()
+    args.update(limit=str(limit), offset=str(offset))
+    query = "&".join(f"{key}={value}" for key, value in args.items())
+    return f"{request.base_url}?{query}"
+
+
+def paginate(query: Select, page: dict[str, int], serialize) -> dict[str, Any]:
+    """One page of ``query`` serialized row by row, with the total count and neighbour links."""
+    limit, offset = page["limit"], page["offset"]
+    count = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    rows = db.session.scalars(query.limit(limit).offset(offset)).all()
+    return {
+        "count": count,
+        "next": _url(offset + limit, limit) if offset + limit < count else None,
+        "previous": _url(max(0, offset - limit), limit) if offset > 0 else None,
+        "results": [serialize(row) for row in rows],
+    }

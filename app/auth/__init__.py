@@ -1,0 +1,58 @@
+"""Authentication: browser sessions (Flask-Login), MIQA-compatible API tokens, CSRF."""
+from __future__ import annotations
+
+from flask import Flask, g, request
+
+from app.extensions import csrf, login_manager
+
+TOKEN_PREFIX = "Token "
+
+
+def token_from_request() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith(TOKEN_PREFIX):
+        return header[len(TOKEN_PREFIX):].strip()
+    return None
+
+
+def init_auth(app: Flask) -> None:
+    from app.auth.permissions import permission
+    from app.auth.routes import bp
+    from app.db import User, db
+    from app.services import users
+    from app.services.errors import Unauthorized
+
+    login_manager.login_view = "auth.login"
+    login_manager.session_protection = "strong"
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> User | None:
+        user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+        return user if user is not None and user.is_active else None
+
+    @login_manager.request_loader
+    def load_user_from_token(req) -> User | None:
+        raw = token_from_request()
+        if raw is None:
+            return None
+        g.token_authenticated = True
+        return users.user_for_token(raw)
+
+    @login_manager.unauthorized_handler
+    def unauthorized():
+        raise Unauthorized("Authentication credentials were not provided.")
+
+    @app.before_request
+    def protect_cookie_requests() -> None:
+        """CSRF on every state-changing request that a browser cookie authenticates."""
+        if request.method in ("GET", "HEAD", "OPTIONS", "TRACE") or not app.config["WTF_CSRF_ENABLED"]:
+            return
+        if token_from_request() is not None:
+            return
+        view = app.view_functions.get(request.endpoint or "")
+        if getattr(view, "csrf_exempt", False):
+            return
+        csrf.protect()
+
+    app.register_blueprint(bp)
+    app.view_functions["static"] = permission("public")(app.view_functions["static"])

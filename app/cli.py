@@ -1,0 +1,196 @@
+"""The ``qcloop`` command: serve, worker, db, users, demo (later issues add more)."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+from flask import current_app
+
+from app import create_app
+
+log = logging.getLogger(__name__)
+
+
+def _create_app():
+    try:
+        return create_app()
+    except Exception as err:  # noqa: BLE001 - one clear line, never a traceback
+        raise click.ClickException(f"cannot start qcloop: {err}") from err
+
+
+@click.group()
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """qcloop: review 3-D scans, record decisions, retrain the model on them."""
+    ctx.with_resource(_create_app().app_context())
+
+
+def preflight(*, need_tables: bool = True) -> None:
+    """Fail with one clear line when the database, data root or MLflow store is not usable."""
+    from sqlalchemy import inspect, text
+
+    from app.db import db
+    from app.services.health import mlflow_status
+
+    url = db.engine.url.render_as_string(hide_password=True)
+    try:
+        with db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+            has_tables = inspect(connection).has_table("alembic_version")
+    except Exception as err:  # noqa: BLE001
+        reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
+        raise click.ClickException(f"database {url} is unreachable: {reason}") from err
+    if need_tables and not has_tables:
+        raise click.ClickException(f"database {url} has no qcloop schema: run `qcloop db upgrade` first")
+    root = Path(current_app.config["DATA_ROOT"])
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise click.ClickException(f"data root {root} cannot be created: {err.strerror}") from err
+    if not os.access(root, os.W_OK):
+        raise click.ClickException(f"data root {root} is not writable")
+    status = mlflow_status(current_app.config["MLFLOW_TRACKING_URI"])
+    if not status["ok"]:
+        raise click.ClickException(status["error"])
+
+
+@cli.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Bring the schema to a revision and seed the default vocabulary."""
+    import flask_migrate
+
+    from app.db import db as database
+    from app.services import vocabulary
+
+    preflight(need_tables=False)
+    flask_migrate.upgrade(revision=revision)
+    if revision == "head":
+        vocabulary.seed_defaults()
+        database.session.commit()
+    click.echo(f"database at {revision}")
+
+
+@db.command("downgrade")
+@click.option("--revision", default="-1", show_default=True)
+def db_downgrade(revision: str) -> None:
+    import flask_migrate
+
+    preflight(need_tables=False)
+    flask_migrate.downgrade(revision=revision)
+    click.echo(f"database downgraded to {revision}")
+
+
+@cli.group()
+def users() -> None:
+    """Accounts."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--email", default=None)
+@click.option("--password", default=None, help="Prompted for when omitted.")
+@click.option("--superuser", is_flag=True, help="Give every right in every project.")
+def users_create(username: str, email: str | None, password: str | None, superuser: bool) -> None:
+    from app.db import db as database
+    from app.services import users as user_service
+    from app.services.errors import ServiceError
+
+    preflight()
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = user_service.create_user(username, password, email=email, is_superuser=superuser)
+        database.session.commit()
+    except ServiceError as err:
+        database.session.rollback()
+        raise click.ClickException(err.message) from err
+    click.echo(f"created user {user.username} (id {user.id}){' as superuser' if superuser else ''}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
+@click.option("--threads", default=4, show_default=True, type=int)
+@click.option("--with-worker", is_flag=True, help="Also start the background job worker.")
+def serve(host: str, port: int, workers: int, threads: int, with_worker: bool) -> None:
+    """Serve the web app with gunicorn."""
+    from gunicorn.app.base import BaseApplication
+
+    preflight()
+    app = current_app._get_current_object()
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("timeout", 120)
+
+        def load(self):
+            return app
+
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"]) if with_worker else None
+    click.echo(f"qcloop is serving on http://{host}:{port}")
+    try:
+        Server().run()
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+
+
+@cli.command()
+@click.option("--threads", default=1, show_default=True, type=int,
+              help="worker threads (keep 1 with the SQLite queue)")
+def worker(threads: int) -> None:
+    """Run background jobs (imports, training, evaluation) from the queue."""
+    from huey.consumer import Consumer
+
+    preflight()
+    huey = current_app.extensions["huey"]
+    click.echo(f"qcloop worker on {type(huey).__name__}")
+    Consumer(huey, workers=threads, worker_type="thread").run()
+
+
+@cli.command()
+@click.option("--admin-username", default="admin", show_default=True)
+def demo(admin_username: str) -> None:
+    """Build (or reuse) the demo project of phantom brain volumes and its admin account."""
+    from app.db import db as database
+    from app.services import demo as demo_service
+
+    preflight()
+    password = os.environ.get("QCLOOP_ADMIN_PASSWORD") or None
+    generated = password is None
+    password = password or secrets.token_urlsafe(12)
+    summary = demo_service.build_demo(admin_username, password)
+    database.session.commit()
+    click.echo(
+        f"demo project {summary['project']!r}: {summary['experiments']} experiments, "
+        f"{summary['scans']} scans, {summary['frames']} frames ({summary['created_frames']} new)"
+    )
+    if summary["admin_created"]:
+        shown = password if generated else "the value of QCLOOP_ADMIN_PASSWORD"
+        click.echo(f"log in at {current_app.config['BASE_URL']}/login as {admin_username} with password: {shown}")
+        if generated:
+            click.echo("(this password is shown once; change it on your profile page)")
+    else:
+        click.echo(f"log in at {current_app.config['BASE_URL']}/login as {admin_username} (existing password)")
+
+
+if __name__ == "__main__":
+    cli()

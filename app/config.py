@@ -1,0 +1,92 @@
+"""All of qcloop's settings, read from environment variables with embedded defaults.
+
+Every default lives under one instance folder, so one machine runs qcloop with nothing
+else started: SQLite database, local data root, SQLite-backed MLflow and job queue.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_boolean(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def parse_int(value: str | None, default: int) -> int:
+    if value is None or value == "":
+        return default
+    return int(value)
+
+
+def parse_list(value: str | None) -> list[str]:
+    if not value:
+        return []
+    return [part.strip() for part in value.split(os.pathsep) if part.strip()]
+
+
+def _persisted_secret(instance: Path) -> str:
+    """A secret key generated once and kept in the instance folder (mode 0600)."""
+    path = instance / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+class Config:
+    """Settings for a running qcloop; attributes are Flask config keys."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ if env is None else env)
+        instance = Path(env.get("QCLOOP_INSTANCE_PATH") or PROJECT_ROOT / "instance").resolve()
+        self.INSTANCE_PATH = str(instance)
+        self.SQLALCHEMY_DATABASE_URI = env.get("DATABASE_URL") or f"sqlite:///{instance / 'qcloop.db'}"
+        self.DATA_ROOT = str(Path(env.get("QCLOOP_DATA_ROOT") or instance / "data").resolve())
+        # Extra roots (local paths or s3://bucket/prefix) that frame locations may point into.
+        self.ALLOWED_ROOTS = parse_list(env.get("QCLOOP_ALLOWED_ROOTS"))
+        self.S3_ENDPOINT_URL = env.get("QCLOOP_S3_ENDPOINT_URL") or None
+        self.CACHE_DIR = str(Path(env.get("QCLOOP_CACHE_DIR") or instance / "cache").resolve())
+        self.SECRET_KEY = env.get("QCLOOP_SECRET_KEY") or _persisted_secret(instance)
+        self.MLFLOW_TRACKING_URI = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{instance / 'mlflow.db'}"
+        self.MLFLOW_ARTIFACT_ROOT = env.get("QCLOOP_MLFLOW_ARTIFACT_ROOT") or str(instance / "mlartifacts")
+        self.QUEUE_URL = env.get("QCLOOP_QUEUE_URL") or f"sqlite:///{instance / 'queue.db'}"
+        self.QUEUE_IMMEDIATE = parse_boolean(env.get("QCLOOP_QUEUE_IMMEDIATE"))
+        self.BASE_URL = env.get("QCLOOP_BASE_URL") or "http://127.0.0.1:5000"
+        self.SMTP_HOST = env.get("QCLOOP_SMTP_HOST") or ""
+        self.SMTP_PORT = parse_int(env.get("QCLOOP_SMTP_PORT"), 25)
+        self.SMTP_USER = env.get("QCLOOP_SMTP_USER") or ""
+        self.SMTP_PASSWORD = env.get("QCLOOP_SMTP_PASSWORD") or ""
+        self.SMTP_STARTTLS = parse_boolean(env.get("QCLOOP_SMTP_STARTTLS"))
+        self.MAIL_FROM = env.get("QCLOOP_MAIL_FROM") or "qcloop@localhost"
+        self.MAX_CONTENT_LENGTH = parse_int(env.get("QCLOOP_MAX_UPLOAD_MB"), 1024) * 1024 * 1024
+        self.RATELIMIT_STORAGE_URI = env.get("QCLOOP_RATELIMIT_STORAGE_URI") or "memory://"
+        self.LOCK_MINUTES = parse_int(env.get("QCLOOP_LOCK_MINUTES"), 5)
+        self.SESSION_COOKIE_SECURE = parse_boolean(env.get("QCLOOP_SECURE_COOKIES"))
+        # CSRF is checked by app.auth for cookie-authenticated requests only (tokens need none).
+        self.WTF_CSRF_CHECK_DEFAULT = False
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.REMEMBER_COOKIE_SECURE = self.SESSION_COOKIE_SECURE
+        self.REMEMBER_COOKIE_HTTPONLY = True
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        self.TESTING = False
+        self.LOG_LEVEL = env.get("QCLOOP_LOG_LEVEL") or "INFO"
+        # The API documentation is served from static assets, never from a CDN.
+        self.API_TITLE = "qcloop"
+        self.API_VERSION = "v1"
+        self.OPENAPI_VERSION = "3.0.3"
+        self.OPENAPI_URL_PREFIX = "/api/v1"
+        self.OPENAPI_JSON_PATH = "openapi.json"
+
+    def as_dict(self) -> dict[str, object]:
+        return {key: value for key, value in vars(self).items() if key.isupper()}

@@ -1,0 +1,69 @@
+"""One place that turns errors into answers: JSON for the API, pages for the browser."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from app.db import AppendOnlyError
+from app.services.errors import ServiceError, Unauthorized
+from app.storage import StorageError
+
+log = logging.getLogger(__name__)
+
+
+def wants_json() -> bool:
+    if request.path.startswith("/api") or request.path.startswith("/healthz"):
+        return True
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+
+
+def _answer(status: int, code: str, message: str, details: dict | None = None):
+    if wants_json():
+        body = {"error": code, "detail": message}
+        if details:
+            body.update(details)
+        return jsonify(body), status
+    return render_template("error.html", status=status, message=message), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ServiceError)
+    def service_error(err: ServiceError):
+        if isinstance(err, Unauthorized) and not wants_json():
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        return _answer(err.status, err.code, err.message, err.details)
+
+    @app.errorhandler(StorageError)
+    def storage_error(err: StorageError):
+        return _answer(400, "storage", str(err))
+
+    @app.errorhandler(AppendOnlyError)
+    def append_only(err: AppendOnlyError):
+        return _answer(409, "append_only", str(err))
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException):
+        if err.code is None or err.code < 400:
+            return err
+        details = {}
+        data = getattr(err, "data", None)
+        # flask-smorest / webargs put field messages in err.data["messages"].
+        if isinstance(data, dict) and data.get("messages"):
+            details["fields"] = data["messages"]
+        status, code = err.code, err.name.lower().replace(" ", "_")
+        if status == 422:  # schema validation: a plain 400 with the field messages, as MIQA answers
+            status, code = 400, "invalid"
+        answer = app.make_response(_answer(status, code, err.description or err.name, details))
+        original = err.get_response()
+        for header in ("Retry-After", "Allow", "WWW-Authenticate"):
+            if header in original.headers:
+                answer.headers[header] = original.headers[header]
+        return answer
+
+    @app.errorhandler(Exception)
+    def unexpected(err: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _answer(500, "internal", "internal error; it has been logged")

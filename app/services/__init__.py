@@ -1,0 +1,1 @@
+"""Business rules. Routes parse and answer; services decide and touch the ORM."""

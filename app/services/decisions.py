@@ -1,0 +1,95 @@
+"""Recording reviewer decisions (append-only) and the tier rule that settles a scan."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Iterable
+
+from sqlalchemy import select
+
+from app.db import NOTE_MAX_LENGTH, ArtifactEntry, Decision, DecisionArtifact, DecisionOption, Experiment, Scan, User, db
+from app.services import vocabulary
+from app.services.errors import InvalidInput
+
+SCAN_STATES = ("unreviewed", "needs_tier2", "complete")
+
+
+def scan_state(latest: Decision | None) -> str:
+    """MIQA's rule: complete when the latest decision is usable or was made by tier 2 (or admin)."""
+    if latest is None:
+        return "unreviewed"
+    if latest.option.meaning == "usable" or latest.creator_role in ("tier2", "admin"):
+        return "complete"
+    return "needs_tier2"
+
+
+def artifact_states(
+    entries: Iterable[ArtifactEntry], present: Iterable[str] = (), absent: Iterable[str] = ()
+) -> dict[int, str]:
+    """Entry id -> state for every entry; names not in the vocabulary are refused."""
+    by_key = {entry.key: entry for entry in entries}
+    present, absent = list(present or []), list(absent or [])
+    for field, keys in (("present", present), ("absent", absent)):
+        unknown = [key for key in keys if key not in by_key]
+        if unknown:
+            raise InvalidInput(f"unknown artifact(s): {', '.join(map(str, unknown))}", field=f"artifacts.{field}")
+    both = set(present) & set(absent)
+    if both:
+        raise InvalidInput(f"artifact(s) both present and absent: {', '.join(sorted(both))}", field="artifacts")
+    states = {entry.id: "undefined" for entry in by_key.values()}
+    states.update({by_key[key].id: "present" for key in present})
+    states.update({by_key[key].id: "absent" for key in absent})
+    return states
+
+
+def _check_location(scan: Scan, location: dict | None) -> tuple[int | None, int | None, int | None]:
+    if not location:
+        return None, None, None
+    try:
+        ijk = tuple(int(location[axis]) for axis in ("i", "j", "k"))
+    except (KeyError, TypeError, ValueError) as err:
+        raise InvalidInput("location needs integer i, j and k", field="location") from err
+    shapes = [frame.shape for frame in scan.frames if frame.shape]
+    if any(value < 0 for value in ijk) or any(
+        any(value >= size for value, size in zip(ijk, shape[:3])) for shape in shapes
+    ):
+        raise InvalidInput(f"location {ijk} is outside the volume", field="location")
+    return ijk
+
+
+def record_decision(
+    scan: Scan,
+    creator: User | None,
+    option_key: str,
+    *,
+    role: str | None,
+    note: str = "",
+    present: Iterable[str] = (),
+    absent: Iterable[str] = (),
+    location: dict | None = None,
+    source: str = "review",
+    created_at: datetime | None = None,
+    creator_name: str | None = None,
+) -> Decision:
+    """Append a decision with the state of every artifact entry of the scan's project."""
+    project_id = db.session.scalar(select(Experiment.project_id).where(Experiment.id == scan.experiment_id))
+    option = db.session.scalar(
+        select(DecisionOption).where(DecisionOption.project_id == project_id, DecisionOption.key == option_key)
+    )
+    if option is None or (option.retired and source == "review"):
+        raise InvalidInput(f"unknown decision {option_key!r}", field="decision")
+    note = note or ""
+    if not isinstance(note, str) or len(note) > NOTE_MAX_LENGTH:
+        raise InvalidInput(f"note must be text of at most {NOTE_MAX_LENGTH} characters", field="note")
+    if source == "review" and option.requires_note and not note.strip():
+        raise InvalidInput(f"a note is required for decision {option.label!r}", field="note")
+    states = artifact_states(vocabulary.artifact_entries(project_id, include_retired=True), present, absent)
+    i, j, k = _check_location(scan, location)
+    decision = Decision(scan_id=scan.id, option_id=option.id, creator_id=creator.id if creator else None,
+                        creator_name=creator_name, creator_role=role, note=note, location_i=i,
+                        location_j=j, location_k=k, source=source)
+    if created_at is not None:
+        decision.created_at = created_at
+    decision.artifacts = [DecisionArtifact(entry_id=entry_id, state=state) for entry_id, state in states.items()]
+    db.session.add(decision)
+    db.session.flush()
+    return decision

@@ -1,0 +1,1 @@
+"""Imports every module that registers a background job handler, so the worker knows them all."""

@@ -1,0 +1,42 @@
+"""The qcloop command: clear one-line errors, users and the demo."""
+import os
+import subprocess
+import sys
+
+
+def _qcloop(*args, env=None, tmp_path=None):
+    environment = {**os.environ, "QCLOOP_INSTANCE_PATH": str(tmp_path / "instance"), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=environment,
+                          timeout=300)
+
+
+def test_unreachable_database_is_one_clear_line(tmp_path):
+    result = _qcloop("db", "upgrade", env={"DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"},
+                     tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("Error: database") and "unreachable" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unwritable_data_root_and_missing_mlflow_store(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = _qcloop("db", "upgrade", env={"QCLOOP_DATA_ROOT": str(blocker / "data")}, tmp_path=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "data root" in result.stderr
+    result = _qcloop("db", "upgrade", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:1"}, tmp_path=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "MLflow" in result.stderr
+
+
+def test_db_upgrade_users_and_demo_twice(tmp_path, database_factory):
+    env = {"DATABASE_URL": database_factory("cli"), "QCLOOP_ADMIN_PASSWORD": "demo-password-1"}
+    assert _qcloop("db", "upgrade", env=env, tmp_path=tmp_path).returncode == 0
+    created = _qcloop("users", "create", "carol", "--password", "carolpass1", "--superuser", env=env, tmp_path=tmp_path)
+    assert created.returncode == 0 and "superuser" in created.stdout
+    clash = _qcloop("users", "create", "carol", "--password", "carolpass1", env=env, tmp_path=tmp_path)
+    assert clash.returncode == 1 and "already exists" in clash.stderr
+    first = _qcloop("demo", env=env, tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "3 experiments, 13 scans" in first.stdout and "(19 new)" in first.stdout
+    second = _qcloop("demo", env=env, tmp_path=tmp_path)
+    assert second.returncode == 0 and "(0 new)" in second.stdout and "existing password" in second.stdout

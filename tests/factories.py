@@ -1,0 +1,78 @@
+"""Factories for test data: users with roles, projects, scans with real NIfTI frames."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from flask import Flask
+
+from app.db import Project, Scan, User, db
+from app.services import frames, projects, users
+from app.services.phantoms import add_artifact, brain_phantom, to_uint16
+
+PASSWORD = "correct-horse-battery"
+
+
+class Factory:
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self._count = 0
+
+    def _next(self) -> int:
+        self._count += 1
+        return self._count
+
+    def user(self, username: str | None = None, *, superuser: bool = False, email: str | None = None,
+             password: str = PASSWORD) -> User:
+        username = username or f"user{self._next()}"
+        user = users.create_user(username, password, email=email or f"{username}@example.org", is_superuser=superuser)
+        db.session.commit()
+        return user
+
+    def project(self, name: str | None = None, creator: User | None = None) -> Project:
+        project = projects.create_project(name or f"project{self._next()}", creator)
+        db.session.commit()
+        return project
+
+    def member(self, project: Project, role: str, username: str | None = None) -> User:
+        user = self.user(username)
+        projects.set_role(project, user, role, actor=None)
+        db.session.commit()
+        return user
+
+    def nifti(self, relative: str, *, shape=(32, 32, 32), seed: int = 0, artifact: str | None = None,
+              dtype=np.uint16) -> Path:
+        """Write a phantom NIfTI under the data root and return its path."""
+        volume = brain_phantom(shape, seed=seed)
+        if artifact:
+            volume = add_artifact(volume, artifact, seed=seed)
+        path = Path(self.app.config["DATA_ROOT"]) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(to_uint16(volume).astype(dtype), np.diag([2.0, 2.0, 2.0, 1.0])), str(path))
+        return path
+
+    def scan(self, project: Project, experiment: str = "exp1", name: str | None = None, *, n_frames: int = 1,
+             shape=(32, 32, 32), artifact: str | None = None, subject: str | None = None) -> Scan:
+        name = name or f"scan{self._next()}"
+        experiment_row = projects.get_or_create_experiment(project, experiment)
+        scan = projects.get_or_create_scan(experiment_row, name, scan_type="T1", subject_id=subject or name)
+        for number in range(n_frames):
+            path = self.nifti(f"{project.name}/{experiment}/{name}_{number}.nii.gz", shape=shape,
+                              seed=self._next(), artifact=artifact)
+            frames.register_frame(scan, number, str(path.relative_to(self.app.config["DATA_ROOT"])))
+        db.session.commit()
+        return scan
+
+
+def login(client, username: str, password: str = PASSWORD):
+    """Log a test client in through the real form."""
+    response = client.post("/login", data={"username": username, "password": password})
+    assert response.status_code == 302, response.data
+    return client
+
+
+def token_headers(client, username: str, password: str = PASSWORD) -> dict[str, str]:
+    response = client.post("/api-token-auth/", data={"username": username, "password": password})
+    assert response.status_code == 200, response.data
+    return {"Authorization": "Token " + response.get_json()["token"]}
