@@ -11,6 +11,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from flask import g
+
 from app import create_app
 from app.db import db
 
@@ -96,6 +98,9 @@ def make_app(database_url, tmp_path):
     def make(**overrides):
         app = create_app(_test_settings(tmp_path / f"instance{len(apps)}", database_url, **overrides))
         apps.append(app)
+        # Tests keep one app context pushed, which requests then share (a server gives each request
+        # its own): forget Flask-Login's cached user so each request authenticates afresh.
+        app.before_request(lambda: g.pop("_login_user", None))
         with app.app_context():
             from app.services import vocabulary
 

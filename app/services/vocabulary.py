@@ -1,9 +1,14 @@
 """Decision and artifact vocabularies: the global defaults (MIQA's) and per-project copies."""
 from __future__ import annotations
 
-from sqlalchemy import select
+import re
+from typing import Any
 
-from app.db import ArtifactEntry, DecisionOption, db
+from sqlalchemy import func, select
+
+from app.db import DECISION_MEANINGS, ArtifactEntry, DecisionOption, User, db
+from app.services import audit
+from app.services.errors import Conflict, InvalidInput, NotFound
 
 # MIQA's four decisions, with the meaning the tier rule and training read.
 DEFAULT_DECISIONS = (
@@ -68,3 +73,86 @@ def artifact_entries(project_id: int, include_retired: bool = False) -> list[Art
     if not include_retired:
         query = query.where(ArtifactEntry.retired.is_(False))
     return list(db.session.scalars(query.order_by(ArtifactEntry.position, ArtifactEntry.id)))
+
+
+def vocabulary_version(project_id: int) -> str:
+    """A short digest of what training depends on (ids, keys, meanings, retired flags)."""
+    import hashlib
+
+    parts = [f"d{o.id}:{o.key}:{o.meaning}:{int(o.retired)}" for o in decision_options(project_id, True)]
+    parts += [f"a{e.id}:{e.key}:{int(e.retired)}" for e in artifact_entries(project_id, True)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+_KEY_PATTERNS = {
+    DecisionOption: re.compile(r"^[A-Za-z0-9?_-]{1,32}$"),
+    ArtifactEntry: re.compile(r"^[a-z][a-z0-9_]{0,63}$"),
+}
+_EDITABLE = {
+    DecisionOption: {"label", "meaning", "position", "shortcut", "requires_note", "retired"},
+    ArtifactEntry: {"label", "position", "shortcut", "retired"},
+}
+_KIND_NAMES = {DecisionOption: "decision option", ArtifactEntry: "artifact entry"}
+
+
+def _check_fields(model: type, project_id: int, fields: dict[str, Any], row_id: int | None = None) -> None:
+    unknown = set(fields) - _EDITABLE[model] - {"key"}
+    if unknown:
+        raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    if "label" in fields and (not isinstance(fields["label"], str) or not 0 < len(fields["label"].strip()) <= 100):
+        raise InvalidInput("label must be 1-100 characters", field="label")
+    if "meaning" in fields and fields["meaning"] not in DECISION_MEANINGS:
+        raise InvalidInput(f"meaning must be one of {', '.join(DECISION_MEANINGS)}", field="meaning")
+    for flag in ("requires_note", "retired"):
+        if flag in fields and not isinstance(fields[flag], bool):
+            raise InvalidInput(f"{flag} must be true or false", field=flag)
+    if "position" in fields and (not isinstance(fields["position"], int) or isinstance(fields["position"], bool)):
+        raise InvalidInput("position must be an integer", field="position")
+    shortcut = fields.get("shortcut")
+    if shortcut is not None:
+        if not isinstance(shortcut, str) or len(shortcut) != 1 or not shortcut.isalnum():
+            raise InvalidInput("shortcut must be one letter or digit", field="shortcut")
+        taken = [row for row in decision_options(project_id) + artifact_entries(project_id)
+                 if row.shortcut and row.shortcut.lower() == shortcut.lower()
+                 and not (isinstance(row, model) and row.id == row_id)]
+        if taken:
+            raise Conflict(f"shortcut {shortcut!r} is already used by {taken[0].key!r}", field="shortcut")
+
+
+def add_entry(model: type, project_id: int, fields: dict[str, Any], actor: User | None) -> DecisionOption | ArtifactEntry:
+    """Add a decision option or artifact entry to a project's vocabulary (a new artifact = a new model output)."""
+    key = fields.get("key")
+    if not isinstance(key, str) or not _KEY_PATTERNS[model].match(key):
+        raise InvalidInput(f"key {key!r} is not valid for a {_KIND_NAMES[model]}", field="key")
+    if model is DecisionOption and "meaning" not in fields:
+        raise InvalidInput("meaning is required", field="meaning")
+    _check_fields(model, project_id, fields)
+    clash = db.session.scalar(select(model.id).where(model.project_id == project_id, model.key == key))
+    if clash is not None:
+        raise Conflict(f"{_KIND_NAMES[model]} {key!r} already exists (retire or rename its label instead)", field="key")
+    position = fields.get("position")
+    if position is None:
+        position = (db.session.scalar(select(func.max(model.position)).where(model.project_id == project_id)) or 0) + 1
+    row = model(project_id=project_id, **{**fields, "label": fields.get("label") or key, "position": position})
+    db.session.add(row)
+    db.session.flush()
+    audit.record("vocabulary.add", actor=actor, project_id=project_id, target=(model.__tablename__, row.id), key=key)
+    return row
+
+
+def update_entry(model: type, project_id: int, row_id: int, fields: dict[str, Any],
+                 actor: User | None) -> DecisionOption | ArtifactEntry:
+    """Change label, order, shortcut, note rule, meaning or retired flag; keys and ids never change."""
+    row = db.session.get(model, row_id)
+    if row is None or row.project_id != project_id:
+        raise NotFound("Not found.")
+    if "key" in fields and fields["key"] != row.key:
+        raise InvalidInput("keys are stable: add a new entry and retire this one instead", field="key")
+    fields = {name: value for name, value in fields.items() if name != "key"}
+    _check_fields(model, project_id, fields, row_id)
+    before = {name: getattr(row, name) for name in fields}
+    for name, value in fields.items():
+        setattr(row, name, value)
+    audit.record("vocabulary.update", actor=actor, project_id=project_id, target=(model.__tablename__, row.id),
+                 key=row.key, before=before, after=fields)
+    return row

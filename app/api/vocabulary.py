@@ -1,0 +1,94 @@
+"""A project's decision and artifact vocabularies: read by members, edited by project admins."""
+from __future__ import annotations
+
+from flask_login import current_user
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+
+from app.auth.permissions import permission
+from app.db import ArtifactEntry, DecisionOption, db
+from app.services import vocabulary
+
+blp = Blueprint("vocabulary", __name__, description="Decision and artifact vocabularies")
+
+
+class OptionChanges(Schema):
+    label = fields.String()
+    meaning = fields.String()
+    position = fields.Integer(strict=True)
+    shortcut = fields.String(allow_none=True)
+    requires_note = fields.Boolean()
+    retired = fields.Boolean()
+
+
+class NewOption(OptionChanges):
+    key = fields.String(required=True)
+    meaning = fields.String(required=True)
+
+
+class EntryChanges(Schema):
+    label = fields.String()
+    position = fields.Integer(strict=True)
+    shortcut = fields.String(allow_none=True)
+    retired = fields.Boolean()
+
+
+class NewEntry(EntryChanges):
+    key = fields.String(required=True)
+
+
+def option_json(option: DecisionOption) -> dict:
+    return {"id": option.id, "key": option.key, "label": option.label, "meaning": option.meaning,
+            "position": option.position, "shortcut": option.shortcut, "requires_note": option.requires_note,
+            "retired": option.retired}
+
+
+def entry_json(entry: ArtifactEntry) -> dict:
+    return {"id": entry.id, "key": entry.key, "label": entry.label, "position": entry.position,
+            "shortcut": entry.shortcut, "retired": entry.retired}
+
+
+@blp.route("/projects/<int:project_id>/vocabulary", methods=["GET"])
+@permission("project", "collaborator")
+def get_vocabulary(project_id: int):
+    return {
+        "version": vocabulary.vocabulary_version(project_id),
+        "decisions": [option_json(o) for o in vocabulary.decision_options(project_id, include_retired=True)],
+        "artifacts": [entry_json(e) for e in vocabulary.artifact_entries(project_id, include_retired=True)],
+    }
+
+
+@blp.route("/projects/<int:project_id>/decision-options", methods=["POST"])
+@blp.arguments(NewOption)
+@permission("project", "admin")
+def add_option(body: dict, project_id: int):
+    option = vocabulary.add_entry(DecisionOption, project_id, body, current_user)
+    db.session.commit()
+    return option_json(option), 201
+
+
+@blp.route("/projects/<int:project_id>/decision-options/<int:option_id>", methods=["PATCH"])
+@blp.arguments(OptionChanges)
+@permission("project", "admin")
+def update_option(body: dict, project_id: int, option_id: int):
+    option = vocabulary.update_entry(DecisionOption, project_id, option_id, body, current_user)
+    db.session.commit()
+    return option_json(option)
+
+
+@blp.route("/projects/<int:project_id>/artifact-entries", methods=["POST"])
+@blp.arguments(NewEntry)
+@permission("project", "admin")
+def add_artifact(body: dict, project_id: int):
+    entry = vocabulary.add_entry(ArtifactEntry, project_id, body, current_user)
+    db.session.commit()
+    return entry_json(entry), 201
+
+
+@blp.route("/projects/<int:project_id>/artifact-entries/<int:entry_id>", methods=["PATCH"])
+@blp.arguments(EntryChanges)
+@permission("project", "admin")
+def update_artifact(body: dict, project_id: int, entry_id: int):
+    entry = vocabulary.update_entry(ArtifactEntry, project_id, entry_id, body, current_user)
+    db.session.commit()
+    return entry_json(entry)
