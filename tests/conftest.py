@@ -100,7 +100,7 @@ def make_app(database_url, tmp_path):
         apps.append(app)
         # Tests keep one app context pushed, which requests then share (a server gives each request
         # its own): forget Flask-Login's cached user so each request authenticates afresh.
-        app.before_request(lambda: g.pop("_login_user", None))
+        app.before_request(lambda: g.pop("_login_user", None) and None)
         with app.app_context():
             from app.services import vocabulary
 
