@@ -118,6 +118,30 @@ def users_create(username: str, email: str | None, password: str | None, superus
     click.echo(f"created user {user.username} (id {user.id}){' as superuser' if superuser else ''}")
 
 
+@users.command("set-password")
+@click.argument("username")
+@click.option("--password", default=None, help="Prompted for when omitted.")
+def users_set_password(username: str, password: str | None) -> None:
+    """Set a user's password (e.g. a lost demo admin password)."""
+    from app.db import db as database
+    from app.services import users as user_service
+    from app.services.errors import ServiceError
+
+    preflight()
+    user = user_service.find_user(username)
+    if user is None:
+        raise click.ClickException(f"no user named {username!r}")
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user_service.set_password(user, password)
+        database.session.commit()
+    except ServiceError as err:
+        database.session.rollback()
+        raise click.ClickException(err.message) from err
+    click.echo(f"password of {user.username} changed")
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)

@@ -35,6 +35,10 @@ def test_db_upgrade_users_and_demo_twice(tmp_path, database_factory):
     assert created.returncode == 0 and "superuser" in created.stdout
     clash = _qcloop("users", "create", "carol", "--password", "carolpass1", env=env, tmp_path=tmp_path)
     assert clash.returncode == 1 and "already exists" in clash.stderr
+    changed = _qcloop("users", "set-password", "carol", "--password", "newpass123", env=env, tmp_path=tmp_path)
+    assert changed.returncode == 0 and "password of carol changed" in changed.stdout
+    unknown = _qcloop("users", "set-password", "nobody", "--password", "newpass123", env=env, tmp_path=tmp_path)
+    assert unknown.returncode == 1 and "no user named" in unknown.stderr
     first = _qcloop("demo", env=env, tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "3 experiments, 13 scans" in first.stdout and "(19 new)" in first.stdout
