@@ -48,7 +48,7 @@ def add_artifact(volume: np.ndarray, artifact: str, severity: float = 1.0, seed:
     elif artifact == "inhomogeneity":  # smooth multiplicative bias field
         grid = np.meshgrid(*(np.linspace(-1, 1, n) for n in volume.shape), indexing="ij")
         coeffs = rng.uniform(-1, 1, 3)
-        field = np.exp(severity * 0.6 * sum(c * g for c, g in zip(coeffs, grid)))
+        field = np.exp(severity * 0.9 * sum(c * g for c, g in zip(coeffs, grid)))
         out = volume * field
     elif artifact == "wraparound":  # field of view too small along the phase-encode axis
         n = volume.shape[1]
@@ -58,10 +58,9 @@ def add_artifact(volume: np.ndarray, artifact: str, severity: float = 1.0, seed:
         out[:, n - cut:, :] += volume[:, :cut, :]
     elif artifact == "truncation":  # k-space truncation -> Gibbs ringing at edges
         k = np.fft.fftshift(np.fft.fftn(volume))
-        keep = max(2, int(min(volume.shape) * (0.5 - 0.3 * severity) / 2))
         mask = np.zeros(volume.shape, bool)
-        centre = [n // 2 for n in volume.shape]
-        mask[tuple(slice(c - keep, c + keep) for c in centre)] = True
+        keep = [max(2, int(n / 2 * (0.7 - 0.3 * severity))) for n in volume.shape]
+        mask[tuple(slice(n // 2 - h, n // 2 + h) for n, h in zip(volume.shape, keep))] = True
         out = np.abs(np.fft.ifftn(np.fft.ifftshift(k * mask)))
     elif artifact == "noise":  # Rician noise of a magnitude image
         sigma = 0.08 * severity

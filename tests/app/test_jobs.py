@@ -33,3 +33,15 @@ def test_cancelled_job_stops(app):
     jobs.run_job(job.id)
     db.session.refresh(job)
     assert job.state == "cancelled"
+
+
+def test_queue_backends_from_url(tmp_path):
+    import pytest
+    from huey import RedisHuey, SqliteHuey
+
+    from app.queue import make_huey
+
+    assert isinstance(make_huey(f"sqlite:///{tmp_path / 'q.db'}"), SqliteHuey)
+    assert isinstance(make_huey("redis://127.0.0.1:6379/0"), RedisHuey)
+    with pytest.raises(ValueError, match="QCLOOP_QUEUE_URL"):
+        make_huey("amqp://broker")
