@@ -152,7 +152,10 @@ def serve(host: str, port: int, workers: int, threads: int, with_worker: bool) -
     """Serve the web app with gunicorn."""
     from gunicorn.app.base import BaseApplication
 
+    from app.db import db as database
+
     preflight()
+    database.engine.dispose()  # gunicorn forks: each worker must open its own connections
     app = current_app._get_current_object()
 
     class Server(BaseApplication):
