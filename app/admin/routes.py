@@ -13,3 +13,5 @@ bp = Blueprint("admin", __name__)
 @permission("superuser")
 def index():
     return render_template("admin/index.html", **overview.admin_summary())
+
+from app.admin import vocabulary  # noqa: E402,F401 - registers the vocabulary pages on bp
