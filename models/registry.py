@@ -1,0 +1,56 @@
+"""The MLflow model registry as training needs it: aliases, never the deprecated stages.
+
+A project's model is registered under ``Project.model_name``. The first version trained
+becomes ``champion``; later versions are ``challenger`` until someone promotes them
+(:func:`promote`). A run can start from ``models:/<name>@champion``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def _client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def alias_version(tracking_uri: str, name: str, alias: str = CHAMPION) -> str | None:
+    """The version number holding an alias, or None when the model or alias does not exist."""
+    try:
+        return _client(tracking_uri).get_model_version_by_alias(name, alias).version
+    except MlflowException:
+        return None
+
+
+def assign_new_version(tracking_uri: str, name: str, version: str) -> str:
+    """Alias a freshly registered version: champion when there is none yet, else challenger."""
+    alias = CHALLENGER if alias_version(tracking_uri, name, CHAMPION) else CHAMPION
+    _client(tracking_uri).set_registered_model_alias(name, alias, version)
+    return alias
+
+
+def promote(tracking_uri: str, name: str, version: str) -> None:
+    """Make a version the champion (the alias moves; the old champion keeps its version)."""
+    _client(tracking_uri).set_registered_model_alias(name, CHAMPION, version)
+
+
+def load(tracking_uri: str, name: str, alias: str = CHAMPION) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The aliased model and its metadata (output map, preprocessing, architecture)."""
+    import mlflow
+    import mlflow.pytorch
+
+    uri = f"models:/{name}@{alias}"
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        info = mlflow.models.get_model_info(uri)
+        model = mlflow.pytorch.load_model(uri, map_location="cpu")
+    except MlflowException as err:
+        raise LookupError(f"no {alias} version of model {name!r} in the registry") from err
+    return model, dict(info.metadata or {})

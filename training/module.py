@@ -1,0 +1,102 @@
+"""The LightningModule: a network, a masked multi-task loss and per-epoch metrics.
+
+Every output is a binary logit (usable, then each artifact). A target that nobody judged
+has mask 0 and contributes nothing to the loss or its gradient. Positive classes are
+weighted by negatives/positives of the training split, and questionable decisions by the
+project's weight on the usable output.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from torch import nn
+from torch.nn import functional as F
+
+from training.data import Output
+
+
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+               weight: torch.Tensor | None = None, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean BCE over judged targets only; ``weight`` (per sample) scales the usable column (index 0)."""
+    losses = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction="none")
+    weights = mask.clone()
+    if weight is not None:
+        weights[:, 0] = weights[:, 0] * weight
+    # where() rather than a product: a masked logit's loss (even inf/nan) never reaches the sum or its gradient.
+    total = torch.where(weights > 0, losses * weights, torch.zeros_like(losses)).sum()
+    return total / mask.sum().clamp(min=1.0)
+
+
+def epoch_metrics(outputs: Sequence[Output], logits: np.ndarray, targets: np.ndarray,
+                  mask: np.ndarray) -> dict[str, float]:
+    """Usable AUC and balanced accuracy, and each artifact's AUC where both classes are present."""
+    metrics: dict[str, float] = {}
+    for index, output in enumerate(outputs):
+        judged = mask[:, index] > 0
+        y, score = targets[judged, index], logits[judged, index]
+        if len(np.unique(y)) < 2:
+            continue
+        metrics[f"{output.key}_auc"] = float(roc_auc_score(y, score))
+        if output.kind == "usable":
+            metrics["usable_bacc"] = float(balanced_accuracy_score(y, score > 0))
+    return metrics
+
+
+class QCModule(L.LightningModule):
+    """Trains ``net`` on the masked loss; logs train/loss, val/loss, val/usable_auc, val/<key>_auc."""
+
+    def __init__(self, net: nn.Module, outputs: Sequence[dict[str, Any]], pos_weight: Sequence[float],
+                 lr: float = 1e-3, weight_decay: float = 1e-4) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.outputs = [Output.from_dict(o) for o in outputs]
+        self.register_buffer("pos_weight", torch.tensor(list(pos_weight), dtype=torch.float32))
+        self._collected: dict[str, list[tuple[torch.Tensor, ...]]] = {"val": [], "test": []}
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(image)
+
+    def model_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["image"])
+        loss = masked_bce(logits, batch["targets"], batch["mask"], batch["weight"], self.pos_weight)
+        return loss, logits
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self.model_step(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=len(batch["image"]), sync_dist=True)
+        return loss
+
+    def _eval_step(self, split: str, batch: dict[str, torch.Tensor]) -> None:
+        loss, logits = self.model_step(batch)
+        self.log(f"{split}/loss", loss, on_epoch=True, batch_size=len(batch["image"]), sync_dist=True)
+        self._collected[split].append((logits.detach().cpu(), batch["targets"].cpu(), batch["mask"].cpu()))
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _eval_epoch_end(self, split: str) -> None:
+        collected, self._collected[split] = self._collected[split], []
+        if not collected:
+            return
+        logits, targets, mask = (torch.cat(parts).float().numpy() for parts in zip(*collected))
+        for name, value in epoch_metrics(self.outputs, logits, targets, mask).items():
+            if not math.isnan(value):
+                self.log(f"{split}/{name}", value, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
