@@ -70,6 +70,9 @@ class Config:
         self.MAIL_FROM = env.get("QCLOOP_MAIL_FROM") or "qcloop@localhost"
         self.MAX_CONTENT_LENGTH = parse_int(env.get("QCLOOP_MAX_UPLOAD_MB"), 1024) * 1024 * 1024
         self.RATELIMIT_STORAGE_URI = env.get("QCLOOP_RATELIMIT_STORAGE_URI") or "memory://"
+        # Failed log-ins (form and token) allowed per account and per address before a 429.
+        self.LOGIN_LIMIT_PER_ACCOUNT = env.get("QCLOOP_LOGIN_LIMIT_ACCOUNT") or "5 per 15 minutes"
+        self.LOGIN_LIMIT_PER_ADDRESS = env.get("QCLOOP_LOGIN_LIMIT_ADDRESS") or "30 per 15 minutes"
         self.LOCK_MINUTES = parse_int(env.get("QCLOOP_LOCK_MINUTES"), 5)
         self.SESSION_COOKIE_SECURE = parse_boolean(env.get("QCLOOP_SECURE_COOKIES"))
         # CSRF is checked by app.auth for cookie-authenticated requests only (tokens need none).

@@ -1,17 +1,139 @@
-"""Administration pages: users, audit log (superusers)."""
+"""Administration pages: users, sign-up approval, invitations and the audit log (superusers);
+project members and their roles (project admins)."""
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from typing import Callable
 
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from werkzeug.wrappers import Response
+
+from app.api.pagination import paginate
 from app.auth.permissions import permission
-from app.services import overview
+from app.db import ROLES, db
+from app.services import invitations, members, overview, projects, users
+from app.services.errors import ServiceError
 
 bp = Blueprint("admin", __name__)
+
+AUDIT_PAGE = 100
+
+
+def _attempt(action: Callable[[], object], success: str, target: str) -> Response:
+    """Run a change, commit it and flash ``success``; a domain error is rolled back and flashed."""
+    try:
+        action()
+        db.session.commit()
+        flash(success, "info")
+    except ServiceError as err:
+        db.session.rollback()
+        flash(err.message, "error")
+    return redirect(target)
 
 
 @bp.get("/")
 @permission("superuser")
 def index():
-    return render_template("admin/index.html", **overview.admin_summary())
+    return render_template(
+        "admin/index.html", users=users.all_users(), pending=users.pending_users(),
+        projects=overview.projects_for(current_user), invitations=invitations.pending(None), roles=ROLES,
+        is_expired=invitations.is_expired)
+
+
+@bp.post("/users/<int:user_id>/approve")
+@permission("superuser")
+def approve_user(user_id: int):
+    user = users.get_user(user_id)
+    return _attempt(lambda: users.approve(user, current_user), f"{user.username} is approved.",
+                    url_for("admin.index"))
+
+
+@bp.post("/users/<int:user_id>/reject")
+@permission("superuser")
+def reject_user(user_id: int):
+    user = users.get_user(user_id)
+    name = user.username
+    return _attempt(lambda: users.reject(user, current_user), f"The sign-up of {name} is rejected.",
+                    url_for("admin.index"))
+
+
+@bp.post("/users/<int:user_id>/enabled")
+@permission("superuser")
+def set_user_enabled(user_id: int):
+    user = users.get_user(user_id)
+    enabled = request.form.get("enabled") == "1"
+    return _attempt(lambda: users.set_enabled(user, enabled, current_user),
+                    f"{user.username} is {'enabled' if enabled else 'disabled'}.", url_for("admin.index"))
+
+
+@bp.post("/invitations")
+@permission("superuser")
+def invite():
+    """Invite someone to qcloop, into a project when one is chosen."""
+    raw_project = request.form.get("project_id", "")
+    project = projects.get_project(int(raw_project)) if raw_project.isdigit() else None
+    email = request.form.get("email", "")
+    return _attempt(lambda: invitations.invite(email, project, request.form.get("role", "tier1"), current_user),
+                    f"An invitation is mailed to {email}.", url_for("admin.index"))
+
+
+@bp.get("/audit")
+@permission("superuser")
+def audit():
+    try:
+        offset = max(0, int(request.args.get("offset", 0)))
+    except ValueError:
+        abort(400, "offset must be a whole number")
+    action = request.args.get("action", "").strip() or None
+    page = paginate(users.audit_events(action), {"limit": AUDIT_PAGE, "offset": offset}, lambda event: event)
+    names = users.usernames_by_id({event.actor_id for event in page["results"] if event.actor_id})
+    return render_template("admin/audit.html", page=page, names=names, action=action or "", offset=offset,
+                           limit=AUDIT_PAGE)
+
+
+@bp.get("/projects/<int:project_id>/members")
+@permission("project", "admin")
+def members_page(project_id: int):
+    return render_template(
+        "admin/members.html", project=projects.get_project(project_id),
+        memberships=members.list_members(project_id),
+        invitations=invitations.pending(project_id), roles=ROLES, is_expired=invitations.is_expired)
+
+
+@bp.post("/projects/<int:project_id>/members")
+@permission("project", "admin")
+def add_member(project_id: int):
+    login, role = request.form.get("user", ""), request.form.get("role", "")
+    return _attempt(lambda: members.add_member(project_id, login, role, current_user),
+                    f"{login} is {role} of this project.", url_for("admin.members_page", project_id=project_id))
+
+
+@bp.post("/projects/<int:project_id>/members/<int:user_id>")
+@permission("project", "admin")
+def change_member(project_id: int, user_id: int):
+    """Change a member's role; the role ``remove`` takes them out of the project."""
+    role = request.form.get("role", "")
+    return _attempt(lambda: members.change_role(project_id, user_id, None if role == "remove" else role,
+                                                current_user),
+                    "Membership removed." if role == "remove" else f"Role changed to {role}.",
+                    url_for("admin.members_page", project_id=project_id))
+
+
+@bp.post("/projects/<int:project_id>/invitations")
+@permission("project", "admin")
+def invite_member(project_id: int):
+    email = request.form.get("email", "")
+    project = projects.get_project(project_id)
+    return _attempt(lambda: invitations.invite(email, project, request.form.get("role", ""), current_user),
+                    f"An invitation is mailed to {email}.", url_for("admin.members_page", project_id=project_id))
+
+
+@bp.post("/projects/<int:project_id>/invitations/<int:invitation_id>/revoke")
+@permission("project", "admin")
+def revoke_invitation(project_id: int, invitation_id: int):
+    invitation = invitations.get_for_project(project_id, invitation_id)
+    return _attempt(lambda: invitations.revoke(invitation, current_user), "The invitation is revoked.",
+                    url_for("admin.members_page", project_id=project_id))
+
 
 from app.admin import vocabulary  # noqa: E402,F401 - registers the vocabulary pages on bp

@@ -4,11 +4,12 @@ from __future__ import annotations
 from flask import jsonify
 from flask_login import current_user, logout_user
 from flask_smorest import Blueprint
+from marshmallow import fields, validate
 
 from app.api.pagination import PageArgs, paginate
 from app.auth import token_from_request
 from app.auth.permissions import permission
-from app.db import User, db
+from app.db import AuditEvent, User, db
 from app.services import users as user_service
 
 blp = Blueprint("users", __name__, description="Accounts")
@@ -31,6 +32,25 @@ def list_users(page):
 @permission("login")
 def me():
     return user_json(current_user)
+
+
+class AuditArgs(PageArgs):
+    action = fields.String(load_default=None, validate=validate.Length(max=64),
+                           metadata={"description": "one action, or a prefix ending in a dot (token.)"})
+
+
+def audit_json(event: AuditEvent) -> dict:
+    return {"id": event.id, "created": event.created_at.isoformat(), "action": event.action,
+            "actor": event.actor_id, "project": event.project_id, "target_type": event.target_type,
+            "target_id": event.target_id, "address": event.address, "details": event.details}
+
+
+@blp.route("/audit-events", methods=["GET"])
+@blp.arguments(AuditArgs, location="query")
+@permission("superuser")
+def audit_events(args):
+    """Log-ins, failed log-ins, role changes, tokens and other audited changes, newest first."""
+    return paginate(user_service.audit_events(args.pop("action")), args, audit_json)
 
 
 @blp.route("/logout", methods=["POST"])

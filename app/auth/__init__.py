@@ -16,12 +16,14 @@ def token_from_request() -> str | None:
 
 
 def init_auth(app: Flask) -> None:
-    from app.auth.permissions import permission
+    from app.auth.permissions import enforce_before_view, permission
     from app.auth.routes import bp
+    from app.auth.throttle import validate_limits
     from app.db import User, db
     from app.services import users
     from app.services.errors import Unauthorized
 
+    validate_limits(app)
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"
 
@@ -41,6 +43,8 @@ def init_auth(app: Flask) -> None:
     @login_manager.unauthorized_handler
     def unauthorized():
         raise Unauthorized("Authentication credentials were not provided.")
+
+    app.before_request(enforce_before_view)
 
     @app.before_request
     def protect_cookie_requests() -> None:

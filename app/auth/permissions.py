@@ -11,11 +11,14 @@ import functools
 from dataclasses import dataclass
 from typing import Callable
 
-from flask import current_app, g
+from flask import current_app, g, request
 from flask_login import current_user
 
 from app.services import access
 from app.services.errors import Forbidden, Unauthorized
+
+
+_ENFORCED = "qcloop.permission_enforced"
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,8 @@ def permission(kind: str, role: str | None = None) -> Callable:
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            enforce(declared, kwargs)
+            if not request.environ.get(_ENFORCED):
+                enforce(declared, kwargs)
             return view(*args, **kwargs)
 
         wrapper.permission = declared
@@ -60,6 +64,18 @@ def enforce(declared: Permission, view_args: dict) -> None:
     project_id = access.project_of(argument, view_args[argument])
     g.project_id = project_id
     g.project_role = access.require_project_role(current_user, project_id, declared.role)
+
+
+def enforce_before_view() -> None:
+    """Check the endpoint's declared permission before any other decorator of the view runs,
+    so that body validation never answers an anonymous caller or a non-member first."""
+    # Each request authenticates afresh, even when requests share one app context (as in tests).
+    g.pop("_login_user", None)
+    view = current_app.view_functions.get(request.endpoint or "")
+    declared = getattr(view, "permission", None)
+    if declared is not None:
+        enforce(declared, request.view_args or {})
+        request.environ[_ENFORCED] = True
 
 
 def declared_permission(endpoint: str) -> Permission | None:

@@ -1,15 +1,26 @@
-"""Log-in, log-out and the MIQA-compatible token endpoint."""
+"""Log-in and log-out, sign-up, password change and reset, invitations, the profile page with
+API tokens, and the MIQA-compatible token endpoint."""
 from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, flash, jsonify, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
-from app.auth.forms import LoginForm
+from app.auth import throttle
+from app.auth.forms import (
+    ChangePasswordForm,
+    ForgotPasswordForm,
+    InviteAcceptForm,
+    LoginForm,
+    ResetPasswordForm,
+    SignupForm,
+    TokenForm,
+)
 from app.auth.permissions import permission
 from app.db import db
-from app.services import users
+from app.services import invitations, users
+from app.services.errors import ServiceError
 
 bp = Blueprint("auth", __name__)
 
@@ -26,6 +37,13 @@ def _safe_next(target: str | None) -> str:
     return url_for("ui.projects")
 
 
+def _page(template: str, status: int = 200, retry_after: int | None = None, **context):
+    response = make_response(render_template(template, **context), status)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @permission("public")
 def login():
@@ -33,17 +51,26 @@ def login():
         return redirect(_safe_next(request.args.get("next")))
     form = LoginForm()
     if form.validate_on_submit():
-        user = users.check_credentials(form.username.data, form.password.data)
-        if user is None:
-            users.record_failed_login(form.username.data, via="form")
+        name, password = form.username.data, form.password.data
+        try:
+            throttle.check(name)
+        except throttle.TooManyAttempts as err:
+            users.record_throttled_login(name, via="form", scope=err.scope)
             db.session.commit()
-            flash("Unable to log in with provided credentials.", "error")
-            return render_template("auth/login.html", form=form), 400
+            return _page("auth/login.html", 429, err.retry_after, form=form, error=err.message)
+        user = users.check_credentials(name, password)
+        if user is None:
+            throttle.failed(name)
+            users.record_failed_login(name, via="form")
+            db.session.commit()
+            message = ("Your account waits for a superuser's approval." if users.awaiting_approval(name, password)
+                       else "Unable to log in with provided credentials.")
+            return _page("auth/login.html", 400, form=form, error=message)
         login_user(user, remember=form.remember.data)
         users.record_login(user, via="form")
         db.session.commit()
         return redirect(_safe_next(request.args.get("next")))
-    return render_template("auth/login.html", form=form)
+    return _page("auth/login.html", 400 if form.errors else 200, form=form)
 
 
 @bp.route("/logout", methods=["POST"])
@@ -66,8 +93,18 @@ def api_token_auth():
                (("username", username), ("password", password)) if not isinstance(value, str) or not value}
     if missing:
         return jsonify(missing), 400
+    try:
+        throttle.check(username)
+    except throttle.TooManyAttempts as err:
+        users.record_throttled_login(username, via="token", scope=err.scope)
+        db.session.commit()
+        response = jsonify({"error": "throttled", "detail": err.message, "retry_after": err.retry_after})
+        response.status_code = 429
+        response.headers["Retry-After"] = str(err.retry_after)
+        return response
     user = users.check_credentials(username, password)
     if user is None:
+        throttle.failed(username)
         users.record_failed_login(username, via="token")
         db.session.commit()
         return jsonify({"non_field_errors": ["Unable to log in with provided credentials."]}), 400
@@ -75,3 +112,135 @@ def api_token_auth():
     users.record_login(user, via="token")
     db.session.commit()
     return jsonify({"token": raw})
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+@permission("public")
+def signup():
+    """Self sign-up: the account waits for a superuser's approval."""
+    if current_user.is_authenticated:
+        return redirect(url_for("ui.projects"))
+    form = SignupForm()
+    if form.validate_on_submit():
+        try:
+            users.sign_up(form.username.data, form.email.data, form.password.data,
+                          form.first_name.data or "", form.last_name.data or "")
+            db.session.commit()
+        except ServiceError as err:
+            db.session.rollback()
+            return _page("auth/signup.html", err.status, form=form, error=err.message)
+        flash("Thank you. A superuser will approve your account; you can log in once they have.", "info")
+        return redirect(url_for("auth.login"))
+    return _page("auth/signup.html", 400 if form.errors else 200, form=form)
+
+
+@bp.route("/password/forgot", methods=["GET", "POST"])
+@permission("public")
+def forgot_password():
+    form = ForgotPasswordForm()
+    if form.validate_on_submit():
+        try:
+            users.request_password_reset(form.login.data)
+            db.session.commit()
+        except ServiceError as err:
+            db.session.rollback()
+            return _page("auth/forgot.html", err.status, form=form, error=err.message)
+        flash("If an active account has that name or address, a reset link is on its way to its email address.",
+              "info")
+        return redirect(url_for("auth.login"))
+    return _page("auth/forgot.html", 400 if form.errors else 200, form=form)
+
+
+@bp.route("/password/reset/<reset_token>", methods=["GET", "POST"])
+@permission("public")
+def reset_password(reset_token: str):
+    account = users.user_for_reset_token(reset_token)  # an expired or used link answers 400 here
+    form = ResetPasswordForm()
+    if form.validate_on_submit():
+        try:
+            users.reset_password(reset_token, form.password.data)
+            db.session.commit()
+        except ServiceError as err:
+            db.session.rollback()
+            return _page("auth/reset.html", err.status, form=form, account=account, error=err.message)
+        flash("Your password is changed; log in with it.", "info")
+        return redirect(url_for("auth.login"))
+    return _page("auth/reset.html", 400 if form.errors else 200, form=form, account=account)
+
+
+@bp.route("/invite/<invite_token>", methods=["GET", "POST"])
+@permission("public")
+def accept_invite(invite_token: str):
+    """Accepting an invitation creates the account and its membership, or nothing on bad input."""
+    invitation = invitations.open_invitation(invite_token)
+    form = InviteAcceptForm()
+    if form.validate_on_submit():
+        try:
+            user = invitations.accept(invite_token, form.username.data, form.password.data,
+                                      form.first_name.data or "", form.last_name.data or "")
+            users.record_login(user, via="invite")
+            db.session.commit()
+        except ServiceError as err:
+            db.session.rollback()
+            return _page("auth/invite.html", err.status, form=form, invitation=invitation, error=err.message)
+        logout_user()
+        login_user(user)
+        flash(f"Welcome, {user.display_name}.", "info")
+        return redirect(url_for("ui.projects"))
+    return _page("auth/invite.html", 400 if form.errors else 200, form=form, invitation=invitation)
+
+
+def _profile(status: int = 200, new_token: str | None = None, **forms):
+    forms.setdefault("password_form", ChangePasswordForm(formdata=None))
+    forms.setdefault("token_form", TokenForm(formdata=None))
+    return _page("auth/profile.html", status, tokens=users.list_tokens(current_user),
+                 token_state=users.token_state, new_token=new_token, **forms)
+
+
+@bp.get("/profile")
+@permission("login")
+def profile():
+    return _profile()
+
+
+@bp.post("/profile/password")
+@permission("login")
+def change_password():
+    form = ChangePasswordForm()
+    if not form.validate_on_submit():
+        return _profile(400, password_form=form)
+    try:
+        users.change_password(current_user, form.current_password.data, form.password.data)
+        db.session.commit()
+    except ServiceError as err:
+        db.session.rollback()
+        form.current_password.errors = [err.message]
+        return _profile(err.status, password_form=form)
+    flash("Your password is changed.", "info")
+    return redirect(url_for("auth.profile"))
+
+
+@bp.post("/profile/tokens")
+@permission("login")
+def create_token():
+    """A new API token, shown once on the page that answers."""
+    form = TokenForm()
+    if not form.validate_on_submit():
+        return _profile(400, token_form=form)
+    try:
+        _, raw = users.create_token(current_user, form.name.data or "", form.expires_in_days.data)
+        db.session.commit()
+    except ServiceError as err:
+        db.session.rollback()
+        form.name.errors = [err.message]
+        return _profile(err.status, token_form=form)
+    return _profile(201, new_token=raw)
+
+
+@bp.post("/profile/tokens/<int:token_id>/revoke")
+@permission("login")
+def revoke_token(token_id: int):
+    token = users.revoke_token(current_user, token_id)
+    db.session.commit()
+    flash(f"Token {token.prefix}… is revoked.", "info")
+    return redirect(url_for("auth.profile"))

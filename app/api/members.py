@@ -1,0 +1,160 @@
+"""Project members and invitations (project admins), invitation links (public), and mail
+between members about a scan."""
+from __future__ import annotations
+
+from flask_login import current_user
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from app.api.pagination import PageArgs, paginate
+from app.api.users import user_json
+from app.auth.permissions import permission
+from app.auth.routes import csrf_exempt
+from app.db import ROLES, Invitation, Membership, db
+from app.services import invitations, members, projects
+from app.services.errors import ServiceError
+
+blp = Blueprint("members", __name__, description="Project members, invitations, mail about a scan")
+
+_ROLE = fields.String(required=True, validate=validate.OneOf(ROLES))
+
+
+class NewMember(Schema):
+    user = fields.String(required=True, validate=validate.Length(min=1, max=254),
+                         metadata={"description": "username or email of an existing account"})
+    role = _ROLE
+
+
+class RoleChange(Schema):
+    role = _ROLE
+
+
+class NewInvitation(Schema):
+    email = fields.String(required=True, validate=validate.Length(min=3, max=254))
+    role = _ROLE
+
+
+class Acceptance(Schema):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=150))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+    first_name = fields.String(load_default="", validate=validate.Length(max=150))
+    last_name = fields.String(load_default="", validate=validate.Length(max=150))
+
+
+class ScanEmail(Schema):
+    to = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1, max=50),
+                     metadata={"description": "user ids or usernames of members of the scan's project"})
+    message = fields.String(load_default="", validate=validate.Length(max=members.MAX_MESSAGE_LENGTH))
+    subject = fields.String(load_default=None, allow_none=True,
+                            validate=validate.Length(min=1, max=members.MAX_SUBJECT_LENGTH))
+
+
+def member_json(membership: Membership) -> dict:
+    return {**user_json(membership.user), "role": membership.role}
+
+
+def invitation_json(invitation: Invitation) -> dict:
+    return {"id": invitation.id, "email": invitation.email, "project_id": invitation.project_id,
+            "role": invitation.role, "created": invitation.created_at.isoformat(),
+            "expires": invitation.expires_at.isoformat(),
+            "accepted": invitation.accepted_at.isoformat() if invitation.accepted_at else None,
+            "expired": invitations.is_expired(invitation)}
+
+
+@blp.route("/projects/<int:project_id>/members", methods=["GET"])
+@blp.arguments(PageArgs, location="query")
+@permission("project", "collaborator")
+def list_members(page, project_id: int):
+    return paginate(members.members_query(project_id), page, member_json)
+
+
+@blp.route("/projects/<int:project_id>/members", methods=["POST"])
+@blp.arguments(NewMember)
+@permission("project", "admin")
+def add_member(body: dict, project_id: int):
+    membership = members.add_member(project_id, body["user"], body["role"], current_user)
+    db.session.commit()
+    return member_json(membership), 201
+
+
+@blp.route("/projects/<int:project_id>/members/<int:user_id>", methods=["PUT"])
+@blp.arguments(RoleChange)
+@permission("project", "admin")
+def change_member(body: dict, project_id: int, user_id: int):
+    members.change_role(project_id, user_id, body["role"], current_user)
+    db.session.commit()
+    return member_json(members.get_membership(project_id, user_id))
+
+
+@blp.route("/projects/<int:project_id>/members/<int:user_id>", methods=["DELETE"])
+@permission("project", "admin")
+def remove_member(project_id: int, user_id: int):
+    members.change_role(project_id, user_id, None, current_user)
+    db.session.commit()
+    return "", 204
+
+
+@blp.route("/projects/<int:project_id>/invitations", methods=["GET"])
+@permission("project", "admin")
+def list_invitations(project_id: int):
+    return {"results": [invitation_json(i) for i in invitations.pending(project_id)]}
+
+
+@blp.route("/projects/<int:project_id>/invitations", methods=["POST"])
+@blp.arguments(NewInvitation)
+@permission("project", "admin")
+def invite(body: dict, project_id: int):
+    """Mail an invitation link (valid 7 days) that creates the account with this role."""
+    invitation, _ = invitations.invite(body["email"], projects.get_project(project_id), body["role"], current_user)
+    db.session.commit()
+    return invitation_json(invitation), 201
+
+
+@blp.route("/projects/<int:project_id>/invitations/<int:invitation_id>", methods=["DELETE"])
+@permission("project", "admin")
+def revoke_invitation(project_id: int, invitation_id: int):
+    invitations.revoke(invitations.get_for_project(project_id, invitation_id), current_user)
+    db.session.commit()
+    return "", 204
+
+
+@blp.route("/invitations/<invite_token>", methods=["GET"])
+@permission("public")
+def show_invitation(invite_token: str):
+    """What an invitation link offers; 404 unknown or revoked, 400 used or expired."""
+    invitation = invitations.open_invitation(invite_token)
+    return {"email": invitation.email, "role": invitation.role, "expires": invitation.expires_at.isoformat(),
+            "project": invitation.project_id is not None}
+
+
+@blp.route("/invitations/<invite_token>/accept", methods=["POST"])
+@blp.arguments(Acceptance)
+@permission("public")
+@csrf_exempt
+def accept_invitation(body: dict, invite_token: str):
+    """Create the invited account and its membership (nothing at all on bad input)."""
+    try:
+        user = invitations.accept(invite_token, body["username"], body["password"], body["first_name"],
+                                  body["last_name"])
+        db.session.commit()
+    except ServiceError:
+        db.session.rollback()
+        raise
+    return user_json(user), 201
+
+
+@blp.route("/scans/<int:scan_id>/email", methods=["GET"])
+@permission("project", "collaborator")
+def scan_email_draft(scan_id: int):
+    """The pre-filled subject, body with the scan's link, and the members one may write to."""
+    return members.scan_email_draft(scan_id, current_user)
+
+
+@blp.route("/scans/<int:scan_id>/email", methods=["POST"])
+@blp.arguments(ScanEmail)
+@permission("project", "collaborator")
+def send_scan_email(body: dict, scan_id: int):
+    """Mail members of the scan's project about it; the link to the scan is added to the message."""
+    result = members.send_scan_email(scan_id, current_user, body["to"], body["message"], body["subject"])
+    db.session.commit()
+    return result, 200

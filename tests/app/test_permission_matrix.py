@@ -1,0 +1,239 @@
+"""Every route x every method x every actor answers what its declared permission promises.
+
+The expected status comes from ``app.auth.permissions.declared_permission``: anonymous
+callers get 401 (API) or a redirect to /login (pages); members of another project get 404
+(they learn nothing, not even that the object exists); too low a role gets 403; allowed
+callers get anything but 401/403/404 (the fixture world holds every object a URL can name)
+and never a 5xx. A route without a declaration fails. URL arguments are filled by name from
+ARGUMENTS: a new argument name fails the test until it is added there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pytest
+from sqlalchemy import select
+
+from app.auth.permissions import declared_permission
+from app.db import ArtifactEntry, DecisionOption, Frame, Job, Scan, TrainingRun, db
+from app.services import access, decisions, invitations, projects, users, vocabulary
+from tests.factories import PASSWORD, Factory
+
+SAFE_METHODS = ("GET",)
+ACTORS = ("anonymous", "outsider", "collaborator", "tier1", "tier2", "admin", "superuser")
+PROJECT_ROLES = {"collaborator": "collaborator", "tier1": "tier1", "tier2": "tier2", "admin": "admin"}
+MISSING_ID = 10**9
+
+
+@dataclass
+class World:
+    ids: dict[str, int] = field(default_factory=dict)
+    users: dict[str, object] = field(default_factory=dict)
+    token_ids: dict[str, int] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+
+
+# URL argument name -> its value in the fixture world for an actor. Add new names here.
+ARGUMENTS: dict[str, Callable[[World, str], object]] = {
+    "project_id": lambda w, a: w.ids["project"],
+    "experiment_id": lambda w, a: w.ids["experiment"],
+    "scan_id": lambda w, a: w.ids["scan"],
+    "frame_id": lambda w, a: w.ids["frame"],
+    "decision_id": lambda w, a: w.ids["decision"],
+    "run_id": lambda w, a: w.ids["run"],
+    "job_id": lambda w, a: w.ids["job"],
+    "user_id": lambda w, a: w.users["collaborator"].id,
+    "token_id": lambda w, a: w.token_ids.get(a, w.token_ids["superuser"]),
+    "invitation_id": lambda w, a: w.ids["invitation"],
+    "invite_token": lambda w, a: w.secrets["invite"],
+    "reset_token": lambda w, a: w.secrets["reset"],
+    "option_id": lambda w, a: w.ids["option"],
+    "entry_id": lambda w, a: w.ids["entry"],
+    "kind": lambda w, a: "decision",
+    "filename": lambda w, a: "qcloop.css",
+}
+
+
+def _empty_tables() -> None:
+    db.session.rollback()
+    for table in reversed(db.metadata.sorted_tables):
+        db.session.execute(table.delete())
+    db.session.commit()
+
+
+def build_world(app) -> tuple[World, dict]:
+    """The world afresh, and a logged-in client (cookie) plus token headers per actor."""
+    with app.test_request_context():  # services build links to pages with url_for
+        world = _populate(app)
+    return world, _login_clients(app, world)
+
+
+def _populate(app) -> World:
+    """One project holding an experiment, scan, frame, decision, training run and job; one actor per role."""
+    _empty_tables()
+    vocabulary.seed_defaults()
+    db.session.commit()
+    factory = Factory(app)
+    world = World()
+    world.users["superuser"] = factory.user("root", superuser=True)
+    project = factory.project("matrix")
+    for actor, role in PROJECT_ROLES.items():
+        world.users[actor] = factory.member(project, role, actor)
+    elsewhere = factory.project("elsewhere")
+    world.users["outsider"] = factory.member(elsewhere, "admin", "outsider")  # admin, but of another project
+    scan = factory.scan(project, "exp1", "scan1")
+    frame = db.session.scalar(select(Frame).where(Frame.scan_id == scan.id))
+    decision = decisions.record_decision(scan, world.users["tier2"], "U", role="tier2")
+    job = Job(kind="matrix", project_id=project.id, state="succeeded", params={})
+    db.session.add(job)
+    db.session.flush()
+    run = TrainingRun(project_id=project.id, job_id=job.id, state="succeeded")
+    db.session.add(run)
+    invitation, world.secrets["invite"] = invitations.invite("invitee@example.org", project, "tier1",
+                                                              world.users["admin"])
+    world.secrets["reset"] = users.password_reset_token(world.users["collaborator"])
+    for actor, user in world.users.items():
+        world.token_ids[actor] = users.issue_token(user, name="matrix")[0].id
+    db.session.flush()
+    world.ids.update(
+        project=project.id, experiment=scan.experiment_id, scan=scan.id, frame=frame.id, decision=decision.id,
+        run=run.id, job=job.id, invitation=invitation.id,
+        option=db.session.scalar(select(DecisionOption.id).where(DecisionOption.project_id == project.id)),
+        entry=db.session.scalar(select(ArtifactEntry.id).where(ArtifactEntry.project_id == project.id)))
+    db.session.commit()
+    return world
+
+
+def _login_clients(app, world: World) -> dict:
+    clients = {"anonymous": (app.test_client(), {})}
+    for actor, user in world.users.items():
+        cookie_client = app.test_client()
+        answer = cookie_client.post("/login", data={"username": user.username, "password": PASSWORD})
+        assert answer.status_code == 302, answer.data
+        _, raw = users.issue_token(user, name="matrix-auth")
+        db.session.commit()
+        clients[actor] = (cookie_client, {"Authorization": "Token " + raw})
+    return clients
+
+
+def expected(rule_permission, actor: str, world: World) -> str:
+    """'allowed', 'anonymous', 'forbidden' or 'hidden' for this actor."""
+    if rule_permission.kind == "public":
+        return "allowed"
+    if actor == "anonymous":
+        return "anonymous"
+    if rule_permission.kind == "login" or actor == "superuser":
+        return "allowed"
+    if rule_permission.kind == "superuser":
+        return "forbidden"
+    role = PROJECT_ROLES.get(actor)
+    if role is None:
+        return "hidden"
+    return "allowed" if access.ROLE_RANK[role] >= access.ROLE_RANK[rule_permission.role] else "forbidden"
+
+
+def _url(rule, values: dict) -> str:
+    return rule.map.bind("localhost").build(rule.endpoint, values)
+
+
+def _call(clients: dict, actor: str, method: str, url: str, is_api: bool):
+    client, headers = clients[actor]
+    kwargs: dict = {}
+    if method not in SAFE_METHODS:
+        kwargs = {"json": {}} if is_api else {"data": {}}
+    return client.open(url, method=method, headers=headers if is_api else {}, **kwargs)
+
+
+def _verdict(outcome: str, response, is_api: bool) -> str | None:
+    status = response.status_code
+    if status >= 500:
+        return f"server error {status}"
+    if outcome == "allowed":
+        return f"refused with {status}" if status in (401, 403, 404) else None
+    if outcome == "anonymous":
+        if is_api:
+            return None if status == 401 else f"expected 401, got {status}"
+        location = response.headers.get("Location", "")
+        return None if status == 302 and "/login" in location else f"expected a redirect to /login, got {status}"
+    wanted = {"forbidden": 403, "hidden": 404}[outcome]
+    return None if status == wanted else f"expected {wanted}, got {status}"
+
+
+@pytest.fixture
+def matrix_app(make_app):
+    # Jobs are queued, never run here: an allowed POST may start an import or a training.
+    app = make_app(QUEUE_IMMEDIATE=False)
+    with app.app_context():
+        yield app
+        db.session.rollback()
+
+
+def test_every_route_declares_a_permission(matrix_app):
+    undeclared = [rule.rule for rule in matrix_app.url_map.iter_rules() if declared_permission(rule.endpoint) is None]
+    assert undeclared == [], f"routes without @permission(...): {undeclared}"
+
+
+def test_permission_matrix(matrix_app):
+    app = matrix_app
+    rules = sorted(app.url_map.iter_rules(), key=lambda r: r.rule)
+    unknown = sorted({(arg, rule.rule) for rule in rules for arg in rule.arguments if arg not in ARGUMENTS})
+    assert not unknown, f"URL arguments missing from ARGUMENTS in {__file__}: {unknown}"
+    undeclared = [rule.rule for rule in rules if declared_permission(rule.endpoint) is None]
+    assert not undeclared, f"routes without @permission(...): {undeclared}"
+
+    calls = [(rule, method) for rule in rules for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
+    calls.sort(key=lambda call: call[1] not in SAFE_METHODS)  # reads first, on one world
+    world, clients = build_world(app)
+    dirty = False
+    failures: list[str] = []
+    checked = 0
+    for rule, method in calls:
+        declared = declared_permission(rule.endpoint)
+        is_api = rule.rule.startswith("/api/")
+        for actor in ACTORS:
+            if dirty:
+                world, clients = build_world(app)
+                dirty = False
+            url = _url(rule, {arg: ARGUMENTS[arg](world, actor) for arg in rule.arguments})
+            outcome = expected(declared, actor, world)
+            response = _call(clients, actor, method, url, is_api)
+            checked += 1
+            problem = _verdict(outcome, response, is_api)
+            if problem:
+                failures.append(f"{method} {rule.rule} as {actor} ({declared}): {problem}: "
+                                f"{response.get_data(as_text=True)[:200]!r}")
+            if method not in SAFE_METHODS and response.status_code < 400:
+                dirty = True  # the call may have changed the world: rebuild before the next one
+            if outcome == "hidden":
+                failures.extend(_compare_with_missing(rule, method, actor, world, clients, response, is_api))
+    assert not failures, f"{len(failures)} of {checked} calls broke the matrix:\n" + "\n".join(failures)
+    assert checked >= len(calls) * len(ACTORS)
+
+
+def _compare_with_missing(rule, method, actor, world, clients, response, is_api) -> list[str]:
+    """A non-member gets exactly the answer a nonexistent id gets: nothing leaks."""
+    values = {arg: (MISSING_ID if arg in access.OBJECT_ARGUMENTS else ARGUMENTS[arg](world, actor))
+              for arg in rule.arguments}
+    missing = _call(clients, actor, method, _url(rule, values), is_api)
+    same_body = not is_api or missing.get_data() == response.get_data()  # pages embed a fresh CSRF token
+    if missing.status_code != response.status_code or not same_body:
+        return [f"{method} {rule.rule} as {actor}: answer differs from a missing object's "
+                f"({response.status_code} vs {missing.status_code})"]
+    return []
+
+
+def test_project_ids_of_unreadable_projects_are_404_not_403(factory, client):
+    """The rule stated plainly, outside the generic walk: ids of other projects are simply not found."""
+    mine = factory.project("mine")
+    theirs = factory.project("theirs")
+    factory.member(mine, "admin", "me")
+    scan = factory.scan(theirs, "exp", "secret")
+    headers = {"Authorization": "Token " + users.issue_token(users.find_user("me"))[1]}
+    db.session.commit()
+    for url in (f"/api/v1/projects/{theirs.id}/vocabulary", f"/api/v1/scans/{scan.id}/email",
+                f"/api/v1/projects/{theirs.id}/members"):
+        answer = client.get(url, headers=headers)
+        assert answer.status_code == 404 and answer.get_json() == {"error": "not_found", "detail": "Not found."}
+    assert db.session.get(Scan, scan.id) is not None
+    assert projects.get_project(theirs.id).name == "theirs"
