@@ -59,7 +59,8 @@ def logout():
     """Revoke the calling token (token auth) or end the browser session."""
     raw = token_from_request()
     if raw is not None:
-        user_service.revoke_token_value(raw, actor=current_user)
+        user = current_user._get_current_object()  # resolved before its token stops authenticating
+        user_service.revoke_token_value(raw, actor=user)
         db.session.commit()
     else:
         logout_user()

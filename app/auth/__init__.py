@@ -1,7 +1,8 @@
 """Authentication: browser sessions (Flask-Login), MIQA-compatible API tokens, CSRF."""
 from __future__ import annotations
 
-from flask import Flask, g, request
+from flask import Flask, g, request, session
+from flask_login.utils import _create_identifier
 
 from app.extensions import csrf, login_manager
 
@@ -15,6 +16,14 @@ def token_from_request() -> str | None:
     return None
 
 
+def _session_identifier() -> str | None:
+    """Flask-Login's "strong" session protection, for cookie requests only: a token request
+    ignores the session, so a browser session (even a stale one) never hides a valid token."""
+    if token_from_request() is not None:
+        return session.get("_id")
+    return _create_identifier()
+
+
 def init_auth(app: Flask) -> None:
     from app.auth.permissions import enforce_before_view, permission
     from app.auth.routes import bp
@@ -26,9 +35,12 @@ def init_auth(app: Flask) -> None:
     validate_limits(app)
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"
+    login_manager._session_identifier_generator = _session_identifier
 
     @login_manager.user_loader
     def load_user(user_id: str) -> User | None:
+        if token_from_request() is not None:  # a token header decides alone, even beside a session cookie
+            return None
         user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
         return user if user is not None and user.is_active else None
 

@@ -10,7 +10,6 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from flask import url_for
 from sqlalchemy import select
 
 from app.db import ROLES, Invitation, Project, User, db, utcnow
@@ -41,7 +40,7 @@ def invite(email: str, project: Project | None, role: str, actor: User) -> tuple
     db.session.flush()
     audit.record("invitation.create", actor=actor, project_id=invitation.project_id,
                  target=("invitation", invitation.id), email=email, role=invitation.role)
-    link = users.external_url(url_for("auth.accept_invite", invite_token=raw))
+    link = users.external_link("auth.accept_invite", invite_token=raw)
     where = f"the project {project.name} as {role}" if project is not None else "qcloop"
     mail.send(email, f"{actor.display_name} invites you to {where}", (
         f"Hello,\n\n{actor.display_name} invites you to join {where}.\n"

@@ -48,7 +48,7 @@ def send(to: str | list[str], subject: str, body: str, reply_to: str | None = No
     if not host:
         folder = outbox_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.eml"
+        path = folder / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.eml"
         path.write_bytes(bytes(message))
         log.info("no SMTP host configured: mail %r to %s written to %s", subject, ", ".join(recipients), path)
         return message

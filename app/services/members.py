@@ -1,7 +1,6 @@
 """Project members: who has which role, changed by the project's admins; members mail each other."""
 from __future__ import annotations
 
-from flask import url_for
 from sqlalchemy import Select, func, select
 from werkzeug.routing import BuildError
 
@@ -85,10 +84,9 @@ def _scan_context(scan_id: int) -> tuple[Scan, Experiment, Project]:
 def scan_link(scan_id: int) -> str:
     """The review page of a scan (``ui.scan``), or the project list until that page exists."""
     try:
-        path = url_for("ui.scan", scan_id=scan_id)
+        return users.external_link("ui.scan", scan_id=scan_id)
     except BuildError:
-        path = url_for("ui.projects")
-    return users.external_url(path)
+        return users.external_link("ui.projects")
 
 
 def scan_email_draft(scan_id: int, sender: User) -> dict:

@@ -8,7 +8,7 @@ import secrets
 from datetime import timedelta
 
 from email_validator import EmailNotValidError, validate_email
-from flask import current_app, url_for
+from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import Select, func, or_, select
 
@@ -38,8 +38,9 @@ def normalize_email(email: str) -> str:
     return checked.normalized.lower()
 
 
-def external_url(path: str) -> str:
-    """An absolute link for mails, on the configured public address of qcloop."""
+def external_link(endpoint: str, **values: object) -> str:
+    """An absolute link for mails on qcloop's public address (BASE_URL), also outside a request."""
+    path = current_app.url_map.bind("qcloop").build(endpoint, values)
     return current_app.config["BASE_URL"].rstrip("/") + path
 
 
@@ -141,7 +142,7 @@ def request_password_reset(login: str) -> None:
     if user is None or not user.is_active or not user.email:
         log.info("password reset asked for %r: no active account with an address", str(login)[:150])
         return
-    link = external_url(url_for("auth.reset_password", reset_token=password_reset_token(user)))
+    link = external_link("auth.reset_password", reset_token=password_reset_token(user))
     minutes = int(RESET_MAX_AGE.total_seconds() // 60)
     mail.send(user.email, "Reset your qcloop password", (
         f"Hello {user.display_name},\n\n"
@@ -188,7 +189,7 @@ def sign_up(username: str, email: str, password: str, first_name: str = "", last
         try:
             mail.send(list(admins), f"qcloop: {user.username} asks for an account", (
                 f"{user.display_name} <{user.email}> signed up as {user.username}.\n"
-                f"Approve or reject the account here:\n\n{external_url(url_for('admin.index'))}\n"))
+                f"Approve or reject the account here:\n\n{external_link('admin.index')}\n"))
         except ServiceError as err:  # the sign-up stands; the pending list shows it anyway
             log.warning("could not tell superusers about sign-up %s: %s", user.username, err.message)
     return user
@@ -211,7 +212,7 @@ def approve(user: User, actor: User) -> None:
         try:
             mail.send(user.email, "Your qcloop account is approved", (
                 f"Hello {user.display_name},\n\nyour qcloop account {user.username} is approved. "
-                f"Log in here:\n\n{external_url(url_for('auth.login'))}\n"))
+                f"Log in here:\n\n{external_link('auth.login')}\n"))
         except ServiceError as err:
             log.warning("could not tell %s about the approval: %s", user.username, err.message)
 
