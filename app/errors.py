@@ -6,7 +6,7 @@ import logging
 from flask import Flask, jsonify, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from app.db import AppendOnlyError
+from app.db import AppendOnlyError, db
 from app.services.errors import ServiceError, Unauthorized
 from app.storage import StorageError
 
@@ -32,6 +32,7 @@ def _answer(status: int, code: str, message: str, details: dict | None = None):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def service_error(err: ServiceError):
+        db.session.rollback()  # a refused request leaves nothing half-written behind
         if isinstance(err, Unauthorized) and not wants_json():
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         return _answer(err.status, err.code, err.message, err.details)
