@@ -219,5 +219,105 @@ def demo(admin_username: str) -> None:
         click.echo(f"log in at {current_app.config['BASE_URL']}/login as {admin_username} (existing password)")
 
 
+
+# --- training (issue 6) ---------------------------------------------------------------------------
+
+def _follow_job(job_id: int, queued_hint_s: float = 30.0) -> "Job":  # noqa: F821
+    """Print a line whenever the job's progress message changes, until it ends; returns the final row."""
+    import time
+
+    from app.db import Job
+    from app.db import db as database
+
+    last, started, hinted = None, time.monotonic(), False
+    while True:
+        database.session.expire_all()
+        job = database.session.get(Job, job_id)
+        line = f"[{job.progress * 100:5.1f}%] {job.state}: {job.message}".rstrip(": ")
+        if line != last:
+            click.echo(line)
+            last = line
+        if job.state in ("succeeded", "failed", "cancelled"):
+            return job
+        if job.state == "queued" and not hinted and time.monotonic() - started > queued_hint_s:
+            click.echo("still queued: is a worker running (`qcloop worker`)? Or use --inline.")
+            hinted = True
+        time.sleep(1.0)
+
+
+@cli.command()
+@click.option("--project", "project_name", required=True, help="Project name.")
+@click.option("--epochs", type=int, default=None, help="Maximum epochs (default 20; early stopping may end sooner).")
+@click.option("--from", "init", type=click.Choice(["scratch", "champion", "miqa"]), default="scratch",
+              show_default=True, help="Start from random weights, the registered champion or MIQA's weights.")
+@click.option("--arch", default=None, help="Network (default densenet121 for 3-D, resnet18_2d for 2-D images).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--spatial-size", default=None, help="Network input shape, e.g. 64,64,64 (default 64^3 / 224^2).")
+@click.option("--synthesize", multiple=True, help="Artifact key to synthesize on clean volumes (p=0.2); repeatable.")
+@click.option("--inline", is_flag=True, help="Train in this process instead of the worker.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Print progress until the run ends (else print the run id and return).")
+def train(project_name: str, epochs: int | None, init: str, arch: str | None, batch_size: int | None,
+          spatial_size: str | None, synthesize: tuple[str, ...], inline: bool, wait: bool) -> None:
+    """Retrain the project's model on its reviewer decisions.
+
+    By default the run goes to the job queue (a `qcloop worker` trains it) and this command
+    prints a progress line whenever it changes until the run ends; --no-wait returns at once,
+    --inline trains here without a worker. Exits non-zero with the reason when the run fails.
+    """
+    import threading
+
+    from app.db import db as database
+    from app.services import jobs, projects
+    from app.services import training as training_service
+    from app.services.errors import ServiceError
+
+    preflight()
+    project = projects.find_project(project_name)
+    if project is None:
+        raise click.ClickException(f"no project named {project_name!r}")
+    body: dict = {"from": init}
+    for name, value in (("epochs", epochs), ("arch", arch), ("batch_size", batch_size)):
+        if value is not None:
+            body[name] = value
+    if spatial_size:
+        try:
+            body["spatial_size"] = [int(n) for n in spatial_size.split(",")]
+        except ValueError as err:
+            raise click.ClickException("--spatial-size must be integers separated by commas") from err
+    if synthesize:
+        body["synthesis"] = {key: 0.2 for key in synthesize}
+    try:
+        run = training_service.create_run(project, None, body) if inline else \
+            training_service.start_run(project, None, body)
+    except ServiceError as err:
+        database.session.rollback()
+        raise click.ClickException(err.message) from err
+    click.echo(f"training run {run.id} of {project.name} (job {run.job_id})")
+    if inline:
+        app = current_app._get_current_object()
+
+        def work() -> None:
+            with app.app_context():
+                jobs.run_job(run.job_id)
+
+        thread = threading.Thread(target=work, name="qcloop-train-inline")
+        thread.start()
+        job = _follow_job(run.job_id)
+        thread.join()
+    elif not wait:
+        return
+    else:
+        job = _follow_job(run.job_id)
+    database.session.expire_all()
+    summary = training_service.run_json(training_service.get_run(run.id))
+    if job.state != "succeeded":
+        raise click.ClickException(f"training run {run.id} {job.state}: {summary['error'] or job.message}")
+    version = summary["model_version"]
+    click.echo(f"registered {version['registry_name']} version {version['version']} ({version['alias']}); "
+               f"MLflow run {summary['mlflow_run_id']}; metrics: "
+               + ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items() if k.endswith("auc")))
+
+
 if __name__ == "__main__":
     cli()

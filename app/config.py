@@ -59,6 +59,16 @@ class Config:
         self.SECRET_KEY = env.get("QCLOOP_SECRET_KEY") or _persisted_secret(instance)
         self.MLFLOW_TRACKING_URI = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{instance / 'mlflow.db'}"
         self.MLFLOW_ARTIFACT_ROOT = env.get("QCLOOP_MLFLOW_ARTIFACT_ROOT") or str(instance / "mlartifacts")
+        # Where people browse MLflow (e.g. `mlflow ui` on the same store); runs link there when set.
+        self.MLFLOW_UI_URL = env.get("QCLOOP_MLFLOW_UI_URL") or ""
+        # Training: Lightning accelerator/devices/strategy. Several GPUs: DEVICES=4, STRATEGY=ddp_spawn
+        # (same code path; "ddp" would re-run the launching command, which in the worker is the worker).
+        self.TRAIN_ACCELERATOR = env.get("QCLOOP_TRAIN_ACCELERATOR") or "auto"
+        self.TRAIN_DEVICES = parse_int(env.get("QCLOOP_TRAIN_DEVICES"), 1)
+        self.TRAIN_STRATEGY = env.get("QCLOOP_TRAIN_STRATEGY") or "auto"
+        self.TRAIN_NUM_WORKERS = parse_int(env.get("QCLOOP_TRAIN_NUM_WORKERS"), 0)
+        # A local copy of MIQA's published weights (a run "from miqa" needs it; never downloaded).
+        self.MIQA_WEIGHTS = env.get("QCLOOP_MIQA_WEIGHTS") or ""
         self.QUEUE_URL = env.get("QCLOOP_QUEUE_URL") or f"sqlite:///{instance / 'queue.db'}"
         self.QUEUE_IMMEDIATE = parse_boolean(env.get("QCLOOP_QUEUE_IMMEDIATE"))
         self.BASE_URL = env.get("QCLOOP_BASE_URL") or "http://127.0.0.1:5000"

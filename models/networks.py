@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from monai.networks.layers import Reshape
 from monai.networks.nets import Classifier, DenseNet, DenseNet121, ResNet
 from torch import nn
 
@@ -114,6 +115,8 @@ def remap_head(model: nn.Module, old_map: Sequence[dict], new_map: Sequence[dict
                 new.bias[index] = a * old.bias[source] + b
             kept.append(output["key"])
     setattr(parent, attribute, new)
+    if isinstance(getattr(model, "reshape", None), Reshape):  # MONAI's Regressor/Classifier reshape their output
+        model.out_shape, model.reshape = (len(new_map),), Reshape(len(new_map))
     return kept
 
 

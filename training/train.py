@@ -86,6 +86,8 @@ class TrainResult:
     counts: dict[str, dict[str, dict[str, int]]]
     dataset_hash: str
     epochs_run: int
+    arch: str
+    preprocessing: dict[str, Any]
 
 
 class ProgressReporter(L.Callback):
@@ -272,12 +274,13 @@ def _finish_run(cfg: TrainConfig, trainer: L.Trainer, module: QCModule, checkpoi
     module = module.cpu()
     metrics: dict[str, float] = {}
     evaluated = {}
-    for split in ("val", "test"):
-        logits, targets, mask, loss = _predict(module, data.val_dataloader() if split == "val" else data.test_dataloader())
+    for split, loader in (("val", data.val_dataloader()), ("test", data.test_dataloader())):
+        logits, targets, mask, loss = _predict(module, loader)
         if len(logits):
             evaluated[split] = (logits, targets, mask)
             metrics[f"{split}/loss"] = loss
-            metrics.update({f"{split}/{k}": v for k, v in epoch_metrics(dataset.outputs, logits, targets, mask).items()})
+            found = epoch_metrics(dataset.outputs, logits, targets, mask)
+            metrics.update({f"{split}/{key}": value for key, value in found.items()})
     final = {f"best_{k.replace('/', '_')}": v for k, v in metrics.items()}
     tracking.log_metrics(cfg.tracking_uri, run_id, final, step=trainer.global_step)
     logits, targets, mask = evaluated.get("test") or evaluated["val"]
@@ -301,4 +304,5 @@ def _finish_run(cfg: TrainConfig, trainer: L.Trainer, module: QCModule, checkpoi
     return TrainResult(run_id=run_id, experiment_id=experiment_id, version=version, alias=alias,
                        output_map=output_map, metrics=final,
                        counts={name: dataset.counts(name) for name in ("train", "val", "test")},
-                       dataset_hash=dataset.digest(), epochs_run=len(curves["val/loss"]))
+                       dataset_hash=dataset.digest(), epochs_run=len(curves["val/loss"]),
+                       arch=cfg.arch, preprocessing=cfg.preprocess.as_dict())

@@ -14,3 +14,4 @@ bp = Blueprint("ui", __name__)
 @permission("login")
 def projects():
     return render_template("ui/projects.html", projects=overview.projects_for(current_user))
+from app.ui import training  # noqa: E402,F401 - registers the training pages on bp

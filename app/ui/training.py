@@ -1,0 +1,73 @@
+"""The project's training page: label counts per output, the Retrain form (admins) and the runs."""
+from __future__ import annotations
+
+from flask import flash, g, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from app.auth.permissions import permission
+from app.db import db
+from app.services import projects, training
+from app.services.errors import ServiceError
+from app.ui.routes import bp
+
+SYNTHESIS_PROBABILITY = 0.2
+
+
+def _form_body(form) -> dict:
+    """The API body the form describes (numbers parsed; the service checks ranges)."""
+    body: dict = {"from": form.get("from", "scratch"), "artifacts": form.getlist("artifacts")}
+    for name in ("epochs", "batch_size", "seed"):
+        if form.get(name, "").strip():
+            try:
+                body[name] = int(form[name])
+            except ValueError:
+                body[name] = form[name]
+    if form.get("lr", "").strip():
+        try:
+            body["lr"] = float(form["lr"])
+        except ValueError:
+            body["lr"] = form["lr"]
+    if form.get("arch"):
+        body["arch"] = form["arch"]
+    body["synthesis"] = {key: SYNTHESIS_PROBABILITY for key in form.getlist("synthesis")}
+    return body
+
+
+@bp.get("/projects/<int:project_id>/training")
+@permission("project", "collaborator")
+def training_runs(project_id: int):
+    from models.networks import ARCHITECTURES
+    from training.transforms import SYNTHESIZABLE
+
+    project = projects.get_project(project_id)
+    runs = [training.run_json(run) for run in db.session.scalars(training.runs_query(project_id).limit(50))]
+    return render_template("training/runs.html", project=project, counts=training.label_counts(project), runs=runs,
+                           is_admin=g.project_role == "admin", architectures=ARCHITECTURES,
+                           synthesizable=SYNTHESIZABLE, synthesis_probability=SYNTHESIS_PROBABILITY)
+
+
+@bp.post("/projects/<int:project_id>/training")
+@permission("project", "admin")
+def training_start(project_id: int):
+    try:
+        run = training.start_run(projects.get_project(project_id), current_user, _form_body(request.form))
+    except ServiceError as err:
+        db.session.rollback()
+        flash(err.message, "error")
+    else:
+        flash(f"training run {run.id} started", "info")
+    return redirect(url_for("ui.training_runs", project_id=project_id))
+
+
+@bp.post("/training-runs/<int:run_id>/cancel")
+@permission("project", "admin")
+def training_cancel(run_id: int):
+    run = training.get_run(run_id)
+    try:
+        training.cancel_run(run)
+    except ServiceError as err:
+        db.session.rollback()
+        flash(err.message, "error")
+    else:
+        flash(f"training run {run.id} cancelled", "info")
+    return redirect(url_for("ui.training_runs", project_id=run.project_id))

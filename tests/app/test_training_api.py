@@ -1,0 +1,241 @@
+"""Training runs through the API, the page and the CLI: tracked in MLflow, registered, bad input fails early."""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from mlflow import MlflowClient
+from sqlalchemy import func, select
+
+from app.db import Frame, Job, ModelVersion, TrainingRun, db
+from app.services import vocabulary
+from app.services.decisions import record_decision
+from tests.conftest import SHARED_DATA
+from tests.factories import login, token_headers
+
+SMALL = {"arch": "resnet_small", "spatial_size": [32, 32, 32], "batch_size": 4, "min_labels": 2}
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory):
+    """One MLflow store per module (its first initialisation is the slow part)."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "MLFLOW_ARTIFACT_ROOT": str(folder / "art")}
+
+
+@pytest.fixture
+def app(make_app, mlflow_store):
+    app = make_app(**mlflow_store, MIQA_WEIGHTS=str(SHARED_DATA / "miqa-weights" / "miqaMix-val0.pth"))
+    with app.app_context():
+        yield app
+        db.session.rollback()
+
+
+def _labelled_project(factory, n_scans=8, ghosted=None):
+    """A project with an admin and n scans: odd ones ghosted (unusable, ghosting present), even ones clean."""
+    admin = factory.user()
+    project = factory.project(f"train-{uuid.uuid4().hex[:8]}", creator=admin)
+    for index in range(n_scans):
+        bad = index % 2 == 1 if ghosted is None else ghosted
+        scan = factory.scan(project, name=f"s{index}", artifact="ghosting" if bad else None)
+        record_decision(scan, admin, "UN" if bad else "U", role="tier2", note="ghosts" if bad else "",
+                        present=["ghosting_motion"] if bad else [], absent=[] if bad else ["ghosting_motion"])
+    db.session.commit()
+    return project, admin
+
+
+def _registered_versions(app, name):
+    client = MlflowClient(tracking_uri=app.config["MLFLOW_TRACKING_URI"])
+    return client.search_model_versions(f"name = '{name}'")
+
+
+@pytest.mark.slow
+def test_two_epoch_run_is_tracked_registered_and_restartable_from_champion(app, client, factory):
+    project, admin = _labelled_project(factory, n_scans=12)
+    headers = token_headers(client, admin.username)
+    response = client.post(f"/api/v1/projects/{project.id}/training-runs", json={"epochs": 2, **SMALL},
+                           headers=headers)
+    assert response.status_code == 201, response.get_json()
+    run = response.get_json()
+    assert run["state"] == "succeeded", run["error"]
+    assert run["model_version"]["alias"] == "champion"
+    assert [o["key"] for o in run["model_version"]["output_map"]] == ["usable", "ghosting_motion"]
+    assert run["params"]["outputs"] == ["usable", "ghosting_motion"] and "lesions" in run["params"]["skipped_outputs"]
+    assert {"best_val_loss", "best_val_usable_auc", "epochs_run"} <= set(run["metrics"])
+
+    mlflow_client = MlflowClient(tracking_uri=app.config["MLFLOW_TRACKING_URI"])
+    mlflow_run = mlflow_client.get_run(run["mlflow_run_id"])
+    params = mlflow_run.data.params
+    assert params["vocabulary_version"] == vocabulary.vocabulary_version(project.id)
+    assert {"dataset_hash", "counts", "split", "code_version", "epochs", "batch_size", "arch", "lr"} <= set(params)
+    assert json.loads(params["counts"])["train"]["ghosting_motion"]["present"] > 0
+    assert {"train/loss_epoch", "val/loss", "best_val_usable_auc"} <= set(mlflow_run.data.metrics)
+    assert mlflow_run.info.status == "FINISHED"
+    artifacts = {a.path for a in mlflow_client.list_artifacts(run["mlflow_run_id"])}
+    artifacts |= {a.path for a in mlflow_client.list_artifacts(run["mlflow_run_id"], "plots")}
+    assert {"manifest.csv", "plots/confusion_usable.png", "plots/roc_usable.png", "plots/roc_ghosting_motion.png",
+            "plots/learning_curves.png"} <= artifacts
+    manifest = mlflow_client.download_artifacts(run["mlflow_run_id"], "manifest.csv")
+    lines = open(manifest).read().splitlines()
+    assert lines[0].startswith("frame_id,scan_id,subject,path,checksum,split,weight,usable,ghosting_motion")
+    assert len(lines) == 13
+    versions = _registered_versions(app, project.model_name)
+    assert len(versions) == 1 and json.loads(versions[0].tags["output_map"])[1]["key"] == "ghosting_motion"
+    row = db.session.scalar(select(ModelVersion).where(ModelVersion.project_id == project.id))
+    assert row.version == str(versions[0].version) and row.mlflow_run_id == run["mlflow_run_id"]
+
+    listed = client.get(f"/api/v1/projects/{project.id}/training-runs", headers=headers).get_json()
+    assert listed["count"] == 1 and listed["results"][0]["id"] == run["id"]
+    again = client.post(f"/api/v1/projects/{project.id}/training-runs",
+                        json={"epochs": 1, "from": "champion", **SMALL}, headers=headers).get_json()
+    assert again["state"] == "succeeded", again["error"]
+    assert again["model_version"]["version"] == "2" and again["model_version"]["alias"] == "challenger"
+    kept = json.loads(mlflow_client.get_run(again["mlflow_run_id"]).data.params["init_kept_outputs"])
+    assert kept == ["usable", "ghosting_motion"]
+
+
+@pytest.mark.slow
+def test_run_from_miqa_weights_and_the_training_page(app, client, factory):
+    project, admin = _labelled_project(factory, n_scans=10)
+    login(client, admin.username)
+    page = client.get(f"/projects/{project.id}/training")
+    assert page.status_code == 200 and b"Retrain" in page.data and b'data-output="ghosting_motion"' in page.data
+    response = client.post(f"/projects/{project.id}/training",
+                           data={"from": "miqa", "epochs": "1", "batch_size": "4", "artifacts": ["ghosting_motion"]})
+    assert response.status_code == 302
+    run = db.session.scalar(select(TrainingRun).where(TrainingRun.project_id == project.id))
+    assert run.state == "succeeded", run.error
+    assert run.params["arch"] == "miqa" and run.params["spatial_size"] == [64, 64, 64]
+    kept = MlflowClient(tracking_uri=app.config["MLFLOW_TRACKING_URI"]).get_run(run.mlflow_run_id).data.params
+    assert json.loads(kept["init_kept_outputs"]) == ["usable", "ghosting_motion"]
+    page = client.get(f"/projects/{project.id}/training")
+    assert f"{project.model_name} v1".encode() in page.data
+
+
+def test_roles_start_view_and_cancel(app, client, factory):
+    project, admin = _labelled_project(factory, n_scans=0)
+    tier2 = factory.member(project, "tier2")
+    collaborator = factory.member(project, "collaborator")
+    outsider = factory.user()
+    url = f"/api/v1/projects/{project.id}/training-runs"
+    assert client.post(url, json={}, headers=token_headers(client, tier2.username)).status_code == 403
+    assert client.get(url, headers=token_headers(client, collaborator.username)).status_code == 200
+    assert client.get(url, headers=token_headers(client, outsider.username)).status_code == 404
+    bad = client.post(url, json={"epochs": 0}, headers=token_headers(client, admin.username))
+    assert bad.status_code == 400 and bad.get_json()["field"] == "epochs"
+    bad = client.post(url, json={"artifacts": ["no_such_artifact"]}, headers=token_headers(client, admin.username))
+    assert bad.status_code == 400 and "no_such_artifact" in bad.get_json()["detail"]
+    failed = client.post(url, json={}, headers=token_headers(client, admin.username)).get_json()
+    assert failed["state"] == "failed" and "nothing to train on" in failed["error"]
+    cancel = client.post(f"/api/v1/training-runs/{failed['id']}/cancel", headers=token_headers(client, admin.username))
+    assert cancel.status_code == 409
+    assert client.post(f"/api/v1/training-runs/{failed['id']}/cancel",
+                       headers=token_headers(client, collaborator.username)).status_code == 403
+    assert client.get(f"/api/v1/training-runs/{failed['id']}",
+                      headers=token_headers(client, collaborator.username)).get_json()["id"] == failed["id"]
+    login(client, collaborator.username)
+    page = client.get(f"/projects/{project.id}/training")
+    assert page.status_code == 200 and b"Retrain" not in page.data and b"nothing to train on" in page.data
+
+
+def test_queued_run_cancels_and_a_cancelled_job_stops_before_training(make_app, mlflow_store, tmp_path):
+    from tests.factories import Factory
+
+    app = make_app(**mlflow_store, QUEUE_IMMEDIATE=False, QUEUE_URL=f"sqlite:///{tmp_path / 'queue.db'}")
+    with app.app_context():
+        factory = Factory(app)
+        project, admin = _labelled_project(factory, n_scans=4)
+        client = app.test_client()
+        headers = token_headers(client, admin.username)
+        run = client.post(f"/api/v1/projects/{project.id}/training-runs", json=SMALL, headers=headers).get_json()
+        assert run["state"] == "queued"
+        busy = client.post(f"/api/v1/projects/{project.id}/training-runs", json=SMALL, headers=headers)
+        assert busy.status_code == 409
+        cancelled = client.post(f"/api/v1/training-runs/{run['id']}/cancel", headers=headers).get_json()
+        assert cancelled["state"] == "cancelled"
+
+        from app.services import jobs, training
+
+        started = training.create_run(project, admin, SMALL)
+        db.session.get(Job, started.job_id).cancel_requested = True
+        db.session.commit()
+        jobs.run_job(started.job_id)
+        db.session.expire_all()
+        assert training.get_run(started.id).state == "cancelled"
+        assert db.session.get(Job, started.job_id).state == "cancelled"
+        db.session.rollback()
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("too_few", "too few labels"),
+    ("one_class", "only one class"),
+    ("missing_file", "missing or unreadable"),
+    ("mlflow_down", "unreachable"),
+])
+def test_bad_input_fails_early_registers_nothing(make_app, mlflow_store, case, expected):
+    from tests.factories import Factory
+
+    settings = dict(mlflow_store)
+    if case == "mlflow_down":
+        settings["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:1"
+    app = make_app(**settings)
+    with app.app_context():
+        factory = Factory(app)
+        project, admin = _labelled_project(factory, n_scans=4 if case == "too_few" else 8,
+                                           ghosted=False if case == "one_class" else None)
+        if case == "missing_file":
+            frame = db.session.scalars(select(Frame)).first()
+            (Path(app.config["DATA_ROOT"]) / frame.file_location).unlink()
+        body = {**SMALL, "min_labels": 3} if case == "too_few" else SMALL
+        client = app.test_client()
+        run = client.post(f"/api/v1/projects/{project.id}/training-runs", json=body,
+                          headers=token_headers(client, admin.username)).get_json()
+        assert run["state"] == "failed" and expected in run["error"], run["error"]
+        job = db.session.get(Job, run["job_id"])
+        assert job.state == "failed" and expected in job.error
+        assert db.session.scalar(select(func.count(ModelVersion.id))) == 0
+        assert run["mlflow_run_id"] is None
+        if case != "mlflow_down":
+            assert _registered_versions(app, project.model_name) == []
+        db.session.rollback()
+
+
+@pytest.mark.slow
+def test_vocabulary_changed_during_the_run_registers_nothing(app, client, factory, monkeypatch):
+    project, admin = _labelled_project(factory, n_scans=8)
+    versions = iter(["before", "after"])
+    monkeypatch.setattr(vocabulary, "vocabulary_version", lambda project_id: next(versions))
+    run = client.post(f"/api/v1/projects/{project.id}/training-runs", json={"epochs": 1, **SMALL},
+                      headers=token_headers(client, admin.username)).get_json()
+    assert run["state"] == "failed" and "vocabulary changed" in run["error"]
+    assert db.session.scalar(select(func.count(ModelVersion.id))) == 0
+    assert _registered_versions(app, project.model_name) == []
+
+
+@pytest.mark.slow
+def test_cli_train_inline_prints_progress_and_fails_clearly(app, factory):
+    from app.cli import train
+
+    project, _ = _labelled_project(factory, n_scans=10)
+    runner = CliRunner()
+    result = runner.invoke(train, ["--project", project.name, "--epochs", "1", "--arch", "resnet_small",
+                                   "--spatial-size", "32,32,32", "--batch-size", "4", "--inline"])
+    assert result.exit_code == 0, result.output
+    assert "training run" in result.output and "registered" in result.output and "%]" in result.output
+    result = runner.invoke(train, ["--project", "no-such-project"])
+    assert result.exit_code == 1 and "no project named" in result.output
+    empty, _ = _labelled_project(factory, n_scans=0)
+    result = runner.invoke(train, ["--project", empty.name, "--inline"])
+    assert result.exit_code == 1 and "nothing to train on" in result.output
