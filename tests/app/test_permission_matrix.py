@@ -237,3 +237,28 @@ def test_project_ids_of_unreadable_projects_are_404_not_403(factory, client):
         assert answer.status_code == 404 and answer.get_json() == {"error": "not_found", "detail": "Not found."}
     assert db.session.get(Scan, scan.id) is not None
     assert projects.get_project(theirs.id).name == "theirs"
+
+
+# The walk above checks that each route enforces what it declares; these declarations are the
+# roles the issue sets for accounts, members and audit, pinned so a looser one fails here.
+PINNED = {
+    "members.add_member": ("project", "admin"), "members.change_member": ("project", "admin"),
+    "members.remove_member": ("project", "admin"), "members.invite": ("project", "admin"),
+    "members.list_invitations": ("project", "admin"), "members.revoke_invitation": ("project", "admin"),
+    "members.list_members": ("project", "collaborator"), "members.scan_email_draft": ("project", "collaborator"),
+    "members.send_scan_email": ("project", "collaborator"), "admin.members_page": ("project", "admin"),
+    "admin.add_member": ("project", "admin"), "admin.change_member": ("project", "admin"),
+    "admin.invite_member": ("project", "admin"), "admin.revoke_invitation": ("project", "admin"),
+    "admin.index": ("superuser", None), "admin.audit": ("superuser", None), "admin.invite": ("superuser", None),
+    "admin.approve_user": ("superuser", None), "admin.reject_user": ("superuser", None),
+    "admin.set_user_enabled": ("superuser", None), "users.audit_events": ("superuser", None),
+    "users.list_users": ("login", None), "users.me": ("login", None), "users.logout": ("login", None),
+    "tokens.list_tokens": ("login", None), "tokens.create_token": ("login", None),
+    "tokens.revoke_token": ("login", None), "auth.profile": ("login", None),
+    "auth.api_token_auth": ("public", None), "auth.login": ("public", None),
+}
+
+
+def test_account_routes_declare_the_roles_the_issue_sets(matrix_app):
+    declared = {endpoint: declared_permission(endpoint) for endpoint in PINNED}
+    assert {endpoint: (p.kind, p.role) for endpoint, p in declared.items() if p} == PINNED
