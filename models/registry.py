@@ -23,7 +23,7 @@ def _client(tracking_uri: str) -> MlflowClient:
 def alias_version(tracking_uri: str, name: str, alias: str = CHAMPION) -> str | None:
     """The version number holding an alias, or None when the model or alias does not exist."""
     try:
-        return _client(tracking_uri).get_model_version_by_alias(name, alias).version
+        return str(_client(tracking_uri).get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 

@@ -23,13 +23,15 @@ from training.data import Output
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                weight: torch.Tensor | None = None, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean BCE over judged targets only; ``weight`` (per sample) scales the usable column (index 0)."""
+    judged = mask > 0
+    # where() rather than a product: a masked logit (even nan) never reaches the loss or its gradient.
+    logits = torch.where(judged, logits, torch.zeros_like(logits))
+    targets = torch.where(judged, targets, torch.zeros_like(targets))
     losses = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction="none")
     weights = mask.clone()
     if weight is not None:
         weights[:, 0] = weights[:, 0] * weight
-    # where() rather than a product: a masked logit's loss (even inf/nan) never reaches the sum or its gradient.
-    total = torch.where(weights > 0, losses * weights, torch.zeros_like(losses)).sum()
-    return total / mask.sum().clamp(min=1.0)
+    return (losses * weights).sum() / mask.sum().clamp(min=1.0)
 
 
 def epoch_metrics(outputs: Sequence[Output], logits: np.ndarray, targets: np.ndarray,

@@ -1,0 +1,102 @@
+"""train(cfg) without the web app: a learnable synthetic task, cancellation, bad files, bad store, 2-D."""
+from __future__ import annotations
+
+import hashlib
+
+import nibabel as nib
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from app.services.phantoms import brain_phantom
+from tests.training.conftest import GHOSTING, T0, ghosting_records
+from training.data import USABLE, DatasetError, DecisionRecord, FrameRecord, LabelSettings, ScanRecord, build_dataset
+from training.tracking import TrackingError
+from training.train import TrainConfig, TrainingCancelled, train
+from training.transforms import AugmentConfig, PreprocessConfig
+
+NO_AUGMENT = AugmentConfig(flip_prob=0.5, affine_prob=0.0, noise_prob=0.0)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mlflow")
+    return f"sqlite:///{folder / 'mlflow.db'}", str(folder / "artifacts")
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    return ghosting_records(tmp_path_factory.mktemp("volumes"), 40)
+
+
+def _config(tmp_path, store, dataset, name, **overrides):
+    uri, artifacts = store
+    values = dict(dataset=dataset, tracking_uri=uri, artifact_root=artifacts, experiment=name, model_name=name,
+                  work_dir=tmp_path / "work", cache_dir=tmp_path / "cache", arch="resnet_small",
+                  preprocess=PreprocessConfig(spatial_size=(32, 32, 32)), augmentation=NO_AUGMENT,
+                  epochs=5, batch_size=8, lr=3e-3, accelerator="cpu", params={"vocabulary_version": "v1"})
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.mark.slow
+def test_ghosting_versus_clean_is_learned_on_held_out_subjects(tmp_path, store, records):
+    dataset = build_dataset(records, [USABLE, GHOSTING], LabelSettings(), seed=0)
+    reports = []
+    result = train(_config(tmp_path, store, dataset, "qcloop-learnable", progress=reports.append))
+    assert result.metrics["best_test_usable_auc"] >= 0.9
+    assert result.metrics["best_test_ghosting_motion_auc"] >= 0.9
+    assert result.alias == "champion" and result.version == "1"
+    assert reports and reports[-1]["epoch"] >= 1 and "train/loss" in reports[-1]["metrics"]
+    test_subjects = {item.subject for item in dataset.split("test")}
+    assert test_subjects and not test_subjects & {item.subject for item in dataset.split("train")}
+
+
+def test_cancel_from_progress_stops_training_and_registers_nothing(tmp_path, store, records):
+    dataset = build_dataset(records[:12], [USABLE, GHOSTING], LabelSettings(), seed=0)
+
+    def cancel(report):
+        raise TrainingCancelled()
+
+    with pytest.raises(TrainingCancelled):
+        train(_config(tmp_path, store, dataset, "qcloop-cancelled", progress=cancel, epochs=50))
+    client = MlflowClient(tracking_uri=store[0])
+    runs = client.search_runs([client.get_experiment_by_name("qcloop-cancelled").experiment_id])
+    assert [run.info.status for run in runs] == ["KILLED"]
+    assert client.search_model_versions("name = 'qcloop-cancelled'") == []
+
+
+def test_unreadable_file_and_unreachable_store_fail_before_any_run(tmp_path, store, records):
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a nifti file")
+    scans = list(records[:12])
+    first = scans[0]
+    scans[0] = ScanRecord(first.scan_id, first.subject, (FrameRecord(0, str(broken), "x" * 64),), first.decisions)
+    dataset = build_dataset(scans, [USABLE, GHOSTING], LabelSettings(), seed=0)
+    with pytest.raises(DatasetError, match="cannot read an image file"):
+        train(_config(tmp_path, store, dataset, "qcloop-broken"))
+    assert MlflowClient(tracking_uri=store[0]).get_experiment_by_name("qcloop-broken") is None
+    good = build_dataset(records[:12], [USABLE, GHOSTING], LabelSettings(), seed=0)
+    with pytest.raises(TrackingError, match="unreachable"):
+        train(_config(tmp_path, store, good, "qcloop-down", tracking_uri="http://127.0.0.1:1"))
+    with pytest.raises(TrackingError, match="missing or not writable"):
+        train(_config(tmp_path, store, good, "qcloop-down", tracking_uri=f"sqlite:///{tmp_path}/no/such/m.db"))
+
+
+@pytest.mark.slow
+def test_two_dimensional_images_train_with_the_torchvision_backbone(tmp_path, store):
+    scans = []
+    for index in range(12):
+        bad = index % 2 == 1
+        image = brain_phantom((48, 48, 3), seed=index)[:, :, 1]
+        if bad:
+            image = image + np.roll(image, 16, axis=0) * 0.6
+        path = tmp_path / f"slice{index}.nii.gz"
+        nib.save(nib.Nifti1Image((image * 1000).astype(np.int16), np.eye(4)), str(path))
+        decision = DecisionRecord("unusable" if bad else "usable", "tier2", T0, {}, index)
+        frame = FrameRecord(index, str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+        scans.append(ScanRecord(index, f"p{index}", (frame,), (decision,)))
+    dataset = build_dataset(scans, [USABLE], LabelSettings(), seed=0)
+    result = train(_config(tmp_path, store, dataset, "qcloop-2d", arch="resnet18_2d", epochs=1, batch_size=4,
+                           preprocess=PreprocessConfig(spatial_size=(32, 32))))
+    assert result.arch == "resnet18_2d" and result.output_map == [USABLE.as_dict()]
