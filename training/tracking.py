@@ -84,7 +84,7 @@ def ensure_experiment(uri: str, name: str, artifact_root: str) -> str:
 
 def make_logger(uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> MLFlowLogger:
     return MLFlowLogger(experiment_name=experiment, run_name=run_name, tracking_uri=uri, tags=tags,
-                        log_model=False)
+                        log_model=False, synchronous=False)
 
 
 def code_version() -> str:

@@ -97,7 +97,7 @@ class ProgressReporter(L.Callback):
         self.path, self.flag, self.interval_s = folder / "progress.json", folder / "cancel", interval_s
         self._last = 0.0
 
-    def _write(self, trainer: L.Trainer, batch: int, force: bool = False) -> None:
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: int, force: bool = False) -> None:
         if self.flag.exists():
             raise TrainingCancelled("training cancelled")
         now = time.monotonic()
@@ -106,6 +106,8 @@ class ProgressReporter(L.Callback):
         self._last = now
         steps = max(1, int(trainer.num_training_batches))
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if getattr(pl_module, "last_loss", None) is not None:
+            metrics["train/step_loss"] = float(pl_module.last_loss)
         report = {"epoch": trainer.current_epoch + 1, "epochs": trainer.max_epochs, "step": batch, "steps": steps,
                   "fraction": min(1.0, (trainer.current_epoch * steps + batch) / (steps * trainer.max_epochs)),
                   "metrics": metrics}
@@ -114,11 +116,11 @@ class ProgressReporter(L.Callback):
         os.replace(tmp, self.path)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._write(trainer, batch_idx + 1)
+        self._write(trainer, pl_module, batch_idx + 1)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
-            self._write(trainer, int(trainer.num_training_batches), force=True)
+            self._write(trainer, pl_module, int(trainer.num_training_batches), force=True)
 
 
 class _ProgressRelay(threading.Thread):
@@ -209,6 +211,20 @@ def _run_params(cfg: TrainConfig, dataset: Dataset, kept: list[str]) -> dict[str
     }
 
 
+def build_trainer(epochs: int, accelerator: str, devices: int | str, strategy: str, logger, work_dir: Path,
+                  patience: int, callbacks: list[L.Callback]) -> tuple[L.Trainer, ModelCheckpoint]:
+    """qcloop's Trainer: early stopping and best checkpoint on val/loss, metrics to the logger every 10 steps."""
+    checkpoint = ModelCheckpoint(dirpath=work_dir / "checkpoints", filename="best", monitor="val/loss", mode="min",
+                                 save_top_k=1)
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator=accelerator, devices=devices, strategy=strategy, deterministic="warn",
+        logger=logger, log_every_n_steps=10, num_sanity_val_steps=0,
+        callbacks=[EarlyStopping(monitor="val/loss", mode="min", patience=patience), checkpoint, *callbacks],
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(work_dir),
+    )
+    return trainer, checkpoint
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Train, evaluate, log and register; raises DatasetError/TrackingError before anything is logged."""
     dataset = cfg.dataset
@@ -232,14 +248,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         tracking.log_params(cfg.tracking_uri, run_id, _run_params(cfg, dataset, kept))
         tracking.log_files(cfg.tracking_uri, run_id, [dataset.write_manifest(cfg.work_dir / "manifest.csv")])
         module = QCModule(net, output_map, dataset.pos_weight(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        checkpoint = ModelCheckpoint(dirpath=cfg.work_dir / "checkpoints", filename="best", monitor="val/loss",
-                                     mode="min", save_top_k=1)
-        trainer = L.Trainer(
-            max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
-            deterministic="warn", logger=logger, log_every_n_steps=1, num_sanity_val_steps=0,
-            callbacks=[EarlyStopping(monitor="val/loss", mode="min", patience=cfg.patience), checkpoint, reporter],
-            enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(cfg.work_dir),
-        )
+        trainer, checkpoint = build_trainer(cfg.epochs, cfg.accelerator, cfg.devices, cfg.strategy, logger,
+                                            cfg.work_dir, cfg.patience, [reporter])
         if relay is not None:
             relay.start()
         try:
@@ -284,7 +294,7 @@ def _finish_run(cfg: TrainConfig, trainer: L.Trainer, module: QCModule, checkpoi
     final = {f"best_{k.replace('/', '_')}": v for k, v in metrics.items()}
     tracking.log_metrics(cfg.tracking_uri, run_id, final, step=trainer.global_step)
     logits, targets, mask = evaluated.get("test") or evaluated["val"]
-    curves = tracking.metric_history(cfg.tracking_uri, run_id, ["train/loss_epoch", "val/loss", "val/usable_auc"])
+    curves = tracking.metric_history(cfg.tracking_uri, run_id, ["train/loss", "val/loss", "val/usable_auc"])
     pngs = tracking.plots(cfg.work_dir / "plots", dataset.outputs, logits, targets, mask, curves)
     tracking.log_files(cfg.tracking_uri, run_id, pngs, "plots")
     if cfg.before_register is not None:

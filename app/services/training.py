@@ -272,7 +272,7 @@ def run_json(run: TrainingRun) -> dict[str, Any]:
 
 def _message(report: dict[str, Any]) -> str:
     shown = {k: v for k, v in report.get("metrics", {}).items()
-             if k in ("train/loss", "val/loss", "val/usable_auc", "val/usable_bacc")}
+             if k in ("train/step_loss", "val/loss", "val/usable_auc", "val/usable_bacc")}
     metrics = " ".join(f"{k} {v:.3f}" for k, v in shown.items())
     return f"epoch {report['epoch']}/{report['epochs']} step {report['step']}/{report['steps']} {metrics}".strip()
 

@@ -81,7 +81,7 @@ def test_two_epoch_run_is_tracked_registered_and_restartable_from_champion(app, 
     assert params["vocabulary_version"] == vocabulary.vocabulary_version(project.id)
     assert {"dataset_hash", "counts", "split", "code_version", "epochs", "batch_size", "arch", "lr"} <= set(params)
     assert json.loads(params["counts"])["train"]["ghosting_motion"]["present"] > 0
-    assert {"train/loss_epoch", "val/loss", "best_val_usable_auc"} <= set(mlflow_run.data.metrics)
+    assert {"train/loss", "val/loss", "best_val_usable_auc"} <= set(mlflow_run.data.metrics)
     assert mlflow_run.info.status == "FINISHED"
     artifacts = {a.path for a in mlflow_client.list_artifacts(run["mlflow_run_id"])}
     artifacts |= {a.path for a in mlflow_client.list_artifacts(run["mlflow_run_id"], "plots")}

@@ -47,7 +47,7 @@ def test_ghosting_versus_clean_is_learned_on_held_out_subjects(tmp_path, store, 
     assert result.metrics["best_test_usable_auc"] >= 0.9
     assert result.metrics["best_test_ghosting_motion_auc"] >= 0.9
     assert result.alias == "champion" and result.version == "1"
-    assert reports and reports[-1]["epoch"] >= 1 and "train/loss" in reports[-1]["metrics"]
+    assert reports and reports[-1]["epoch"] >= 1 and "train/step_loss" in reports[-1]["metrics"]
     test_subjects = {item.subject for item in dataset.split("test")}
     assert test_subjects and not test_subjects & {item.subject for item in dataset.split("train")}
 
