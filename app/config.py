@@ -84,6 +84,13 @@ class Config:
         self.LOGIN_LIMIT_PER_ACCOUNT = env.get("QCLOOP_LOGIN_LIMIT_ACCOUNT") or "5 per 15 minutes"
         self.LOGIN_LIMIT_PER_ADDRESS = env.get("QCLOOP_LOGIN_LIMIT_ADDRESS") or "30 per 15 minutes"
         self.LOCK_MINUTES = parse_int(env.get("QCLOOP_LOCK_MINUTES"), 5)
+        # Imports: a missing or unreadable image file is an "error" (nothing imported), a "warn"ing, or
+        # not checked ("off"); files larger than IMPORT_INLINE_MAX_BYTES run as background jobs.
+        self.IMPORT_MISSING_FILES = env.get("QCLOOP_IMPORT_MISSING_FILES") or "error"
+        self.IMPORT_INLINE_MAX_BYTES = parse_int(env.get("QCLOOP_IMPORT_INLINE_MAX_KB"), 2048) * 1024
+        # MIQA lists only the artifacts present in a decision: the others become "absent" (MIQA's own
+        # reading: not marked) or "undefined" (not judged).
+        self.IMPORT_UNLISTED_ARTIFACTS = env.get("QCLOOP_IMPORT_UNLISTED_ARTIFACTS") or "absent"
         self.SESSION_COOKIE_SECURE = parse_boolean(env.get("QCLOOP_SECURE_COOKIES"))
         # CSRF is checked by app.auth for cookie-authenticated requests only (tokens need none).
         self.WTF_CSRF_CHECK_DEFAULT = False

@@ -1,2 +1,3 @@
 """Imports every module that registers a background job handler, so the worker knows them all."""
 from app.services import training  # noqa: F401,E402 - "training" jobs
+from app.services.transfer import tasks as transfer_tasks  # noqa: F401,E402 - "transfer.import" jobs

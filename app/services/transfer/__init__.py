@@ -1,0 +1,6 @@
+"""Import and export of projects in MIQA's CSV and JSON and in qcloop's lossless full formats.
+
+``importer.import_file`` reads, checks and writes a file all or nothing; ``exporter.export``
+streams an export; ``sync.sync`` runs the repository cycle; ``tasks`` runs large imports as
+background jobs.
+"""

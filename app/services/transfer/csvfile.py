@@ -1,0 +1,95 @@
+"""Reading CSV files row by row (never the whole file at once) with the share of bytes read."""
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Iterator
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+class _CountingReader(io.RawIOBase):
+    """A raw stream that counts the bytes handed out, for progress while parsing text on top of it."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.handle.read(len(buffer))
+        buffer[: len(data)] = data
+        self.count += len(data)
+        return len(data)
+
+
+class CsvSource:
+    """A CSV file opened for streaming: header, rows with their row numbers, fraction read."""
+
+    def __init__(self, path: Path) -> None:
+        self.size = max(1, path.stat().st_size)
+        self._raw = _CountingReader(open(path, "rb"))
+        text = io.TextIOWrapper(io.BufferedReader(self._raw, 1 << 16), encoding="utf-8-sig", newline="")
+        self._reader = csv.reader(text)
+        self._text = text
+        try:
+            self.header = [name.strip() for name in next(self._reader)]
+        except StopIteration:
+            self.header = []
+        except UnicodeDecodeError as err:
+            self.close()
+            raise ValueError(f"not UTF-8 text ({err.reason})") from err
+        except csv.Error as err:
+            self.close()
+            raise ValueError(f"not a CSV file ({err})") from err
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self._raw.count / self.size)
+
+    def rows(self) -> Iterator[tuple[int, dict[str, str]]]:
+        """(row number counting the header as row 1, {column: cell}); short rows get empty cells."""
+        header = self.header
+        number = 1
+        try:
+            for cells in self._reader:
+                number += 1
+                if not any(cell.strip() for cell in cells):
+                    continue
+                if len(cells) < len(header):
+                    cells = cells + [""] * (len(header) - len(cells))
+                yield number, dict(zip(header, cells))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"row {number + 1}: not UTF-8 text ({err.reason})") from err
+        except csv.Error as err:
+            raise ValueError(f"row {number + 1}: {err}") from err
+
+    def close(self) -> None:
+        self._text.close()
+
+    def __enter__(self) -> CsvSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class CsvSink:
+    """Rows written into a buffer that the caller drains as text chunks (for streamed answers)."""
+
+    def __init__(self) -> None:
+        self.buffer = io.StringIO()
+        self.writer = csv.writer(self.buffer, lineterminator="\n")
+
+    def row(self, cells: list) -> None:
+        self.writer.writerow(["" if cell is None else cell for cell in cells])
+
+    def drain(self) -> str:
+        text = self.buffer.getvalue()
+        self.buffer.seek(0)
+        self.buffer.truncate()
+        return text

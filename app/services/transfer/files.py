@@ -1,0 +1,93 @@
+"""Checking the image files an import points at: allowed root, existence, readable header.
+
+Only the header is read (local NIfTI through nibabel's lazy loader, S3 objects through a
+ranged GET of their first bytes), and each distinct location is checked once per import.
+"""
+from __future__ import annotations
+
+import io
+import zlib
+from dataclasses import dataclass
+
+import nibabel as nib
+
+from app.services import imaging
+from app.services.errors import InvalidInput
+from app.storage import LocalLocation, Location, Roots, StorageError, _s3_client, resolve
+
+HEADER_BYTES = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A location's verdict: its problem (None when fine) and the header facts when read."""
+
+    problem: str | None
+    info: imaging.ImageInfo | None = None
+
+
+class FileChecker:
+    def __init__(self, roots: Roots, mode: str) -> None:
+        if mode not in ("error", "warn", "off"):
+            raise InvalidInput("QCLOOP_IMPORT_MISSING_FILES must be error, warn or off", field="missing_files")
+        self.roots, self.mode = roots, mode
+        self._resolved: dict[str, Location | str] = {}
+        self._checked: dict[str, Checked] = {}
+
+    def resolve(self, location: str) -> Location | str:
+        """The resolved location, or the reason it is refused (outside the allowed roots, malformed)."""
+        found = self._resolved.get(location)
+        if found is None:
+            try:
+                found = resolve(location, self.roots)
+            except StorageError as err:
+                found = str(err)
+            self._resolved[location] = found
+        return found
+
+    def check(self, resolved: Location) -> Checked:
+        if self.mode == "off":
+            return Checked(None)
+        key = str(resolved)
+        found = self._checked.get(key)
+        if found is None:
+            found = self._checked[key] = self._probe(resolved)
+        return found
+
+    def _probe(self, resolved: Location) -> Checked:
+        if isinstance(resolved, LocalLocation):
+            if not resolved.path.is_file():
+                return Checked(f"file {resolved.path} does not exist")
+            try:
+                return Checked(None, imaging.read_info(resolved.path))
+            except InvalidInput as err:
+                return Checked(err.message)
+        return self._probe_s3(resolved)
+
+    def _probe_s3(self, resolved) -> Checked:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            body = _s3_client(self.roots).get_object(Bucket=resolved.bucket, Key=resolved.key,
+                                                      Range=f"bytes=0-{HEADER_BYTES - 1}")["Body"].read()
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return Checked(f"{resolved} does not exist")
+            return Checked(f"cannot read {resolved}: {code or err}")
+        except BotoCoreError as err:
+            return Checked(f"cannot read {resolved}: {err}")
+        name = resolved.key.lower()
+        if not name.endswith(imaging.NIFTI_SUFFIXES):
+            return Checked(f"{resolved.key}: unsupported image format (expected .nii or .nii.gz)")
+        try:
+            if name.endswith(".gz"):
+                body = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body)
+            header_class = nib.Nifti2Header if body[:4] == (540).to_bytes(4, "little") else nib.Nifti1Header
+            header = header_class.from_fileobj(io.BytesIO(body))
+            shape = [int(n) for n in header.get_data_shape()]
+            spacing = [round(float(z), 6) for z in header.get_zooms()[: len(shape)]]
+            orientation = "".join(nib.aff2axcodes(header.get_best_affine()))
+        except Exception as err:  # noqa: BLE001 - nibabel and zlib raise many types for bad bytes
+            return Checked(f"{resolved.key}: not a readable NIfTI image ({err})")
+        return Checked(None, imaging.ImageInfo(shape, spacing, orientation))

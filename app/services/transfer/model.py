@@ -1,0 +1,346 @@
+"""What an import file says, read into plain objects before anything touches the database.
+
+Every reader (MIQA CSV, MIQA/qcloop JSON, qcloop full CSV) fills the same tree of
+ProjectIn -> ExperimentIn -> ScanIn, each object remembering where it came from (a row
+number or a JSON path) so later checks can name the place and the field of a problem.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from app.services.errors import InvalidInput
+
+# MIQA's scan types (miqa.core.models.scan) plus CT, which MIQA added later.
+SCAN_TYPES = (
+    "T1", "T2", "FMRI", "MRA", "PD", "DTI", "DWI", "PET", "CT",
+    "ncanda-t1spgr-v1", "ncanda-mprage-v1", "ncanda-t2fse-v1", "ncanda-dti6b500pepolar-v1",
+    "ncanda-dti30b400-v1", "ncanda-dti60b1000-v1", "ncanda-grefieldmap-v1", "ncanda-rsfmri-v1",
+)
+ARTIFACT_STATES = ("present", "absent", "undefined")
+MAX_ERRORS = 100
+_LOCATION = re.compile(r"^\s*i\s*=\s*(-?\d+)\s*;\s*j\s*=\s*(-?\d+)\s*;\s*k\s*=\s*(-?\d+)\s*;?\s*$")
+
+
+@dataclass(slots=True)
+class Problem:
+    where: str
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}, field {self.field}: {self.message}" if self.field else f"{self.where}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"where": self.where, "field": self.field, "message": self.message}
+
+
+class Problems:
+    """Errors and warnings found while reading and checking a file (errors capped at MAX_ERRORS)."""
+
+    def __init__(self) -> None:
+        self.errors: list[Problem] = []
+        self.error_count = 0
+        self.warnings: list[Problem] = []
+        self.warning_count = 0
+
+    def error(self, where: str, field: str | None, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(Problem(where, field, message))
+
+    def warn(self, where: str, field: str | None, message: str) -> None:
+        self.warning_count += 1
+        if len(self.warnings) < MAX_ERRORS:
+            self.warnings.append(Problem(where, field, message))
+
+    def raise_if_any(self) -> None:
+        """All or nothing: one error refuses the whole file, naming (up to 100 of) its problems."""
+        if not self.error_count:
+            return
+        first = self.errors[0]
+        more = f" (and {self.error_count - 1} more)" if self.error_count > 1 else ""
+        details: dict[str, Any] = {"errors": [p.as_dict() for p in self.errors], "error_count": self.error_count}
+        if first.field:
+            details["field"] = first.field
+        raise InvalidInput(f"{first}{more}", **details)
+
+
+# Field names each format uses for the parts of a decision, so errors name the file's own column.
+MIQA_CSV_FIELDS = {"decision": "last_decision", "creator": "last_decision_creator", "note": "last_decision_note",
+                   "created": "last_decision_created", "artifacts": "identified_artifacts",
+                   "location": "location_of_interest", "role": "creator_role"}
+FULL_CSV_FIELDS = {"decision": "decision", "creator": "decision_creator", "note": "decision_note",
+                   "created": "decision_created", "artifacts": "artifact", "location": "location_of_interest",
+                   "role": "decision_creator_role"}
+JSON_FIELDS = {"decision": "decision", "creator": "creator", "note": "note", "created": "created",
+               "artifacts": "artifacts", "location": "location", "role": "creator_role"}
+
+
+@dataclass(slots=True)
+class DecisionIn:
+    where: str
+    fields: dict[str, str]
+    code: str
+    creator: str | None = None
+    role: str | None = None
+    role_given: bool = False
+    note: str = ""
+    created: datetime | None = None
+    location: tuple[int, int, int] | None = None
+    present: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
+    # The state of entries the file does not name: MIQA lists present ones only.
+    unlisted: str = "undefined"
+    source: str = "import"
+
+    def identity(self) -> tuple:
+        return (self.code, (self.creator or "").lower(), self.created)
+
+
+@dataclass(slots=True)
+class EvaluationIn:
+    where: str
+    model: tuple[str, str]
+    frame_number: int | None
+    scores: dict[str, float]
+    created: datetime | None
+
+
+@dataclass(slots=True)
+class ModelVersionIn:
+    where: str
+    registry_name: str
+    version: str
+    alias: str | None = None
+    output_map: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    created: datetime | None = None
+
+
+@dataclass(slots=True)
+class FrameIn:
+    where: str
+    location: str
+
+
+@dataclass(slots=True)
+class ScanIn:
+    where: str
+    name: str
+    scan_type: str | None = None
+    subject_id: str | None = None
+    session_id: str | None = None
+    link: str | None = None
+    archived: bool | None = None
+    frames: dict[int, FrameIn] = field(default_factory=dict)
+    decisions: list[DecisionIn] = field(default_factory=list)
+    evaluations: list[EvaluationIn] = field(default_factory=list)
+
+    def add_decision(self, decision: DecisionIn) -> None:
+        """Rows repeating a scan's decision (MIQA writes it on every frame row) count once."""
+        key = decision.identity()
+        if decision.created is not None and any(d.identity() == key for d in self.decisions):
+            return
+        if decision.created is None and any(d == decision for d in self.decisions):
+            return
+        self.decisions.append(decision)
+
+
+@dataclass(slots=True)
+class ExperimentIn:
+    where: str
+    name: str
+    note: str | None = None
+    archived: bool | None = None
+    scans: dict[str, ScanIn] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ProjectIn:
+    where: str
+    name: str
+    experiments: dict[str, ExperimentIn] = field(default_factory=dict)
+    options: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    model_versions: list[ModelVersionIn] = field(default_factory=list)
+
+
+@dataclass
+class Document:
+    """A whole import file: its format, its projects, and what reading it found."""
+
+    format: str
+    projects: dict[str, ProjectIn] = field(default_factory=dict)
+    problems: Problems = field(default_factory=Problems)
+    rows: int = 0
+
+    def project(self, name: str, where: str) -> ProjectIn:
+        found = self.projects.get(name)
+        if found is None:
+            found = self.projects[name] = ProjectIn(where, name)
+        return found
+
+
+# --- value parsing shared by the readers ---------------------------------------------------------
+
+def clean(value: Any) -> str | None:
+    """A cell's text, or None when it is empty."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def set_once(obj: Any, attribute: str, value: Any, where: str, field_name: str, problems: Problems) -> None:
+    """Fill an attribute from a row; rows that disagree about the same scan or experiment are an error."""
+    if value is None:
+        return
+    current = getattr(obj, attribute)
+    if current is None:
+        setattr(obj, attribute, value)
+    elif current != value:
+        problems.error(where, field_name, f"{value!r} conflicts with {current!r} given at {obj.where}")
+
+
+def parse_scan_type(value: str | None, where: str, field_name: str, problems: Problems) -> str | None:
+    if value is None:
+        return None
+    for known in SCAN_TYPES:
+        if value.lower() == known.lower():
+            return known
+    problems.error(where, field_name, f"unknown scan type {value!r} (expected one of {', '.join(SCAN_TYPES)})")
+    return None
+
+
+def parse_frame_number(value: Any, where: str, field_name: str, problems: Problems) -> int | None:
+    text = clean(value)
+    if text is None:
+        problems.error(where, field_name, "missing")
+        return None
+    try:
+        number = int(text)
+    except (TypeError, ValueError):
+        try:
+            as_float = float(text)
+        except ValueError:
+            as_float = None
+        if as_float is None or not as_float.is_integer():
+            problems.error(where, field_name, f"{text!r} is not a whole number")
+            return None
+        number = int(as_float)
+    if number < 0:
+        problems.error(where, field_name, f"{number} is negative")
+        return None
+    return number
+
+
+def parse_time(value: Any, where: str, field_name: str, problems: Problems) -> datetime | None:
+    """ISO 8601 (MIQA writes Python's str(datetime)); a time without a zone is taken as UTC."""
+    text = clean(value)
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        problems.error(where, field_name, f"{text!r} is not a date and time (ISO 8601)")
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def parse_location(value: Any, where: str, field_name: str, problems: Problems) -> tuple[int, int, int] | None:
+    """MIQA's 'i=..;j=..;k=..' (or an {"i","j","k"} object in JSON)."""
+    if value is None or value == "" or value == {}:
+        return None
+    if isinstance(value, dict):
+        try:
+            ijk = tuple(int(value[axis]) for axis in ("i", "j", "k"))
+        except (KeyError, TypeError, ValueError):
+            problems.error(where, field_name, f"{value!r} needs integer i, j and k")
+            return None
+    else:
+        match = _LOCATION.match(str(value))
+        if not match:
+            problems.error(where, field_name, f"{value!r} is not of the form i=..;j=..;k=..")
+            return None
+        ijk = tuple(int(group) for group in match.groups())
+    if any(n < 0 for n in ijk):
+        problems.error(where, field_name, f"{value!r} has a negative index")
+        return None
+    return ijk  # type: ignore[return-value]
+
+
+def split_names(value: Any) -> tuple[str, ...]:
+    """Artifact names joined by ';' (MIQA), or a list, or MIQA's {name: 0/1} map."""
+    if value is None:
+        return ()
+    if isinstance(value, dict):
+        return tuple(str(name) for name, flag in value.items() if flag in (1, True, "1", "present"))
+    if isinstance(value, (list, tuple)):
+        return tuple(str(name).strip() for name in value if str(name).strip())
+    return tuple(part.strip() for part in str(value).split(";") if part.strip())
+
+
+def format_time(moment: datetime | None) -> str:
+    return moment.astimezone(timezone.utc).isoformat() if moment else ""
+
+
+def format_location(i: int | None, j: int | None, k: int | None) -> str:
+    return "" if i is None else f"i={i};j={j};k={k}"
+
+
+# --- what the exporter hands the writers ---------------------------------------------------------
+
+@dataclass(slots=True)
+class ProjectOut:
+    name: str
+    options: list[dict[str, Any]]
+    entries: list[dict[str, Any]]
+    model_versions: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class ExperimentOut:
+    project: str
+    name: str
+    note: str
+    archived: bool
+
+
+@dataclass(slots=True)
+class DecisionOut:
+    code: str
+    creator: str | None
+    role: str | None
+    note: str
+    created: datetime
+    location: tuple[int | None, int | None, int | None]
+    states: dict[str, str]
+    source: str
+
+
+@dataclass(slots=True)
+class EvaluationOut:
+    model: tuple[str, str]
+    frame_number: int | None
+    scores: dict[str, Any]
+    created: datetime
+
+
+@dataclass(slots=True)
+class ScanOut:
+    experiment: ExperimentOut
+    name: str
+    scan_type: str
+    subject_id: str | None
+    session_id: str | None
+    link: str | None
+    archived: bool
+    frames: list[tuple[int, str]]
+    decisions: list[DecisionOut]
+    evaluations: list[EvaluationOut]

@@ -1,0 +1,118 @@
+"""Running imports: small files at once, large ones as "transfer.import" background jobs.
+
+Uploaded import files wait in the instance folder (``imports/``) under a random name until
+imported, so a preview (dry run) can be applied later without uploading the file again.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from flask import current_app
+
+from app.db import Job, Project, User, db
+from app.services import jobs
+from app.services.errors import InvalidInput, NotFound
+from app.services.transfer import importer
+
+_TOKEN = re.compile(r"^[0-9a-f]{32}\.(csv|json)$")
+STALE_SECONDS = 2 * 24 * 3600
+
+
+def _folder() -> Path:
+    folder = Path(current_app.config["INSTANCE_PATH"]) / "imports"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def stash_upload(stream: BinaryIO, filename: str) -> str:
+    """Keep an uploaded import file; returns its token (the stored name). Old leftovers are removed."""
+    suffix = ".json" if (filename or "").lower().endswith(".json") else ".csv"
+    folder = _folder()
+    for old in folder.iterdir():
+        if old.is_file() and time.time() - old.stat().st_mtime > STALE_SECONDS:
+            old.unlink(missing_ok=True)
+    token = uuid.uuid4().hex + suffix
+    with open(folder / token, "wb") as handle:
+        shutil.copyfileobj(stream, handle)
+    return token
+
+
+def stashed(token: str) -> Path:
+    if not isinstance(token, str) or not _TOKEN.match(token) or not (_folder() / token).is_file():
+        raise NotFound("that uploaded import file is gone; upload it again")
+    return _folder() / token
+
+
+def _detailed(err: InvalidInput) -> InvalidInput:
+    """The same error with up to 20 of its problems in the message (a job keeps only the message)."""
+    problems = err.details.get("errors") or []
+    if len(problems) <= 1:
+        return err
+    lines = [f"{p['where']}, field {p['field']}: {p['message']}" if p["field"] else f"{p['where']}: {p['message']}"
+             for p in problems[:20]]
+    more = err.details.get("error_count", len(problems)) - len(lines)
+    return InvalidInput("\n".join(lines + ([f"... and {more} more"] if more > 0 else [])), **err.details)
+
+
+def run_import(token: str, *, project: Project | None, mode: str, dry_run: bool, actor: User | None,
+               filename: str | None = None, progress: importer.Progress = importer._no_progress) -> dict[str, Any]:
+    """Import a stashed file here and now, committing (or, for a dry run, rolling back).
+
+    The file is kept after a dry run (so the preview can be applied) and removed after a real import.
+    """
+    path = stashed(token)
+    try:
+        summary = importer.import_file(path, project=project, mode=mode, dry_run=dry_run, actor=actor,
+                                       filename=filename or path.name, progress=progress)
+    except InvalidInput as err:
+        db.session.rollback()
+        raise _detailed(err) from err
+    except BaseException:
+        db.session.rollback()
+        raise
+    if dry_run:
+        db.session.rollback()
+    else:
+        db.session.commit()
+        path.unlink(missing_ok=True)
+    summary["token"] = token if dry_run else None
+    return summary
+
+
+def start_import(token: str, *, project: Project | None, mode: str, dry_run: bool, actor: User | None,
+                 filename: str | None = None) -> tuple[dict[str, Any] | None, Job | None]:
+    """(summary, None) for a small file imported at once; (None, job) for a large one sent to the worker."""
+    if mode not in importer.MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(importer.MODES)}", field="mode")
+    path = stashed(token)
+    if path.stat().st_size <= current_app.config.get("IMPORT_INLINE_MAX_BYTES", 2 << 20):
+        return run_import(token, project=project, mode=mode, dry_run=dry_run, actor=actor, filename=filename), None
+    params = {"token": token, "project_id": project.id if project else None, "mode": mode, "dry_run": dry_run,
+              "actor_id": actor.id if actor is not None and getattr(actor, "is_authenticated", False) else None,
+              "filename": filename}
+    return None, jobs.enqueue("transfer.import", params, project_id=project.id if project else None, user=actor)
+
+
+@jobs.handler("transfer.import")
+def _import_job(params: dict[str, Any], context: jobs.JobContext) -> dict[str, Any]:
+    actor = db.session.get(User, params["actor_id"]) if params.get("actor_id") else None
+    project = None
+    if params.get("project_id") is not None:
+        project = db.session.get(Project, params["project_id"])
+        if project is None:
+            raise NotFound("the project of this import was deleted")
+    return run_import(params["token"], project=project, mode=params["mode"], dry_run=params["dry_run"], actor=actor,
+                      filename=params.get("filename"), progress=context.progress)
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {"id": job.id, "kind": job.kind, "state": job.state, "progress": job.progress, "message": job.message,
+            "error": job.error, "result": job.result, "project": job.project_id,
+            "created": job.created_at.isoformat() if job.created_at else None,
+            "started": job.started_at.isoformat() if job.started_at else None,
+            "finished": job.finished_at.isoformat() if job.finished_at else None}
