@@ -319,5 +319,140 @@ def train(project_name: str, epochs: int | None, init: str, arch: str | None, ba
                + ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items() if k.endswith("auc")))
 
 
+# --- import, export and sync (issue 4) -----------------------------------------------------------
+
+class _ProgressLine:
+    """Prints "[ 42%] message" whenever the whole percent or the message changes."""
+
+    def __init__(self) -> None:
+        self.last: tuple[int, str] | None = None
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        state = (int(fraction * 100), message)
+        if state != self.last:
+            self.last = state
+            click.echo(f"[{state[0]:3d}%] {message}".rstrip())
+
+
+def _project_option(name: str | None):
+    from app.services import projects
+
+    if name is None:
+        return None
+    project = projects.find_project(name)
+    if project is None:
+        raise click.ClickException(f"no project named {name!r}")
+    return project
+
+
+def _print_summary(summary: dict) -> None:
+    counts = {name: value for name, value in summary["counts"].items() if value}
+    verb = "would change" if summary["dry_run"] else "changed"
+    click.echo(f"{summary['format']} file, {summary['rows']} rows, {summary['mode']} mode: "
+               f"{verb} {summary['changes']} item(s)")
+    for name, value in counts.items():
+        samples = summary["samples"].get(name, [])
+        shown = f" (e.g. {', '.join(samples[:5])})" if samples else ""
+        click.echo(f"  {name.replace('_', ' ')}: {value}{shown}")
+    for warning in summary["warnings"][:20]:
+        click.echo(f"warning: {warning}", err=True)
+    if summary["warning_count"] > 20:
+        click.echo(f"warning: ... and {summary['warning_count'] - 20} more", err=True)
+
+
+def _refused(err) -> click.ClickException:
+    from app.db import db as database
+
+    database.session.rollback()
+    for problem in (err.details.get("errors") or [])[1:20]:
+        click.echo(f"error: {problem['where']}, field {problem['field']}: {problem['message']}"
+                   if problem["field"] else f"error: {problem['where']}: {problem['message']}", err=True)
+    return click.ClickException(f"nothing imported: {err.message}")
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--project", "project_name", default=None,
+              help="Import into this project (every row must name it); without it the file's projects, "
+                   "created when missing.")
+@click.option("--mode", type=click.Choice(["merge", "replace"]), default="merge", show_default=True,
+              help="merge adds and updates; replace also archives what left the file (decisions stay).")
+@click.option("--dry-run", is_flag=True, help="Report what would be added, changed and archived; write nothing.")
+def import_command(file: Path, project_name: str | None, mode: str, dry_run: bool) -> None:
+    """Import a MIQA CSV/JSON or qcloop full CSV/JSON file, all or nothing."""
+    from app.db import db as database
+    from app.services.errors import ServiceError
+    from app.services.transfer import importer
+    from app.storage import StorageError
+
+    preflight()
+    project = _project_option(project_name)
+    try:
+        summary = importer.import_file(file, project=project, mode=mode, dry_run=dry_run, actor=None,
+                                       progress=_ProgressLine())
+    except ServiceError as err:
+        raise _refused(err) from err
+    except StorageError as err:
+        database.session.rollback()
+        raise click.ClickException(f"nothing imported: {err}") from err
+    if dry_run:
+        database.session.rollback()
+    else:
+        database.session.commit()
+    _print_summary(summary)
+
+
+@cli.command("export")
+@click.option("--project", "project_name", default=None, help="Export this project (default: every project).")
+@click.option("--format", "fmt", type=click.Choice(["miqa-csv", "miqa-json", "csv", "json"]), required=True,
+              help="MIQA's CSV or JSON (last decision per scan), or qcloop's full CSV or JSON (every decision, "
+                   "artifact state and evaluation).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def export_command(project_name: str | None, fmt: str, output: Path) -> None:
+    """Export projects to a file (streamed; written atomically)."""
+    from app.services.transfer import exporter
+
+    preflight()
+    project = _project_option(project_name)
+    ids = [project.id] if project else exporter.all_project_ids()
+    path = exporter.export_to_file(fmt, ids, output)
+    click.echo(f"wrote {path} ({path.stat().st_size} bytes, {len(ids)} project(s), {fmt})")
+
+
+@cli.command("sync")
+@click.option("--project", "project_name", required=True)
+@click.option("--source", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="The site's image tree (under the data root or an allowed root).")
+@click.option("--pattern", default=None,
+              help="Regular expression on paths relative to --source, with named groups experiment, scan and "
+                   "optionally type and frame (default: EXPERIMENT/SCAN[_TYPE][_FRAME].nii[.gz]).")
+def sync_command(project_name: str, source: Path, pattern: str | None) -> None:
+    """Export the project, then import the image files of --source that it does not have yet."""
+    from app.db import db as database
+    from app.services.errors import ServiceError
+    from app.services.transfer import sync
+
+    preflight()
+    project = _project_option(project_name)
+    try:
+        report = sync.sync(project, source, pattern, progress=_ProgressLine())
+    except ServiceError as err:
+        raise _refused(err) from err
+    database.session.commit()
+    click.echo(f"exported the current state to {report['export']}"
+               + (f" (previous export kept as {report['backup']})" if report["backup"] else ""))
+    for line in report["skipped"][:20]:
+        click.echo(f"skipped: {line}", err=True)
+    if not report["added"]:
+        click.echo("nothing new to add")
+        return
+    click.echo(f"added {len(report['added'])} file(s) (rows in {report['rows_file']}):")
+    for location in report["added"][:50]:
+        click.echo(f"  {location}")
+    if len(report["added"]) > 50:
+        click.echo(f"  ... and {len(report['added']) - 50} more")
+    _print_summary(report["summary"])
+
+
 if __name__ == "__main__":
     cli()

@@ -137,3 +137,4 @@ def revoke_invitation(project_id: int, invitation_id: int):
 
 
 from app.admin import vocabulary  # noqa: E402,F401 - registers the vocabulary pages on bp
+from app.admin import imports  # noqa: E402,F401 - registers the import and export pages on bp

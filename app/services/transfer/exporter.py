@@ -180,6 +180,10 @@ def _fill(batch, full_state: bool, option_keys, entry_keys, models, creators) ->
     return out
 
 
+def all_project_ids() -> list[int]:
+    return list(db.session.scalars(select(Project.id).order_by(Project.name)))
+
+
 def export(fmt: str, project_ids: list[int]) -> Iterator[str]:
     """Text chunks of an export of these projects in a format of FORMATS."""
     check_format(fmt)

@@ -1,0 +1,136 @@
+"""Import and export (per project: project admins; global: superusers), frame uploads, and the
+import jobs a large file starts."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import Response, request, stream_with_context
+from flask_login import current_user
+from flask_smorest import Blueprint
+from werkzeug.utils import secure_filename
+
+from app.auth.permissions import permission
+from app.db import db
+from app.services import jobs, projects
+from app.services.errors import InvalidInput
+from app.services.transfer import exporter, tasks, uploads
+
+blp = Blueprint("transfer", __name__, description="Import, export, frame uploads and their jobs")
+
+
+def _option(name: str, default: str = "") -> str:
+    value = request.form.get(name) if request.form else None
+    if value is None:
+        value = request.args.get(name)
+    if value is None and request.is_json:
+        body = request.get_json(silent=True)
+        value = body.get(name) if isinstance(body, dict) else None
+    return default if value is None else str(value)
+
+
+def _flag(name: str) -> bool:
+    return _option(name).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _stash() -> tuple[str, str]:
+    """The uploaded import file (multipart 'file', or the raw body as text/csv or JSON) and its name."""
+    upload = request.files.get("file")
+    if upload is not None and upload.filename:
+        return tasks.stash_upload(upload.stream, upload.filename), upload.filename
+    kind = (request.mimetype or "").lower()
+    if kind in ("text/csv", "application/json") and request.content_length:
+        name = "upload.json" if kind == "application/json" else "upload.csv"
+        return tasks.stash_upload(request.stream, name), name
+    raise InvalidInput("send the import file as the multipart field 'file' (or a text/csv or JSON body)",
+                       field="file")
+
+
+def _start(project):
+    token, filename = _stash()
+    summary, job = tasks.start_import(token, project=project, mode=_option("mode", "merge"),
+                                      dry_run=_flag("dry_run"), actor=current_user, filename=filename)
+    if job is not None:
+        url = f"/api/v1/jobs/{job.id}" if project is not None else f"/api/v1/global/jobs/{job.id}"
+        return {"job": tasks.job_json(job), "url": url}, 202
+    return summary, 200
+
+
+def _stream(fmt: str, project_ids: list[int], stem: str) -> Response:
+    fmt = exporter.check_format(fmt)
+    suffix = exporter.FORMATS[fmt]
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    name = f"{secure_filename(stem) or 'qcloop'}-{fmt}-{stamp}{suffix}"
+    chunks = (chunk.encode("utf-8") for chunk in exporter.export(fmt, project_ids))
+    return Response(stream_with_context(chunks), mimetype=exporter.MEDIA_TYPES[suffix],
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@blp.route("/projects/<int:project_id>/import", methods=["POST"])
+@permission("project", "admin")
+def import_project(project_id: int):
+    """Import a MIQA CSV/JSON or qcloop full CSV/JSON file into this project.
+
+    Multipart field ``file``; options ``mode`` (merge|replace) and ``dry_run``. Small files answer
+    at once with what was (or would be) added, changed and archived; large ones answer 202 with
+    the job to poll. Any problem refuses the whole file (400, each error names row and field).
+    """
+    return _start(projects.get_project(project_id))
+
+
+@blp.route("/projects/<int:project_id>/export", methods=["POST"])
+@permission("project", "admin")
+def export_project(project_id: int):
+    """Stream this project as ``format`` miqa-csv (default), miqa-json, csv or json (qcloop full)."""
+    project = projects.get_project(project_id)
+    return _stream(_option("format", "miqa-csv"), [project.id], project.name)
+
+
+@blp.route("/global/import", methods=["POST"])
+@permission("superuser")
+def import_global():
+    """Import a file naming any projects (missing ones are created)."""
+    return _start(None)
+
+
+@blp.route("/global/export", methods=["POST"])
+@permission("superuser")
+def export_global():
+    return _stream(_option("format", "miqa-csv"), exporter.all_project_ids(), "qcloop")
+
+
+@blp.route("/frames", methods=["POST"])
+@permission("login")
+def upload_frame():
+    """Upload an image as a frame (multipart, MIQA style): ``file`` (or ``content``), ``frame_number``,
+    and ``scan`` (an id) or ``project`` (an id) + ``experiment`` + ``scan_name`` [+ ``scan_type``].
+    Needs tier 1 or more in the project; the file is kept under the data root."""
+    upload = request.files.get("file") or request.files.get("content")
+    frame = uploads.upload_frame(current_user, upload.stream if upload else None,
+                                 upload.filename if upload else "", request.form)
+    db.session.commit()
+    return {"id": frame.id, "scan": frame.scan_id, "frame_number": frame.frame_number,
+            "file_location": frame.file_location, "shape": frame.shape, "checksum": frame.checksum}, 201
+
+
+@blp.route("/jobs/<int:job_id>", methods=["GET"])
+@permission("project", "collaborator")
+def get_job(job_id: int):
+    return tasks.job_json(jobs.get_job(job_id))
+
+
+@blp.route("/jobs/<int:job_id>/cancel", methods=["POST"])
+@permission("project", "admin")
+def cancel_job(job_id: int):
+    return tasks.job_json(jobs.cancel(jobs.get_job(job_id)))
+
+
+@blp.route("/global/jobs/<int:job_id>", methods=["GET"])
+@permission("superuser")
+def get_global_job(job_id: int):
+    return tasks.job_json(jobs.get_job(job_id))
+
+
+@blp.route("/global/jobs/<int:job_id>/cancel", methods=["POST"])
+@permission("superuser")
+def cancel_global_job(job_id: int):
+    return tasks.job_json(jobs.cancel(jobs.get_job(job_id)))

@@ -1,0 +1,65 @@
+"""Frames uploaded through the API or the review UI: stored under the data root, so every export
+names a real file (MIQA could not export uploaded scans)."""
+from __future__ import annotations
+
+from typing import BinaryIO, Mapping
+
+from werkzeug.utils import secure_filename
+
+from app.db import Frame, Scan, User, db
+from app.services import access, frames, imaging, projects
+from app.services.errors import Conflict, InvalidInput
+from app.services.transfer.model import Problems, parse_frame_number, parse_scan_type
+from app.storage import Roots, save_upload
+
+
+def _part(name: str) -> str:
+    return secure_filename(name) or "x"
+
+
+def _target_scan(user: User, form: Mapping[str, str]) -> Scan:
+    """The scan named by ``scan`` (id), or by ``project`` (id) + ``experiment`` + ``scan_name`` (created if new)."""
+    raw_scan = (form.get("scan") or "").strip()
+    if raw_scan:
+        if not raw_scan.isdigit():
+            raise InvalidInput("scan must be a scan id", field="scan")
+        project_id = access.project_of("scan_id", int(raw_scan))
+        access.require_project_role(user, project_id, "tier1")
+        return db.session.get(Scan, int(raw_scan))
+    raw_project = (form.get("project") or "").strip()
+    if not raw_project.isdigit():
+        raise InvalidInput("give scan (an id), or project (an id) with experiment and scan_name", field="scan")
+    project_id = access.project_of("project_id", int(raw_project))
+    access.require_project_role(user, project_id, "tier1")
+    experiment_name, scan_name = (form.get("experiment") or "").strip(), (form.get("scan_name") or "").strip()
+    for field, value in (("experiment", experiment_name), ("scan_name", scan_name)):
+        if not value or len(value) > 255:
+            raise InvalidInput(f"{field} must be 1-255 characters", field=field)
+    problems = Problems()
+    scan_type = parse_scan_type((form.get("scan_type") or "T1").strip(), "form", "scan_type", problems)
+    problems.raise_if_any()
+    experiment = projects.get_or_create_experiment(projects.get_project(project_id), experiment_name)
+    return projects.get_or_create_scan(experiment, scan_name, scan_type=scan_type)
+
+
+def upload_frame(user: User, stream: BinaryIO | None, filename: str, form: Mapping[str, str]) -> Frame:
+    """Store an uploaded image as a frame of a scan; the caller commits."""
+    if stream is None or not filename:
+        raise InvalidInput("send the image as the multipart field 'file' (or MIQA's 'content')", field="file")
+    if not filename.lower().endswith(imaging.NIFTI_SUFFIXES):
+        raise InvalidInput(f"{filename}: unsupported image format (expected .nii or .nii.gz)", field="file")
+    problems = Problems()
+    number = parse_frame_number(form.get("frame_number") or "0", "form", "frame_number", problems)
+    problems.raise_if_any()
+    scan = _target_scan(user, form)
+    if any(frame.frame_number == number for frame in scan.frames):
+        raise Conflict(f"scan {scan.name!r} already has frame {number}", field="frame_number")
+    experiment = scan.experiment
+    relative = "/".join(["uploads", str(experiment.project_id), _part(experiment.name), _part(scan.name),
+                         f"{number}_{_part(filename)}"])
+    path = save_upload(stream, relative, Roots.from_config())
+    try:
+        return frames.register_frame(scan, number, relative)
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
