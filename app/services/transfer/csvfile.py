@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 from pathlib import Path
 from typing import Iterator
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+# Bytes that are not UTF-8 decode to these (surrogateescape), so the row holding them can be named.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
 class _CountingReader(io.RawIOBase):
@@ -33,19 +36,20 @@ class CsvSource:
     def __init__(self, path: Path) -> None:
         self.size = max(1, path.stat().st_size)
         self._raw = _CountingReader(open(path, "rb"))
-        text = io.TextIOWrapper(io.BufferedReader(self._raw, 1 << 16), encoding="utf-8-sig", newline="")
+        text = io.TextIOWrapper(io.BufferedReader(self._raw, 1 << 16), encoding="utf-8-sig", newline="",
+                                errors="surrogateescape")
         self._reader = csv.reader(text)
         self._text = text
         try:
             self.header = [name.strip() for name in next(self._reader)]
         except StopIteration:
             self.header = []
-        except UnicodeDecodeError as err:
-            self.close()
-            raise ValueError(f"not UTF-8 text ({err.reason})") from err
         except csv.Error as err:
             self.close()
-            raise ValueError(f"not a CSV file ({err})") from err
+            raise ValueError(f"row 1: not a CSV file ({err})") from err
+        if _UNDECODABLE.search("".join(self.header)):
+            self.close()
+            raise ValueError("row 1: not UTF-8 text")
 
     @property
     def fraction(self) -> float:
@@ -60,11 +64,11 @@ class CsvSource:
                 number += 1
                 if not any(cell.strip() for cell in cells):
                     continue
+                if _UNDECODABLE.search("".join(cells)):
+                    raise ValueError(f"row {number}: not UTF-8 text")
                 if len(cells) < len(header):
                     cells = cells + [""] * (len(header) - len(cells))
                 yield number, dict(zip(header, cells))
-        except UnicodeDecodeError as err:
-            raise ValueError(f"row {number + 1}: not UTF-8 text ({err.reason})") from err
         except csv.Error as err:
             raise ValueError(f"row {number + 1}: {err}") from err
 

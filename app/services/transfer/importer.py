@@ -70,7 +70,7 @@ def read_document(path: Path, filename: str | None = None, progress: Progress = 
         source = CsvSource(path)
     except ValueError as err:
         document = Document("miqa-csv")
-        document.problems.error("row 1", None, str(err))
+        document.problems.error("row 1", None, str(err).split(": ", 1)[-1])
         return document
     with source:
         document = Document("csv" if "record" in source.header else "miqa-csv")
@@ -82,8 +82,9 @@ def read_document(path: Path, filename: str | None = None, progress: Progress = 
                 full.read(source, document, read_progress)
             else:
                 miqa_csv.read(source, document, unlisted, read_progress)
-        except ValueError as err:
-            document.problems.error(str(err).split(":")[0], None, str(err).split(": ", 1)[-1])
+        except ValueError as err:  # the CSV itself is broken at some row: name it, stop reading
+            where, _, message = str(err).partition(": ")
+            document.problems.error(where, None, message)
     return document
 
 

@@ -90,7 +90,7 @@ def read(handle: BinaryIO, document: Document, unlisted: str, progress: Callable
                 events.build(event, value)
         if not seen_projects:
             problems.error("$", "projects", "missing (an object of projects by name)")
-    except (ijson.JSONError, ijson.IncompleteJSONError) as err:
+    except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as err:
         problems.error("$", None, f"not valid JSON: {err}")
     except StopIteration:
         problems.error("$", None, "the JSON ends too early")
