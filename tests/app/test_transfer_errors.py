@@ -1,7 +1,10 @@
 """Bad input: every error class names its row (or JSON path) and field, and the database stays as it was."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from flask import current_app
 
 from app.db import db
 from app.services.errors import InvalidInput
@@ -82,17 +85,12 @@ def test_missing_columns_and_unknown_columns(site, tmp_path):
     assert summary["warnings"] == ["row 1, field favourite_colour: not a MIQA column; ignored"]
 
 
-def test_not_an_image_and_the_missing_file_setting(site, tmp_path, make_app):
+def test_not_an_image_and_the_missing_file_setting(site, tmp_path):
     project, good = site
-    broken = tmp_path / "broken.nii.gz"
-    from pathlib import Path
-
-    from flask import current_app
-
     target = Path(current_app.config["DATA_ROOT"]) / "site" / "broken.nii.gz"
     target.write_bytes(b"definitely not a NIfTI")
     bad = _row(good, scan_name="b", file_location="site/broken.nii.gz")
-    _refused(write_csv(broken.with_suffix(".csv"), [good, bad]), project, "row 3", "file_location",
+    _refused(write_csv(tmp_path / "broken.csv", [good, bad]), project, "row 3", "file_location",
              "not a readable NIfTI image")
     missing = _row(good, scan_name="c", file_location="site/not-yet.nii.gz")
     current_app.config["IMPORT_MISSING_FILES"] = "warn"
