@@ -1,0 +1,107 @@
+"""Image data for the viewer: the RAS volume, its preview, the original file and PNG slices.
+
+Volumes and previews are cached files served with ``send_file(conditional=True)``: ETag (the
+frame checksum), ``If-None-Match`` -> 304 and ``Range`` -> 206. Pages add ``?v=<checksum>`` to
+the URLs, so a changed frame is a new URL and the private max-age cannot serve a stale copy.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Response, request, send_file
+from flask_smorest import Blueprint
+
+from app.auth.permissions import permission
+from app.db import Frame
+from app.services import review, volumes
+from app.services.errors import InvalidInput
+from app.storage import StorageError, resolve
+from app.storage import checksum as file_checksum
+
+blp = Blueprint("volumes", __name__, description="Frame volumes for the viewer, previews, slices, downloads")
+
+MAX_AGE = 3600
+
+
+def _private(response: Response) -> Response:
+    response.cache_control.public = False
+    response.cache_control.private = True
+    response.headers["Accept-Ranges"] = "bytes"
+    return response
+
+
+def _send_nifti(path: Path, etag: str, name: str) -> Response:
+    response = send_file(path, mimetype="application/octet-stream", conditional=True, etag=etag,
+                         max_age=MAX_AGE, download_name=name)
+    return _private(response)
+
+
+@blp.route("/frames/<int:frame_id>/volume", methods=["GET"])
+@permission("project", "collaborator")
+def volume(frame_id: int):
+    """The frame as a RAS-reoriented NIfTI (.nii.gz), cached; ETag, Range and private caching."""
+    cached = volumes.cached(review.get(Frame, frame_id))
+    return _send_nifti(cached.volume_path, f"{cached.key}-volume", f"frame-{frame_id}.nii.gz")
+
+
+@blp.route("/frames/<int:frame_id>/geometry", methods=["GET"])
+@permission("project", "collaborator")
+def geometry(frame_id: int):
+    """Shapes, affines (RAS and original) and the default window: the viewer maps a clicked RAS
+    position to a voxel of the original grid through ``inverse_original_affine``."""
+    return volumes.viewer_facts(volumes.cached(review.get(Frame, frame_id)))
+
+
+@blp.route("/frames/<int:frame_id>/preview", methods=["GET"])
+@permission("project", "collaborator")
+def preview(frame_id: int):
+    """A small 8-bit RAS NIfTI that the viewer paints while the full volume loads."""
+    cached = volumes.cached(review.get(Frame, frame_id))
+    return _send_nifti(cached.preview_path, f"{cached.key}-preview", f"frame-{frame_id}-preview.nii.gz")
+
+
+@blp.route("/frames/<int:frame_id>/saliency", methods=["GET"])
+@permission("project", "collaborator")
+def saliency(frame_id: int):
+    """The current model's saliency map for the frame (Evaluation.scores["saliency_location"]) as RAS NIfTI."""
+    frame = review.get(Frame, frame_id)
+    try:
+        location = resolve(review.saliency_location(frame))
+        digest = file_checksum(location)[0]
+        path = volumes.source_path_of(location)
+    except StorageError as err:
+        raise volumes.FrameFileMissing(f"the saliency map of frame {frame_id} cannot be read: {err}") from err
+    cached = volumes.cached_file(path, digest, label=f"saliency map of frame {frame_id}")
+    return _send_nifti(cached.volume_path, f"{cached.key}-saliency", f"frame-{frame_id}-saliency.nii.gz")
+
+
+@blp.route("/frames/<int:frame_id>/download", methods=["GET"])
+@permission("project", "collaborator")
+def download(frame_id: int):
+    """The original file, as stored (a DICOM frame downloads the file its location names)."""
+    frame = review.get(Frame, frame_id)
+    path = volumes.source_path(frame)
+    if path.is_dir():
+        raise InvalidInput(f"frame {frame_id} is a DICOM series folder; download its files from the storage")
+    response = send_file(path, mimetype="application/octet-stream", as_attachment=True, download_name=path.name,
+                         conditional=True, etag=frame.checksum or True, max_age=MAX_AGE)
+    return _private(response)
+
+
+@blp.route("/frames/<int:frame_id>/slice", methods=["GET"])
+@permission("project", "collaborator")
+def slice_png(frame_id: int):
+    """One RAS slice as PNG: ``axis`` axial|coronal|sagittal (default axial), ``index`` (default the
+    middle), ``window`` and ``level`` (default the 0.5-99.5 percentile range)."""
+    cached = volumes.cached(review.get(Frame, frame_id))
+    axis, index, window, level = volumes.slice_args(cached, request.args)
+    etag = f"{cached.key[:24]}-{axis}-{index}-{window:g}-{level:g}"
+    response = Response(mimetype="image/png")
+    response.set_etag(etag)
+    response.cache_control.private = True
+    response.cache_control.max_age = MAX_AGE
+    if request.if_none_match.contains(etag):
+        response.status_code = 304
+        return response
+    response.set_data(volumes.render_slice(cached, axis, index, window, level))
+    return response

@@ -1,0 +1,258 @@
+"""What the viewer and thumbnails read: a cached RAS copy of each frame, a small preview, PNG slices.
+
+The first request for a frame reads its file once (NIfTI, NRRD or DICOM via ``imaging``),
+reorients it to the closest canonical (RAS) voxel order with ``nibabel.as_closest_canonical``
+and writes, under ``CACHE_DIR/volumes/<checksum>``:
+
+- ``volume.nii.gz``: the full-resolution RAS image (original data type) for Niivue;
+- ``preview.nii.gz``: an 8-bit copy, every n-th voxel so that no axis exceeds
+  ``PREVIEW_MAX_SIZE``, windowed to the volume's 0.5-99.5 percentiles, painted first;
+- ``array.npy``: the first 3-D volume as a plain array, memory-mapped for slice PNGs;
+- ``meta.json``: shapes, affines (RAS and original) and the default window.
+
+The cache key is the frame file's SHA-256 checksum, so a changed file gets a new copy and
+identical files share one. Locations of points of interest stay in the ORIGINAL voxel grid
+(what ``Frame.shape`` describes): the page maps a clicked RAS millimetre position through the
+inverse of ``original_affine``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from flask import current_app
+from PIL import Image
+
+from app.db import Frame
+from app.services import imaging
+from app.services.errors import InvalidInput, ServiceError
+from app.storage import LocalLocation, Location, StorageError, local_copy, resolve
+from app.storage import checksum as file_checksum
+
+log = logging.getLogger(__name__)
+
+PREVIEW_MAX_SIZE = 96
+AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+CACHE_VERSION = "1"  # bump when the cached files' layout changes
+_MEMMAPS: OrderedDict[str, tuple[np.ndarray, dict]] = OrderedDict()
+_MEMMAP_LIMIT = 32
+_BUILD_LOCKS: dict[str, threading.Lock] = {}
+_GUARD = threading.Lock()
+
+
+class FrameFileMissing(ServiceError):
+    status = 404
+    code = "frame_file_missing"
+
+
+class FrameUnreadable(ServiceError):
+    status = 422
+    code = "frame_unreadable"
+
+
+@dataclass(frozen=True)
+class CachedVolume:
+    key: str
+    folder: Path
+    meta: dict[str, Any]
+
+    @property
+    def volume_path(self) -> Path:
+        return self.folder / "volume.nii.gz"
+
+    @property
+    def preview_path(self) -> Path:
+        return self.folder / "preview.nii.gz"
+
+    @property
+    def array_path(self) -> Path:
+        return self.folder / "array.npy"
+
+
+def source_path(frame: Frame) -> Path:
+    """A local file (or DICOM folder) holding the frame; FrameFileMissing when it is gone."""
+    try:
+        return source_path_of(resolve(frame.file_location))
+    except StorageError as err:
+        raise FrameFileMissing(f"the file of frame {frame.id} is missing or cannot be read: {err}",
+                               frame=frame.id) from err
+
+
+def source_path_of(location: Location) -> Path:
+    """A local file for a resolved location (S3 objects are fetched once into the cache); StorageError if gone."""
+    if isinstance(location, LocalLocation) and location.path.is_dir():
+        return location.path
+    return local_copy(location, Path(current_app.config["CACHE_DIR"]))
+
+
+def _key(frame: Frame, path: Path) -> str:
+    if frame.checksum:
+        return frame.checksum
+    if path.is_dir():  # a DICOM series folder: its path and latest change
+        stamp = f"{path}:{max((f.stat().st_mtime_ns for f in path.iterdir()), default=0)}"
+        return "dir-" + hashlib.sha256(stamp.encode()).hexdigest()
+    return file_checksum(resolve(str(path)))[0]
+
+
+def cached(frame: Frame) -> CachedVolume:
+    """The frame's cached RAS copy, building it on first use (once per key, even under concurrency)."""
+    path = source_path(frame)
+    return cached_file(path, _key(frame, path), label=f"frame {frame.id}")
+
+
+def cached_file(path: Path, key: str, *, label: str) -> CachedVolume:
+    """The cached RAS copy of an image file under ``key`` (frames and saliency maps share this)."""
+    folder = Path(current_app.config["CACHE_DIR"]) / "volumes" / f"{key}-v{CACHE_VERSION}"
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        with _GUARD:
+            lock = _BUILD_LOCKS.setdefault(key, threading.Lock())
+        with lock:
+            if not meta_path.is_file():
+                _build(path, folder, label)
+    return CachedVolume(key, folder, json.loads(meta_path.read_text()))
+
+
+def _atomic_write(target: Path, write) -> None:
+    """Write through ``write(temporary path)`` then rename, so readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix="-" + target.name)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _window(data: np.ndarray) -> tuple[float, float]:
+    sample = data[::2, ::2, ::2] if min(data.shape) >= 4 else data
+    low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
+    if high <= low:
+        low, high = float(data.min()), float(data.max())
+    if high <= low:
+        high = low + 1.0
+    return low, high
+
+
+def _build(path: Path, folder: Path, label: str) -> None:
+    try:
+        original = imaging.load_image(path)
+        canonical = nib.as_closest_canonical(original)
+        data = np.asanyarray(canonical.dataobj)
+    except InvalidInput as err:
+        raise FrameUnreadable(f"{label}: {err.message}") from err
+    except Exception as err:  # noqa: BLE001 - nibabel raises many types for truncated data
+        raise FrameUnreadable(f"{label}: the image data cannot be read ({err})") from err
+    if data.ndim < 3 or min(data.shape[:3]) < 1:
+        raise FrameUnreadable(f"{label}: expected a 3-D image, got shape {list(data.shape)}")
+    volume3 = data[..., 0] if data.ndim > 3 else data
+    volume3 = volume3.reshape(volume3.shape[:3])
+    low, high = _window(volume3)
+    step = max(1, math.ceil(max(volume3.shape) / PREVIEW_MAX_SIZE))
+    small = volume3[::step, ::step, ::step].astype(np.float32)
+    preview = np.clip((small - low) / (high - low) * 255.0, 0, 255).astype(np.uint8)
+    preview_image = nib.Nifti1Image(preview, canonical.affine @ np.diag([step, step, step, 1.0]))
+    preview_image.header["cal_min"], preview_image.header["cal_max"] = 0, 255
+    full = nib.Nifti1Image(data.astype(np.float32) if data.dtype == np.float64 else data, canonical.affine)
+    full.header["cal_min"], full.header["cal_max"] = low, high
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(folder / "volume.nii.gz", lambda tmp: nib.save(full, tmp))
+    _atomic_write(folder / "preview.nii.gz", lambda tmp: nib.save(preview_image, tmp))
+    _atomic_write(folder / "array.npy", lambda tmp: _save_npy(tmp, np.ascontiguousarray(volume3)))
+    zooms = [float(z) for z in canonical.header.get_zooms()[:3]]
+    meta = {
+        "shape": [int(n) for n in volume3.shape], "original_shape": [int(n) for n in original.shape],
+        "affine": canonical.affine.tolist(), "original_affine": original.affine.tolist(), "spacing": zooms,
+        "window": [low, high], "range": [float(volume3.min()), float(volume3.max())],
+        "preview_step": step, "dtype": str(data.dtype),
+    }
+    _atomic_write(folder / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+    log.info("cached %s as RAS volume %s (preview every %d voxels)", label, meta["shape"], step)
+
+
+def _save_npy(target: str, array: np.ndarray) -> None:
+    with open(target, "wb") as handle:
+        np.save(handle, array)
+
+
+def _array(volume: CachedVolume) -> np.ndarray:
+    with _GUARD:
+        if volume.key in _MEMMAPS:
+            _MEMMAPS.move_to_end(volume.key)
+            return _MEMMAPS[volume.key][0]
+    array = np.load(volume.array_path, mmap_mode="r")
+    with _GUARD:
+        _MEMMAPS[volume.key] = (array, volume.meta)
+        while len(_MEMMAPS) > _MEMMAP_LIMIT:
+            _MEMMAPS.popitem(last=False)
+    return array
+
+
+def _number(name: str, raw: str | None, default: float | None) -> float | None:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as err:
+        raise InvalidInput(f"{name} must be a number", field=name) from err
+    if not math.isfinite(value):
+        raise InvalidInput(f"{name} must be a finite number", field=name)
+    return value
+
+
+def slice_args(volume: CachedVolume, args: dict[str, str]) -> tuple[str, int, float, float]:
+    """Checked (axis, index, window, level) from query arguments, defaulting to the middle slice and
+    the volume's 0.5-99.5 percentile window."""
+    axis = (args.get("axis") or "axial").lower()
+    if axis not in AXES:
+        raise InvalidInput(f"axis must be one of {', '.join(AXES)}", field="axis")
+    size = volume.meta["shape"][AXES[axis]]
+    index = _number("index", args.get("index"), size // 2)
+    if index != int(index) or not 0 <= index < size:
+        raise InvalidInput(f"index must be an integer from 0 to {size - 1} for the {axis} axis", field="index")
+    low, high = volume.meta["window"]
+    window = _number("window", args.get("window"), high - low)
+    level = _number("level", args.get("level"), (high + low) / 2)
+    if window <= 0:
+        raise InvalidInput("window must be greater than 0", field="window")
+    return axis, int(index), window, level
+
+
+def render_slice(volume: CachedVolume, axis: str, index: int, window: float, level: float) -> bytes:
+    """A PNG of one RAS slice (neurological view: patient left on the left, superior/anterior up)."""
+    array = _array(volume)
+    axis_number = AXES[axis]
+    plane = np.take(array, index, axis=axis_number).astype(np.float32)  # (x, y), (x, z) or (y, z)
+    low = level - window / 2
+    pixels = np.clip((plane - low) * (255.0 / window), 0, 255).astype(np.uint8).T[::-1]
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    spacing = [s for n, s in enumerate(volume.meta["spacing"]) if n != axis_number]
+    if spacing[0] > 0 and spacing[1] > 0 and abs(spacing[0] - spacing[1]) > 1e-3:
+        unit = min(spacing)
+        image = image.resize((max(1, round(image.width * spacing[0] / unit)),
+                              max(1, round(image.height * spacing[1] / unit))), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def viewer_facts(volume: CachedVolume) -> dict[str, Any]:
+    """What the page needs to map viewer positions (RAS mm) to original voxels and to set windows."""
+    meta = volume.meta
+    return {"shape": meta["shape"], "original_shape": meta["original_shape"][:3],
+            "original_affine": meta["original_affine"], "affine": meta["affine"],
+            "inverse_original_affine": np.linalg.inv(np.asarray(meta["original_affine"])).tolist(),
+            "window": meta["window"], "range": meta["range"]}

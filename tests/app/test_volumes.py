@@ -1,0 +1,170 @@
+"""Frame images for the viewer: RAS volume and preview (ETag, 304, Range), PNG slices, the original
+file, NRRD and DICOM series, and clear 4xx answers for missing or unreadable files."""
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from app.db import Frame, db
+from app.services import frames, projects
+from tests.factories import token_headers
+
+LPS_AFFINE = np.array([[-2.0, 0, 0, 30], [0, -2.0, 0, 40], [0, 0, 3.0, -10], [0, 0, 0, 1]])
+
+
+@pytest.fixture
+def setup(factory, client):
+    project = factory.project("volumes")
+    factory.member(project, "collaborator", "viewer")
+    headers = token_headers(client, "viewer")
+    return project, headers
+
+
+def _write_lps_nifti(app, relative: str) -> tuple[Path, np.ndarray]:
+    data = np.arange(20 * 24 * 16, dtype=np.int16).reshape(20, 24, 16)
+    path = Path(app.config["DATA_ROOT"]) / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, LPS_AFFINE), str(path))
+    return path, data
+
+
+def _frame_for(project, name: str, location: str) -> Frame:
+    experiment = projects.get_or_create_experiment(project, "e")
+    scan = projects.get_or_create_scan(experiment, name)
+    frame = frames.register_frame(scan, 0, location)
+    db.session.commit()
+    return frame
+
+
+def _nifti(content: bytes) -> nib.Nifti1Image:
+    return nib.Nifti1Image.from_bytes(gzip.decompress(content))
+
+
+def test_volume_is_ras_with_etag_304_and_range(app, client, setup):
+    project, headers = setup
+    path, data = _write_lps_nifti(app, "v/lps.nii.gz")
+    frame = _frame_for(project, "lps", "v/lps.nii.gz")
+    answer = client.get(f"/api/v1/frames/{frame.id}/volume", headers=headers)
+    assert answer.status_code == 200 and "private" in answer.headers["Cache-Control"]
+    image = _nifti(answer.data)
+    assert nib.aff2axcodes(image.affine) == ("R", "A", "S")
+    assert np.array_equal(np.asanyarray(image.dataobj), data[::-1, ::-1, :])  # LPS -> RAS flips i and j
+    etag = answer.headers["ETag"]
+    assert frame.checksum in etag
+    assert client.get(f"/api/v1/frames/{frame.id}/volume", headers={**headers, "If-None-Match": etag}).status_code == 304
+    part = client.get(f"/api/v1/frames/{frame.id}/volume", headers={**headers, "Range": "bytes=0-99"})
+    assert part.status_code == 206 and len(part.data) == 100 and part.data == answer.data[:100]
+
+    preview = _nifti(client.get(f"/api/v1/frames/{frame.id}/preview", headers=headers).data)
+    assert preview.get_data_dtype() == np.uint8 and max(preview.shape) <= 96
+    geometry = client.get(f"/api/v1/frames/{frame.id}/geometry", headers=headers).get_json()
+    assert geometry["shape"] == [20, 24, 16] and geometry["original_shape"] == [20, 24, 16]
+    # A RAS position maps back to the voxel of the original (LPS) grid it came from.
+    mm = LPS_AFFINE @ [3, 5, 7, 1]
+    voxel = np.asarray(geometry["inverse_original_affine"]) @ mm
+    assert np.allclose(voxel[:3], [3, 5, 7])
+
+    original = client.get(f"/api/v1/frames/{frame.id}/download", headers=headers)
+    assert original.status_code == 200 and original.data == path.read_bytes()
+    assert "attachment" in original.headers["Content-Disposition"]
+
+
+def test_slices_are_pngs_with_window_level_and_clear_errors(app, client, setup):
+    project, headers = setup
+    _write_lps_nifti(app, "v/slices.nii.gz")
+    frame = _frame_for(project, "slices", "v/slices.nii.gz")
+    url = f"/api/v1/frames/{frame.id}/slice"
+    axial = client.get(url + "?axis=axial&index=3", headers=headers)
+    assert axial.status_code == 200 and axial.mimetype == "image/png"
+    assert Image.open(io.BytesIO(axial.data)).size == (20, 24)  # x across, y up
+    coronal = Image.open(io.BytesIO(client.get(url + "?axis=coronal&index=0", headers=headers).data))
+    assert coronal.size == (20, round(16 * 3 / 2))  # 2 mm x 3 mm voxels shown with their true aspect
+    narrow = np.asarray(Image.open(io.BytesIO(client.get(url + "?index=3&window=10&level=0", headers=headers).data)))
+    wide = np.asarray(Image.open(io.BytesIO(client.get(url + "?index=3&window=100000&level=0", headers=headers).data)))
+    assert narrow.max() == 255 and wide.max() < 255
+    etag = axial.headers["ETag"]
+    assert client.get(url + "?axis=axial&index=3", headers={**headers, "If-None-Match": etag}).status_code == 304
+    for query, field in (("axis=oblique", "axis"), ("index=16", "index"), ("index=-1", "index"),
+                         ("index=1.5", "index"), ("window=0", "window"), ("level=abc", "level"),
+                         ("window=nan", "window")):
+        answer = client.get(f"{url}?{query}", headers=headers)
+        assert answer.status_code == 400 and answer.get_json()["field"] == field, query
+
+
+def test_missing_and_unreadable_files_answer_4xx(app, client, setup):
+    project, headers = setup
+    path, _ = _write_lps_nifti(app, "v/gone.nii.gz")
+    frame = _frame_for(project, "gone", "v/gone.nii.gz")
+    path.unlink()
+    for endpoint in ("volume", "preview", "geometry", "slice", "download"):
+        answer = client.get(f"/api/v1/frames/{frame.id}/{endpoint}", headers=headers)
+        assert answer.status_code == 404 and answer.get_json()["error"] == "frame_file_missing", endpoint
+        assert "missing" in answer.get_json()["detail"]
+    damaged, _ = _write_lps_nifti(app, "v/damaged.nii.gz")
+    broken = _frame_for(project, "broken", "v/damaged.nii.gz")  # registered while readable ...
+    damaged.write_bytes(damaged.read_bytes()[:400])  # ... then truncated
+    answer = client.get(f"/api/v1/frames/{broken.id}/volume", headers=headers)
+    assert answer.status_code == 422 and answer.get_json()["error"] == "frame_unreadable"
+    assert client.get(f"/api/v1/frames/{broken.id}/saliency", headers=headers).status_code == 409
+
+
+def test_nrrd_frames_read_in_lps_space(app, client, setup):
+    import nrrd
+
+    project, headers = setup
+    data = np.random.default_rng(0).integers(0, 1000, (12, 10, 8)).astype(np.int16)
+    path = Path(app.config["DATA_ROOT"]) / "v/scan.nrrd"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nrrd.write(str(path), data, {"space": "left-posterior-superior", "space directions": np.diag([1.0, 1.5, 2.0]),
+                                 "space origin": np.array([5.0, 6.0, 7.0]), "kinds": ["domain"] * 3})
+    frame = _frame_for(project, "nrrd", "v/scan.nrrd")
+    assert frame.shape == [12, 10, 8] and frame.orientation == "LPS" and frame.spacing == [1.0, 1.5, 2.0]
+    image = _nifti(client.get(f"/api/v1/frames/{frame.id}/volume", headers=headers).data)
+    assert np.array_equal(np.asanyarray(image.dataobj), data[::-1, ::-1, :])
+    # voxel (0, 0, 0) sits at LPS (5, 6, 7), i.e. RAS (-5, -6, 7)
+    assert np.allclose(image.affine @ [11, 9, 0, 1], [-5, -6, 7, 1])
+
+
+def test_dicom_series_frames(app, client, setup):
+    import SimpleITK as sitk
+
+    project, headers = setup
+    volume = np.random.default_rng(1).integers(0, 500, (6, 9, 11)).astype(np.int16)  # (z, y, x) as ITK gives it
+    folder = Path(app.config["DATA_ROOT"]) / "v/dicom"
+    folder.mkdir(parents=True)
+    series = "1.2.826.0.1.3680043.2.1125.1.4242"
+    for z in range(volume.shape[0]):
+        plane = sitk.GetImageFromArray(volume[z:z + 1])
+        plane.SetSpacing((0.8, 0.9, 2.5))
+        for tag, value in (("0020|000e", series), ("0020|000d", series + ".1"), ("0008|0060", "MR"),
+                           ("0020|0032", f"10\\20\\{30 + 2.5 * z}"), ("0020|0037", "1\\0\\0\\0\\1\\0"),
+                           ("0020|0013", str(z + 1)), ("0018|0050", "2.5"), ("0028|0030", "0.9\\0.8")):
+            plane.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
+        writer.Execute(plane)
+    frame = _frame_for(project, "dicom", "v/dicom/slice000.dcm")
+    assert frame.shape == [11, 9, 6] and frame.orientation == "LPS"
+    image = _nifti(client.get(f"/api/v1/frames/{frame.id}/volume", headers=headers).data)
+    assert image.shape == (11, 9, 6)
+    expected = np.transpose(volume, (2, 1, 0))[::-1, ::-1, :]
+    assert np.array_equal(np.asanyarray(image.dataobj), expected)
+    assert np.allclose(image.header.get_zooms(), (0.8, 0.9, 2.5), atol=1e-3)
+
+
+def test_outsiders_get_404_for_frame_data(factory, client, setup):
+    project, _ = setup
+    frame_scan = factory.scan(project, "e", "s")
+    frame = db.session.scalar(select(Frame).where(Frame.scan_id == frame_scan.id))
+    factory.member(factory.project("other"), "admin", "stranger")
+    headers = token_headers(client, "stranger")
+    for endpoint in ("volume", "preview", "slice", "download", "geometry"):
+        assert client.get(f"/api/v1/frames/{frame.id}/{endpoint}", headers=headers).status_code == 404
