@@ -1,11 +1,13 @@
-"""Reviewer pages."""
+"""Reviewer pages: projects with progress, a project's scans and agreement, and the scan viewer."""
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, current_app, flash, g, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from app.auth.permissions import permission
-from app.services import overview
+from app.db import Experiment, Project, Scan, utcnow
+from app.services import overview, review, vocabulary
+from app.ui.context import optional_url, scan_context
 
 bp = Blueprint("ui", __name__)
 
@@ -13,5 +15,66 @@ bp = Blueprint("ui", __name__)
 @bp.get("/")
 @permission("login")
 def projects():
-    return render_template("ui/projects.html", projects=overview.projects_for(current_user))
+    rows = overview.projects_for(current_user)
+    ids = [row.project.id for row in rows]
+    return render_template("ui/projects.html", projects=rows, progress=review.progress(ids),
+                           timeline=review.timeline(ids), state_labels=review.STATE_LABELS)
+
+
+@bp.get("/projects/<int:project_id>")
+@permission("project", "collaborator")
+def project(project_id: int):
+    filters = {key: request.args[key] for key in review.FILTERS if request.args.get(key)}
+    project = review.get(Project, project_id)
+    data = review.project_overview(project, filters)
+    return render_template(
+        "ui/project.html", project=project, data=data, filters=filters, role=g.project_role,
+        is_admin=g.project_role == "admin", state_labels=review.STATE_LABELS,
+        options=vocabulary.decision_options(project_id), entries=vocabulary.artifact_entries(project_id),
+        tasks=review.task_overview(project, g.project_role), agreement=review.agreement(project_id),
+        next_unreviewed=review.next_unreviewed(project_id), now=utcnow(),
+        training_url=optional_url("ui.training_runs", project_id=project_id),
+        transfer_url=next((url for url in (optional_url(endpoint, project_id=project_id) for endpoint in (
+            "admin.transfer", "admin.project_transfer", "admin.import_export", "ui.transfer")) if url), None))
+
+
+@bp.get("/projects/<int:project_id>/next")
+@permission("project", "collaborator")
+def next_scan(project_id: int):
+    scan_id = review.next_unreviewed(project_id)
+    if scan_id is None:
+        flash("Every scan of this project has a decision.", "info")
+        return redirect(url_for("ui.project", project_id=project_id))
+    return redirect(url_for("ui.scan", scan_id=scan_id))
+
+
+@bp.get("/experiments/<int:experiment_id>/review")
+@permission("project", "collaborator")
+def review_experiment(experiment_id: int):
+    """Open an experiment for review: its first unreviewed scan (or its first scan)."""
+    experiment = review.get(Experiment, experiment_id)
+    states = review.scan_states(scan.id for scan in experiment.scans)
+    ordered = sorted((scan for scan in experiment.scans if scan.archived_at is None), key=lambda s: s.name)
+    if not ordered:
+        flash(f"Experiment {experiment.name} has no scans.", "info")
+        return redirect(url_for("ui.project", project_id=experiment.project_id))
+    target = next((scan for scan in ordered if states[scan.id] == "unreviewed"), ordered[0])
+    return redirect(url_for("ui.scan", scan_id=target.id))
+
+
+@bp.get("/scans/<int:scan_id>")
+@permission("project", "collaborator")
+def scan(scan_id: int):
+    context = scan_context(review.get(Scan, scan_id), current_user, g.project_role)
+    return render_template("ui/scan.html", context=context, scan=context["scan"],
+                           lock_minutes=current_app.config["LOCK_MINUTES"])
+
+
+@bp.get("/scans/<int:scan_id>/context")
+@permission("project", "collaborator")
+def scan_context_json(scan_id: int):
+    """What the scan page renders, as JSON: the page switches scans without reloading."""
+    return jsonify(scan_context(review.get(Scan, scan_id), current_user, g.project_role))
+
+
 from app.ui import training  # noqa: E402,F401 - registers the training pages on bp

@@ -1,0 +1,679 @@
+// The scan review page: Niivue viewer, decision panel, history, experiment lock, next-scan prefetch.
+// Positions: Niivue reports RAS millimetres; points of interest are stored as voxels (i, j, k) of
+// the frame's ORIGINAL grid, through the inverse original affine from /api/v1/frames/<id>/geometry.
+(function () {
+  "use strict";
+  const NV = window.niivue;
+  const page = document.getElementById("scan-page");
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const lockMinutes = Number(page.dataset.lockMinutes || 5);
+  const $ = (id) => document.getElementById(id);
+  const CACHE_LIMIT = 8;
+  const STATES = ["undefined", "present", "absent"];
+
+  const state = {
+    ctx: JSON.parse($("scan-context").textContent),
+    frame: 0, decision: null, artifacts: {}, poi: null, geometry: null, loaded: "none",
+    wl: null, heldLock: null, lastActivity: Date.now(), loadToken: 0, submitting: false,
+    render3d: false, saliency: false, saliencyShown: false,
+  };
+  const timings = {};
+  const cache = new Map(); // url -> {promise, value}
+  const nv = new NV.Niivue({
+    backColor: [0, 0, 0, 1], crosshairColor: [1, 0.85, 0, 0.9], crosshairWidth: 0.35, crosshairWidthUnit: "percent",
+    show3Dcrosshair: true, isColorbar: false,
+    dragAndDropEnabled: false, loadingText: "", logLevel: "warn", isOrientationTextVisible: true,
+    multiplanarShowRender: NV.SHOW_RENDER.NEVER, multiplanarLayout: NV.MULTIPLANAR_TYPE.GRID,
+    mouseEventConfig: {
+      leftButton: {primary: NV.DRAG_MODE.crosshair, withShift: NV.DRAG_MODE.pan, withCtrl: NV.DRAG_MODE.windowing},
+      rightButton: NV.DRAG_MODE.windowing, centerButton: NV.DRAG_MODE.pan,
+    },
+  });
+  window.qcloop = {nv, state, timings, cache};
+
+  // ------------------------------------------------------------------ fetching with a small cache
+
+  async function failure(response) {
+    let detail = `HTTP ${response.status}`;
+    try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
+    const error = new Error(detail);
+    error.status = response.status;
+    return error;
+  }
+
+  function cached(url, kind) {
+    let entry = cache.get(url);
+    if (!entry) {
+      entry = {value: null};
+      entry.promise = fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}})
+        .then(async (response) => {
+          if (!response.ok) throw await failure(response);
+          return kind === "json" ? response.json() : response.arrayBuffer();
+        })
+        .then((value) => { entry.value = value; return value; },
+              (error) => { cache.delete(url); throw error; });
+      cache.set(url, entry);
+      while (cache.size > CACHE_LIMIT) cache.delete(cache.keys().next().value);
+    }
+    return entry;
+  }
+
+  async function api(method, url, body) {
+    const response = await fetch(url, {
+      method, credentials: "same-origin",
+      headers: {"Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrf},
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let data = {};
+    try { data = await response.json(); } catch (e) { /* empty */ }
+    return {ok: response.ok, status: response.status, data};
+  }
+
+  // ------------------------------------------------------------------ viewer
+
+  const nextFrame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
+
+  function viewerMessage(text) {
+    $("viewer-message").textContent = text || "";
+    $("viewer-message").hidden = !text;
+  }
+
+  function setLoaded(value) {
+    state.loaded = value;
+    $("viewer").dataset.loaded = value;
+    $("load-state").textContent = {none: "", preview: "preview (full resolution loading…)", full: "full resolution",
+                                   error: "image unavailable"}[value] || value;
+  }
+
+  async function show(buffer, name, isPreview) {
+    const image = await NV.NVImage.new(buffer, name, "gray", 1);
+    for (const old of nv.volumes.slice()) nv.removeVolume(old);
+    nv.addVolume(image);
+    state.isPreview = isPreview;
+    if (state.wl) applyWL(state.wl.window, state.wl.level, false);
+    else syncWLInputs();
+    await nextFrame();
+  }
+
+  async function loadFrame(index) {
+    const frame = state.ctx.frames[index];
+    const token = ++state.loadToken;
+    state.frame = index;
+    state.wl = null;
+    state.saliencyShown = false;
+    renderFrames();
+    viewerMessage("");
+    $("download").href = frame.download_url;
+    const started = performance.now();
+    const volume = cached(frame.volume_url, "buffer");
+    try {
+      state.geometry = await cached(frame.geometry_url, "json").promise;
+      if (token !== state.loadToken) return;
+      if (!volume.value) {
+        const preview = await cached(frame.preview_url, "buffer").promise;
+        if (token !== state.loadToken) return;
+        await show(preview, `frame-${frame.id}-preview.nii.gz`, true);
+        timings.firstPaint = performance.now() - started;
+        setLoaded("preview");
+      }
+      const full = await volume.promise;
+      if (token !== state.loadToken) return;
+      await show(full, `frame-${frame.id}.nii.gz`, false);
+      if (timings.firstPaint === undefined || state.loaded !== "preview") timings.firstPaint = performance.now() - started;
+      timings.full = performance.now() - started;
+      setLoaded("full");
+      if (state.poi) placeCrosshair(state.poi);
+      else nv.onLocationChange();
+      if (frame.saliency_url && state.saliency) await showSaliency();
+      prefetchNext();
+    } catch (error) {
+      if (token !== state.loadToken) return;
+      for (const old of nv.volumes.slice()) nv.removeVolume(old);
+      setLoaded("error");
+      viewerMessage(`The image of frame ${frame.number} cannot be shown: ${error.message}`);
+    }
+  }
+
+  function prefetchNext() {
+    const next = nextTarget();
+    if (!next) return;
+    cached(next.context, "json").promise.then((ctx) => {
+      const frame = ctx.frames[0];
+      if (!frame) return;
+      cached(frame.geometry_url, "json");
+      cached(frame.volume_url, "buffer");
+    }).catch(() => { /* the next page reports its own errors */ });
+  }
+
+  // Window/level in the image's own units; the 8-bit preview maps them through the cached window.
+  function toDisplay(value) {
+    if (!state.isPreview || !state.geometry) return value;
+    const [low, high] = state.geometry.window;
+    return ((value - low) / (high - low)) * 255;
+  }
+
+  function fromDisplay(value) {
+    if (!state.isPreview || !state.geometry) return value;
+    const [low, high] = state.geometry.window;
+    return low + (value / 255) * (high - low);
+  }
+
+  function applyWL(window_, level, remember = true) {
+    const volume = nv.volumes[0];
+    if (!volume || !(window_ > 0) || !Number.isFinite(level)) return;
+    if (remember) state.wl = {window: window_, level};
+    volume.cal_min = toDisplay(level - window_ / 2);
+    volume.cal_max = toDisplay(level + window_ / 2);
+    nv.updateGLVolume();
+    syncWLInputs();
+  }
+
+  function syncWLInputs() {
+    const volume = nv.volumes[0];
+    if (!volume) return;
+    const low = fromDisplay(volume.cal_min), high = fromDisplay(volume.cal_max);
+    $("window").value = +(high - low).toPrecision(5);
+    $("level").value = +((high + low) / 2).toPrecision(5);
+  }
+
+  function preset(name) {
+    const g = state.geometry;
+    if (!g) return;
+    const [low, high] = g.window, [min, max] = g.range;
+    const ranges = {auto: [low, high], full: [min, max], soft: [low, low + (high - low) * 0.6],
+                    bright: [low + (high - low) * 0.3, high * 1.2]};
+    const [a, b] = ranges[name];
+    applyWL(b - a, (a + b) / 2);
+  }
+
+  nv.onIntensityChange = () => {
+    const volume = nv.volumes[0];
+    if (!volume) return;
+    const low = fromDisplay(volume.cal_min), high = fromDisplay(volume.cal_max);
+    state.wl = {window: high - low, level: (high + low) / 2};
+    syncWLInputs();
+  };
+
+  function zoom(factor) {
+    const pan = nv.scene.pan2Dxyzmm;
+    nv.setPan2Dxyzmm([pan[0], pan[1], pan[2], Math.min(20, Math.max(0.2, pan[3] * factor))]);
+  }
+
+  function toOriginalVoxel(mm) {
+    const m = state.geometry.inverse_original_affine;
+    return [0, 1, 2].map((r) => Math.round(m[r][0] * mm[0] + m[r][1] * mm[1] + m[r][2] * mm[2] + m[r][3]));
+  }
+
+  function toMM(voxel) {
+    const a = state.geometry.original_affine;
+    return [0, 1, 2].map((r) => a[r][0] * voxel[0] + a[r][1] * voxel[1] + a[r][2] * voxel[2] + a[r][3]);
+  }
+
+  function placeCrosshair(poi) {
+    if (!state.geometry || !nv.volumes.length) return;
+    nv.scene.crosshairPos = nv.mm2frac(toMM([poi.i, poi.j, poi.k]));
+    nv.drawScene();
+    nv.onLocationChange();
+  }
+
+  function crosshairVoxel() {
+    if (!state.geometry || !nv.volumes.length) return null;
+    const mm = nv.frac2mm(nv.scene.crosshairPos);
+    return toOriginalVoxel(mm);
+  }
+
+  nv.onLocationChange = () => {
+    const voxel = crosshairVoxel();
+    $("crosshair").textContent = voxel ? `crosshair at voxel ${voxel.join(", ")} (original grid)` : "";
+  };
+
+  function setPoi(poi) {
+    state.poi = poi;
+    $("poi").innerHTML = "";
+    if (!poi) {
+      $("poi").textContent = "Point of interest: none (click the image)";
+      return;
+    }
+    $("poi").append(`Point of interest: i ${poi.i}, j ${poi.j}, k ${poi.k} `);
+    const clear = document.createElement("button");
+    clear.type = "button";
+    clear.className = "small";
+    clear.textContent = "clear";
+    clear.addEventListener("click", () => setPoi(null));
+    $("poi").append(clear);
+  }
+
+  let pointerStart = null;
+  const canvas = $("gl");
+  canvas.addEventListener("pointerdown", (event) => {
+    pointerStart = event.button === 0 && !event.shiftKey && !event.ctrlKey ? [event.clientX, event.clientY] : null;
+  });
+  canvas.addEventListener("pointerup", (event) => {
+    if (!pointerStart || Math.hypot(event.clientX - pointerStart[0], event.clientY - pointerStart[1]) > 4) return;
+    pointerStart = null;
+    requestAnimationFrame(() => {
+      const voxel = crosshairVoxel();
+      if (voxel) setPoi({i: voxel[0], j: voxel[1], k: voxel[2]});
+    });
+  });
+
+  async function showSaliency() {
+    const frame = state.ctx.frames[state.frame];
+    if (!frame.saliency_url || state.loaded !== "full") return;
+    try {
+      const buffer = await cached(frame.saliency_url, "buffer").promise;
+      const overlay = await NV.NVImage.new(buffer, `frame-${frame.id}-saliency.nii.gz`, "warm", 0.5);
+      nv.addVolume(overlay);
+      state.saliencyShown = true;
+    } catch (error) {
+      viewerMessage(`The saliency map cannot be shown: ${error.message}`);
+    }
+  }
+
+  async function toggleSaliency() {
+    state.saliency = !state.saliency;
+    $("toggle-saliency").classList.toggle("active", state.saliency);
+    if (state.saliency && !state.saliencyShown) await showSaliency();
+    else if (nv.volumes.length > 1) nv.setOpacity(1, state.saliency ? 0.5 : 0);
+  }
+
+  function toggleRender() {
+    state.render3d = !state.render3d;
+    nv.opts.multiplanarShowRender = state.render3d ? NV.SHOW_RENDER.ALWAYS : NV.SHOW_RENDER.NEVER;
+    $("toggle-render").classList.toggle("active", state.render3d);
+    nv.drawScene();
+  }
+
+  // ------------------------------------------------------------------ panel
+
+  function button(text, className, onClick) {
+    const node = document.createElement("button");
+    node.type = "button";
+    node.className = className;
+    node.textContent = text;
+    node.addEventListener("click", onClick);
+    return node;
+  }
+
+  function renderFrames() {
+    const box = $("frames");
+    box.innerHTML = "";
+    if (state.ctx.frames.length < 2) return;
+    state.ctx.frames.forEach((frame, index) => {
+      const node = button(`frame ${frame.number}`, index === state.frame ? "small active" : "small",
+                          () => loadFrame(index));
+      node.dataset.frame = index;
+      box.append(node);
+    });
+  }
+
+  function renderDecisions() {
+    const box = $("decision-buttons");
+    box.innerHTML = "";
+    for (const option of state.ctx.decisions) {
+      const node = button(`${option.label}${option.shortcut ? ` (${option.shortcut})` : ""}`, "decision",
+                          () => chooseDecision(option.key));
+      node.dataset.key = option.key;
+      node.classList.toggle("active", state.decision === option.key);
+      box.append(node);
+    }
+    const option = state.ctx.decisions.find((o) => o.key === state.decision);
+    $("note-required").textContent = option && option.requires_note ? "(required for this decision)" : "";
+  }
+
+  function chooseDecision(key) {
+    state.decision = state.decision === key ? null : key;
+    renderDecisions();
+  }
+
+  function suggested(key) {
+    const s = state.ctx.suggestion;
+    return s && s.artifacts[key] ? s.artifacts[key] : null;
+  }
+
+  function renderArtifacts() {
+    const box = $("artifact-tags");
+    box.innerHTML = "";
+    for (const entry of state.ctx.artifacts) {
+      const current = state.artifacts[entry.key] || "undefined";
+      const hint = suggested(entry.key);
+      const node = button(`${entry.label}${entry.shortcut ? ` (${entry.shortcut})` : ""}`, `tag ${current}`,
+                          () => cycleArtifact(entry.key));
+      node.dataset.key = entry.key;
+      node.dataset.state = current;
+      node.setAttribute("aria-pressed", current === "present" ? "true" : current === "absent" ? "mixed" : "false");
+      node.title = {undefined: "not judged", present: "present", absent: "absent"}[current];
+      if (hint && current === "undefined") {
+        node.classList.add(`suggested-${hint.state}`);
+        const label = document.createElement("span");
+        label.className = "score";
+        label.textContent = ` model: ${hint.state} ${hint.score.toFixed(2)}`;
+        node.append(label);
+      }
+      box.append(node);
+    }
+  }
+
+  function cycleArtifact(key) {
+    const current = state.artifacts[key] || "undefined";
+    state.artifacts[key] = STATES[(STATES.indexOf(current) + 1) % STATES.length];
+    renderArtifacts();
+  }
+
+  function acceptSuggestions() {
+    const s = state.ctx.suggestion;
+    if (!s) return;
+    for (const [key, hint] of Object.entries(s.artifacts)) {
+      if (!state.artifacts[key] || state.artifacts[key] === "undefined") state.artifacts[key] = hint.state;
+    }
+    renderArtifacts();
+  }
+
+  function renderSuggestion() {
+    const s = state.ctx.suggestion;
+    const box = $("suggestion");
+    box.innerHTML = "";
+    $("accept-suggestions").hidden = !s;
+    $("toggle-saliency").hidden = !(state.ctx.frames[state.frame] || {}).saliency_url;
+    if (!s) return;
+    const title = document.createElement("div");
+    title.className = "model";
+    title.textContent = `Suggestions by ${s.model} v${s.version}`;
+    box.append(title);
+    if (s.usable !== null) {
+      const usable = document.createElement("div");
+      usable.textContent = `usable: ${(s.usable * 100).toFixed(0)}% confidence`;
+      box.append(usable);
+    }
+    const note = document.createElement("div");
+    note.className = "muted";
+    note.textContent = "Pre-marked tags are the model's, not yours, until you accept or click them.";
+    box.append(note);
+  }
+
+  function decisionMessage(text, kind) {
+    const box = $("decision-message");
+    box.textContent = text || "";
+    box.className = `decision-message ${kind || ""}`;
+    box.hidden = !text;
+  }
+
+  function renderHistory() {
+    const list = $("history");
+    list.innerHTML = "";
+    if (!state.ctx.history.length) {
+      const empty = document.createElement("li");
+      empty.className = "muted";
+      empty.textContent = "No decisions yet.";
+      list.append(empty);
+    }
+    for (const d of state.ctx.history) {
+      const item = document.createElement("li");
+      item.dataset.decision = d.id;
+      const when = new Date(d.created).toLocaleString();
+      const head = document.createElement("div");
+      head.innerHTML = "<strong></strong> <span class='muted'></span>";
+      head.querySelector("strong").textContent = `${d.decision_label} (${d.decision})`;
+      head.querySelector("span").textContent = `${d.creator.username}${d.creator_role ? `, ${d.creator_role}` : ""}, ${when}`;
+      item.append(head);
+      const parts = [];
+      if (d.artifacts.present.length) parts.push(`present: ${d.artifacts.present.join(", ")}`);
+      if (d.artifacts.absent.length) parts.push(`absent: ${d.artifacts.absent.join(", ")}`);
+      if (parts.length) item.append(Object.assign(document.createElement("div"), {textContent: parts.join("; ")}));
+      if (d.location) {
+        const at = button(`point i ${d.location.i}, j ${d.location.j}, k ${d.location.k}`, "small link",
+                          () => placeCrosshair(d.location));
+        item.append(at);
+      }
+      if (d.note) item.append(Object.assign(document.createElement("blockquote"), {textContent: d.note}));
+      list.append(item);
+    }
+  }
+
+  function renderLock() {
+    const banner = $("lock-banner");
+    const lock = state.ctx.lock;
+    const mine = lock && lock.owner && lock.owner.username === state.ctx.user;
+    banner.className = "lock-banner";
+    if (lock && !mine) {
+      banner.classList.add("other");
+      const until = new Date(lock.expires).toLocaleTimeString();
+      banner.textContent = `Experiment ${state.ctx.experiment.name} is locked by ${lock.owner ? lock.owner.username : "another reviewer"} until ${until}: you can look, but decisions are refused until the lock is released or expires.`;
+    } else if (lock && mine) {
+      banner.textContent = `You are reviewing experiment ${state.ctx.experiment.name} (lock until ${new Date(lock.expires).toLocaleTimeString()}, renewed while you work).`;
+    } else {
+      banner.textContent = "";
+    }
+    banner.hidden = !banner.textContent;
+  }
+
+  function renderAll() {
+    const ctx = state.ctx;
+    document.title = `${ctx.scan.name} · qcloop review`;
+    $("scan-name").textContent = ctx.scan.name;
+    $("experiment-name").textContent = ctx.experiment.name;
+    $("project-link").textContent = ctx.project.name;
+    $("project-link").href = ctx.project.url;
+    $("scan-state").textContent = ctx.state_label;
+    $("scan-state").className = `state ${ctx.state}`;
+    $("prev-scan").disabled = !ctx.neighbours.previous;
+    $("next-scan").disabled = !nextTarget();
+    $("email-box").hidden = !ctx.urls.email;
+    $("submit").disabled = !ctx.can_decide;
+    $("panel").classList.toggle("read-only", !ctx.can_decide);
+    renderDecisions();
+    renderArtifacts();
+    renderSuggestion();
+    renderHistory();
+    renderLock();
+    setPoi(state.poi);
+    if (ctx.blocked) decisionMessage(ctx.blocked, "warning");
+    else if (!ctx.can_decide) decisionMessage("Your role in this project can look at scans but not decide.", "warning");
+  }
+
+  // ------------------------------------------------------------------ lock
+
+  async function takeLock() {
+    if (!state.ctx.can_decide) return;
+    const experiment = state.ctx.experiment.id;
+    const answer = await api("POST", state.ctx.urls.lock);
+    if (state.ctx.experiment.id !== experiment) return;
+    if (answer.ok) {
+      state.heldLock = {experiment, url: state.ctx.urls.lock};
+      state.ctx.lock = {owner: answer.data.lock_owner, expires: answer.data.lock_expires};
+    } else if (answer.status === 409) {
+      state.heldLock = null;
+      state.ctx.lock = answer.data.lock || state.ctx.lock;
+    }
+    renderLock();
+  }
+
+  function releaseLock(keepalive) {
+    if (!state.heldLock) return;
+    fetch(state.heldLock.url, {method: "DELETE", credentials: "same-origin", keepalive: !!keepalive,
+                               headers: {Accept: "application/json", "X-CSRFToken": csrf}});
+    state.heldLock = null;
+  }
+
+  setInterval(() => {
+    const idle = Date.now() - state.lastActivity;
+    if (state.ctx.can_decide && idle < lockMinutes * 60 * 1000) takeLock();
+  }, 60 * 1000);
+  for (const type of ["keydown", "pointerdown", "wheel"]) {
+    window.addEventListener(type, () => { state.lastActivity = Date.now(); }, {passive: true, capture: true});
+  }
+  window.addEventListener("pagehide", () => releaseLock(true));
+
+  // ------------------------------------------------------------------ submit and navigation
+
+  function nextTarget() {
+    const n = state.ctx.neighbours;
+    return n.next_unreviewed || n.next;
+  }
+
+  async function submit() {
+    const ctx = state.ctx;
+    if (state.submitting) return;
+    if (!ctx.can_decide) return decisionMessage("Your role in this project cannot record decisions.", "error");
+    if (!state.decision) return decisionMessage("Choose a decision first (a button or its key).", "error");
+    const option = ctx.decisions.find((o) => o.key === state.decision);
+    const note = $("note").value;
+    if (option.requires_note && !note.trim()) {
+      $("note").focus();
+      return decisionMessage(`A note is required for ${option.label}.`, "error");
+    }
+    const artifacts = {present: [], absent: []};
+    for (const [key, value] of Object.entries(state.artifacts)) {
+      if (value === "present" || value === "absent") artifacts[value].push(key);
+    }
+    const body = {scan: ctx.scan.id, project: ctx.project.id, decision: state.decision, note, artifacts,
+                  location: state.poi};
+    state.submitting = true;
+    const started = performance.now();
+    $("submit").disabled = true;
+    try {
+      const answer = await api("POST", ctx.urls.decide, body);
+      if (!answer.ok) {
+        if (answer.status === 409 && answer.data.lock !== undefined) {
+          state.ctx.lock = answer.data.lock;
+          renderLock();
+        }
+        decisionMessage(`Not saved: ${answer.data.detail || `HTTP ${answer.status}`}`, "error");
+        return;
+      }
+      const next = nextTarget();
+      if (next) {
+        await switchScan(next, true, `Saved ${answer.data.decision} on ${ctx.scan.name}.`);
+        timings.submitToNext = performance.now() - started;
+      } else {
+        await switchScan({context: ctx.urls.context, page: ctx.urls.self}, false,
+                         "Saved. No unreviewed scan is left.");
+      }
+    } finally {
+      state.submitting = false;
+      $("submit").disabled = !state.ctx.can_decide;
+    }
+  }
+
+  async function switchScan(target, push, message) {
+    const started = performance.now();
+    cache.delete(target.context); // always fresh: history, state and lock change
+    let ctx;
+    try {
+      ctx = await cached(target.context, "json").promise;
+    } catch (error) {
+      decisionMessage(`Cannot open the scan: ${error.message}`, "error");
+      return;
+    }
+    const previousExperiment = state.ctx.experiment.id;
+    if (ctx.experiment.id !== previousExperiment) releaseLock(false);
+    state.ctx = ctx;
+    Object.assign(state, {decision: null, artifacts: {}, poi: null, frame: 0});
+    $("note").value = "";
+    decisionMessage(message || "", "ok");
+    if (push) history.pushState({context: target.context}, "", target.page);
+    renderAll();
+    if (ctx.can_decide) takeLock();
+    if (ctx.frames.length) await loadFrame(0);
+    else { setLoaded("error"); viewerMessage("This scan has no frames."); }
+    timings.switch = performance.now() - started;
+  }
+
+  window.addEventListener("popstate", (event) => {
+    if (event.state && event.state.context) switchScan({context: event.state.context, page: location.href}, false);
+  });
+
+  // ------------------------------------------------------------------ keyboard
+
+  function typing(target) {
+    return target && (target.tagName === "TEXTAREA" || target.tagName === "INPUT" || target.tagName === "SELECT");
+  }
+
+  window.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && event.target.id === "note" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      submit();
+      return;
+    }
+    if (typing(event.target) || event.altKey || event.ctrlKey || event.metaKey) return;
+    const key = event.key;
+    const lower = key.length === 1 ? key.toLowerCase() : key;
+    const moves = {ArrowUp: [0, 0, 1], ArrowDown: [0, 0, -1], ArrowRight: [1, 0, 0], ArrowLeft: [-1, 0, 0],
+                   PageUp: [0, 1, 0], PageDown: [0, -1, 0]};
+    let handled = true;
+    if (moves[key]) { if (nv.volumes.length) nv.moveCrosshairInVox(...moves[key]); }
+    else if (key === "Enter") submit();
+    else if (key === "]") { const n = nextTarget(); if (n) switchScan(n, true); }
+    else if (key === "[") { const p = state.ctx.neighbours.previous; if (p) switchScan(p, true); }
+    else if (key === ".") loadFrame((state.frame + 1) % state.ctx.frames.length);
+    else if (key === ",") loadFrame((state.frame - 1 + state.ctx.frames.length) % state.ctx.frames.length);
+    else if (key === ";") acceptSuggestions();
+    else if (key === "/") toggleRender();
+    else if (key === "'") toggleSaliency();
+    else if (key === "=" || key === "+") zoom(1.25);
+    else if (key === "-") zoom(0.8);
+    else {
+      const option = state.ctx.decisions.find((o) => o.shortcut && o.shortcut.toLowerCase() === lower);
+      const entry = state.ctx.artifacts.find((e) => e.shortcut && e.shortcut.toLowerCase() === lower);
+      if (option) chooseDecision(option.key);
+      else if (entry) cycleArtifact(entry.key);
+      else handled = false;
+    }
+    if (handled) {
+      event.preventDefault();
+      event.stopPropagation();
+    }
+  }, {capture: true});
+
+  // ------------------------------------------------------------------ e-mail a colleague
+
+  $("email-open").addEventListener("click", async () => {
+    $("email-form").hidden = !$("email-form").hidden;
+    if ($("email-form").hidden) return;
+    try {
+      const draft = await cached(state.ctx.urls.email, "json").promise;
+      const list = $("email-members");
+      list.innerHTML = "";
+      for (const member of draft.members || draft.recipients || []) {
+        const option = document.createElement("option");
+        option.value = member.username || member;
+        list.append(option);
+      }
+    } catch (error) { /* the form still works with typed usernames */ }
+  });
+  $("email-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const to = $("email-to").value.split(",").map((s) => s.trim()).filter(Boolean);
+    const answer = await api("POST", state.ctx.urls.email, {to, message: $("email-message").value});
+    $("email-result").textContent = answer.ok ? `sent to ${(answer.data.sent_to || to).join(", ")}`
+      : `not sent: ${answer.data.detail || answer.status}`;
+  });
+
+  // ------------------------------------------------------------------ wiring
+
+  $("submit").addEventListener("click", submit);
+  $("accept-suggestions").addEventListener("click", acceptSuggestions);
+  $("toggle-render").addEventListener("click", toggleRender);
+  $("toggle-saliency").addEventListener("click", toggleSaliency);
+  $("zoom-in").addEventListener("click", () => zoom(1.25));
+  $("zoom-out").addEventListener("click", () => zoom(0.8));
+  $("zoom-reset").addEventListener("click", () => nv.setPan2Dxyzmm([0, 0, 0, 1]));
+  $("prev-scan").addEventListener("click", () => state.ctx.neighbours.previous && switchScan(state.ctx.neighbours.previous, true));
+  $("next-scan").addEventListener("click", () => nextTarget() && switchScan(nextTarget(), true));
+  $("presets").addEventListener("click", (event) => { if (event.target.dataset.preset) preset(event.target.dataset.preset); });
+  for (const id of ["window", "level"]) {
+    $(id).addEventListener("change", () => applyWL(Number($("window").value), Number($("level").value)));
+  }
+
+  async function start() {
+    history.replaceState({context: state.ctx.urls.context}, "", location.href);
+    renderAll();
+    takeLock();
+    await nv.attachToCanvas(canvas);
+    nv.setSliceType(nv.sliceTypeMultiplanar);
+    if (state.ctx.frames.length) await loadFrame(0);
+    else { setLoaded("error"); viewerMessage("This scan has no frames."); }
+  }
+
+  window.qcloop.ready = start();
+})();

@@ -1,0 +1,80 @@
+"""The scan page's data: one JSON document the page renders, for the first scan and every next one."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, url_for
+from werkzeug.routing import BuildError
+
+from app.db import Scan, User
+from app.services import access, decisions, review, vocabulary
+
+
+def optional_url(endpoint: str, **values: Any) -> str | None:
+    """A link to a page another part of qcloop may provide; None while it does not exist."""
+    if endpoint not in current_app.view_functions:
+        return None
+    try:
+        return url_for(endpoint, **values)
+    except BuildError:
+        return None
+
+
+def _frame_json(frame, saliency: bool) -> dict[str, Any]:
+    version = (frame.checksum or str(frame.id))[:16]
+    return {
+        "id": frame.id, "number": frame.frame_number, "shape": frame.shape, "orientation": frame.orientation,
+        "name": frame.file_location.rsplit("/", 1)[-1],
+        "preview_url": url_for("volumes.preview", frame_id=frame.id, v=version),
+        "volume_url": url_for("volumes.volume", frame_id=frame.id, v=version),
+        "geometry_url": url_for("volumes.geometry", frame_id=frame.id, v=version),
+        "download_url": url_for("volumes.download", frame_id=frame.id),
+        "slice_url": url_for("volumes.slice_png", frame_id=frame.id),
+        "saliency_url": url_for("volumes.saliency", frame_id=frame.id) if saliency else None,
+    }
+
+
+def scan_context(scan: Scan, user: User, role: str) -> dict[str, Any]:
+    """Scan, frames, vocabulary, the champion's suggestion, history, lock and neighbours."""
+    experiment = scan.experiment
+    project = experiment.project
+    history = review.history(scan)
+    model = review.champion(project.id)
+    entries = vocabulary.artifact_entries(project.id)
+    first_frame = scan.frames[0].id if scan.frames else None
+    evaluation = review.latest_evaluations(model, [scan.id], frame_id=first_frame).get(scan.id)
+    suggestion = review.suggestion_json(model, evaluation, [e.key for e in entries]) if evaluation else None
+    note_rule = (project.settings or {}).get("note_required_for")
+    options = [{"key": o.key, "label": o.label, "meaning": o.meaning, "shortcut": o.shortcut,
+                "requires_note": (o.key in note_rule) if isinstance(note_rule, list) else o.requires_note}
+               for o in vocabulary.decision_options(project.id)]
+    state = decisions.scan_state(history[0] if history else None)
+    near = review.neighbours(scan)
+    can_decide = access.ROLE_RANK[role] >= access.ROLE_RANK["tier1"]
+    blocked = None
+    if role == "tier1" and history and history[0].creator_role in ("tier2", "admin"):
+        blocked = "A tier 2 reviewer has decided this scan; tier 1 reviewers cannot overrule it."
+    return {
+        "scan": {"id": scan.id, "name": scan.name, "scan_type": scan.scan_type, "subject_id": scan.subject_id,
+                 "session_id": scan.session_id, "link": scan.link},
+        "experiment": {"id": experiment.id, "name": experiment.name, "note": experiment.note},
+        "project": {"id": project.id, "name": project.name, "url": url_for("ui.project", project_id=project.id)},
+        "state": state, "state_label": review.STATE_LABELS[state],
+        "role": role, "can_decide": can_decide, "blocked": blocked, "user": user.username,
+        "frames": [_frame_json(frame, bool(suggestion and suggestion["has_saliency"])) for frame in scan.frames],
+        "decisions": options,
+        "artifacts": [{"key": e.key, "label": e.label, "shortcut": e.shortcut} for e in entries],
+        "suggestion": suggestion,
+        "history": [review.decision_json(d) for d in history],
+        "lock": review.lock_json(experiment),
+        "neighbours": {name: ({"id": scan_id, "page": url_for("ui.scan", scan_id=scan_id),
+                               "context": url_for("ui.scan_context_json", scan_id=scan_id)}
+                              if scan_id else None) for name, scan_id in near.items()},
+        "urls": {
+            "decide": url_for("review.create_decision"),
+            "lock": url_for("review.lock_experiment", experiment_id=experiment.id),
+            "email": optional_url("members.send_scan_email", scan_id=scan.id),
+            "self": url_for("ui.scan", scan_id=scan.id),
+            "context": url_for("ui.scan_context_json", scan_id=scan.id),
+        },
+    }

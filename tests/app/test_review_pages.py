@@ -1,0 +1,159 @@
+"""Review pages without a browser: projects progress and chart data, the project page with filters,
+task overview and agreement, a bounded number of SQL queries for 500 scans, the scan page's data."""
+from __future__ import annotations
+
+import json
+import re
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event, select
+
+from app.db import Evaluation, Frame, ModelVersion, db
+from app.services import decisions, projects, review
+from tests.factories import login
+
+
+@contextmanager
+def count_queries():
+    statements: list[str] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    engine = db.engine
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+def _bulk_scans(project, experiment_name: str, count: int, reviewers, model) -> None:
+    """Scans with frame rows (no files: the project page never reads them), decisions and evaluations."""
+    experiment = projects.get_or_create_experiment(project, experiment_name)
+    for n in range(count):
+        scan = projects.get_or_create_scan(experiment, f"scan{n:04d}", scan_type="T1" if n % 2 else "T2")
+        projects.add_frame(scan, 0, f"bulk/{n}.nii.gz", shape=[32, 32, 32])
+        if n % 3 == 0:
+            decisions.record_decision(scan, reviewers[0], "Q?", role="tier1", note="check",
+                                      present=["ghosting_motion"])
+        if n % 6 == 0:
+            decisions.record_decision(scan, reviewers[1], "U", role="tier2", absent=["ghosting_motion"])
+        db.session.add(Evaluation(model_version_id=model.id, scan_id=scan.id,
+                                  scores={"usable": (n % 10) / 10, "ghosting_motion": 0.8 if n % 4 == 0 else 0.1}))
+    db.session.commit()
+
+
+@pytest.fixture
+def reviewed(factory):
+    project = factory.project("bulk")
+    tier1 = factory.member(project, "tier1", "ann")
+    tier2 = factory.member(project, "tier2", "bob")
+    model = ModelVersion(project_id=project.id, registry_name=project.model_name, version="7", alias="champion")
+    db.session.add(model)
+    db.session.flush()
+    return project, (tier1, tier2), model
+
+
+def test_project_page_of_500_scans_uses_a_bounded_number_of_queries(client, reviewed):
+    project, reviewers, model = reviewed
+    _bulk_scans(project, "small", 20, reviewers, model)
+    login(client, "ann")
+    with count_queries() as small:
+        assert client.get(f"/projects/{project.id}").status_code == 200
+    _bulk_scans(project, "large", 500, reviewers, model)
+    with count_queries() as large:
+        page = client.get(f"/projects/{project.id}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert html.count('data-scan="') == 520
+    # 26 times more scans, (almost) the same queries: only SQLAlchemy's selectin loads split their
+    # IN lists into batches of 500 ids, which adds a query per relation loaded that way.
+    assert len(large) <= len(small) + 3, "queries grow with the number of scans (N+1)"
+    assert len(large) <= 40, large
+
+
+def test_project_page_filters_task_overview_and_agreement(client, reviewed):
+    project, reviewers, model = reviewed
+    _bulk_scans(project, "exp", 12, reviewers, model)
+    login(client, "bob")
+    base = f"/projects/{project.id}"
+
+    def scans(query: str) -> set[str]:
+        html = client.get(f"{base}?{query}").get_data(as_text=True)
+        return set(re.findall(r'data-scan="\d+" data-state="(\w+)"', html)), html
+
+    states, html = scans("")
+    assert states == {"unreviewed", "needs_tier2", "complete"}
+    assert "12 scans" in html and "suggestions by qcloop-bulk v7" in html
+    assert scans("state=complete")[0] == {"complete"}  # scans 0 and 6: tier 2 had the last word
+    assert 'data-state="complete"' in scans("decision=U")[1] and "needs_tier2" not in scans("decision=U")[0]
+    assert scans("artifact=ghosting_motion")[0] == {"needs_tier2"}  # scans 3 and 9
+    assert scans("scan_type=T2")[1].count('data-scan="') == 6
+    assert scans("suggestion=ghosting_motion")[1].count('data-scan="') == 3  # scans 0, 4, 8
+    assert scans("suggestion=usable")[1].count('data-scan="') == 5  # usable >= 0.5: scans 5 to 9
+    assert scans("decision=none")[1].count('data-scan="') == 8
+
+    assert 'id="task-overview"' in html and ">ann<" in html and ">bob<" in html
+    agreement = review.agreement(project.id)
+    assert agreement["scans"] == 2  # scans 0 and 6 were decided by both
+    pair = agreement["pairs"][0]
+    assert pair["reviewers"] == ["ann", "bob"] and pair["n"] == 2 and pair["agreement"] == 0.0
+    assert pair["artifacts"]["ghosting_motion"] == {"kappa": 0.0, "n": 2, "agreement": 0.0}  # present vs absent
+    assert {d["scan_name"] for d in agreement["disagreements"]} == {"scan0000", "scan0006"}
+    assert "Disagreements to settle" in html and "scan0006" in html
+
+
+def test_kappa_per_pair_when_labels_vary(factory):
+    project = factory.project("kappa")
+    ann, bob = factory.member(project, "tier1", "ann"), factory.member(project, "tier1", "bob")
+    experiment = projects.get_or_create_experiment(project, "e")
+    pairs = [("U", "U"), ("U", "U"), ("UN", "UN"), ("UN", "U"), ("Q?", "Q?")]
+    for n, (a, b) in enumerate(pairs):
+        scan = projects.get_or_create_scan(experiment, f"s{n}")
+        decisions.record_decision(scan, ann, a, role="tier1", note="n", present=["lesions"] if n % 2 else [])
+        decisions.record_decision(scan, bob, b, role="tier1", note="n", present=["lesions"] if n < 2 else [])
+    db.session.commit()
+    from sklearn.metrics import cohen_kappa_score
+
+    result = review.agreement(project.id)["pairs"][0]
+    assert result["kappa"] == round(cohen_kappa_score([a for a, _ in pairs], [b for _, b in pairs]), 3)
+    assert result["agreement"] == 0.8
+    # Unlisted artifacts are undefined (not judged) and left out: only scan 1 was judged by both.
+    assert result["artifacts"] == {"lesions": {"kappa": None, "n": 1, "agreement": 1.0}}
+
+
+def test_projects_page_shows_progress_role_and_timeline(client, reviewed):
+    project, reviewers, model = reviewed
+    _bulk_scans(project, "exp", 6, reviewers, model)
+    login(client, "ann")
+    html = client.get("/").get_data(as_text=True)
+    assert "1 need tier 2" in html and "1 complete" in html and "4 unreviewed" in html and "tier1" in html
+    data = json.loads(re.search(r"data-timeline='([^']*)'", html).group(1))
+    assert len(data["days"]) == 30 and sum(data["series"]["ann"]) == 2 and sum(data["series"]["bob"]) == 1
+
+
+def test_scan_page_context_next_unreviewed_and_missing_frame(app, client, factory):
+    project = factory.project("pages")
+    factory.member(project, "tier1", "ann")
+    first, second = factory.scan(project, "e", "a"), factory.scan(project, "e", "b")
+    frame = db.session.scalar(select(Frame).where(Frame.scan_id == first.id))
+    from pathlib import Path
+
+    Path(app.config["DATA_ROOT"], frame.file_location).unlink()  # the page must still work
+    login(client, "ann")
+    page = client.get(f"/scans/{first.id}")
+    assert page.status_code == 200
+    context = json.loads(re.search(r'<script id="scan-context" type="application/json">(.*?)</script>',
+                                   page.get_data(as_text=True), re.S).group(1))
+    assert context["scan"]["name"] == "a" and context["state"] == "unreviewed" and context["can_decide"]
+    assert context["neighbours"]["next"]["id"] == second.id and context["neighbours"]["previous"] is None
+    assert [o["key"] for o in context["decisions"]] == ["U", "UE", "Q?", "UN"]
+    assert context["frames"][0]["volume_url"].startswith(f"/api/v1/frames/{frame.id}/volume?v=")
+    assert client.get(context["frames"][0]["volume_url"]).status_code == 404  # what the viewer reports
+    as_json = client.get(f"/scans/{second.id}/context").get_json()
+    assert as_json["neighbours"]["previous"]["id"] == first.id
+    assert client.get(f"/projects/{project.id}/next").headers["Location"].endswith(f"/scans/{first.id}")
+    assert client.get(f"/experiments/{first.experiment_id}/review").headers["Location"].endswith(
+        f"/scans/{first.id}")
