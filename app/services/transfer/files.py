@@ -1,7 +1,8 @@
 """Checking the image files an import points at: allowed root, existence, readable header.
 
-Only the header is read (local NIfTI through nibabel's lazy loader, S3 objects through a
-ranged GET of their first bytes), and each distinct location is checked once per import.
+Local files are opened through app.services.imaging (NIfTI lazily, header only); S3 objects
+are read with a ranged GET of their first bytes (NIfTI headers parsed, other formats only
+found). Each distinct location is checked once per import.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class FileChecker:
 
     def _probe(self, resolved: Location) -> Checked:
         if isinstance(resolved, LocalLocation):
-            if not resolved.path.is_file():
+            if not resolved.path.exists():  # a file, or a folder holding a DICOM series
                 return Checked(f"file {resolved.path} does not exist")
             try:
                 return Checked(None, imaging.read_info(resolved.path))
@@ -78,8 +79,10 @@ class FileChecker:
         except BotoCoreError as err:
             return Checked(f"cannot read {resolved}: {err}")
         name = resolved.key.lower()
+        if name.endswith(imaging.NRRD_SUFFIXES + imaging.DICOM_SUFFIXES):
+            return Checked(None)  # it exists; only NIfTI headers are read from S3 here
         if not name.endswith(imaging.NIFTI_SUFFIXES):
-            return Checked(f"{resolved.key}: unsupported image format (expected .nii or .nii.gz)")
+            return Checked(f"{resolved.key}: unsupported image format (expected {imaging.SUPPORTED})")
         try:
             if name.endswith(".gz"):
                 body = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body)

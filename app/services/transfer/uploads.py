@@ -12,6 +12,9 @@ from app.services.errors import Conflict, InvalidInput
 from app.services.transfer.model import Problems, parse_frame_number, parse_scan_type
 from app.storage import Roots, save_upload
 
+# Formats held in one file (an NRRD with a detached .nhdr header, or a DICOM series, is several).
+UPLOADABLE = imaging.NIFTI_SUFFIXES + (".nrrd",)
+
 
 def _part(name: str) -> str:
     return secure_filename(name) or "x"
@@ -46,8 +49,8 @@ def upload_frame(user: User, stream: BinaryIO | None, filename: str, form: Mappi
     """Store an uploaded image as a frame of a scan; the caller commits."""
     if stream is None or not filename:
         raise InvalidInput("send the image as the multipart field 'file' (or MIQA's 'content')", field="file")
-    if not filename.lower().endswith(imaging.NIFTI_SUFFIXES):
-        raise InvalidInput(f"{filename}: unsupported image format (expected .nii or .nii.gz)", field="file")
+    if not filename.lower().endswith(UPLOADABLE):
+        raise InvalidInput(f"{filename}: unsupported image format (expected {', '.join(UPLOADABLE)})", field="file")
     problems = Problems()
     number = parse_frame_number(form.get("frame_number") or "0", "form", "frame_number", problems)
     problems.raise_if_any()
