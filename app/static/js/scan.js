@@ -570,6 +570,7 @@
     state.ctx = ctx;
     Object.assign(state, {decision: null, artifacts: {}, poi: null, frame: 0});
     $("note").value = "";
+    if (typing(document.activeElement)) document.activeElement.blur(); // shortcuts work on the new scan
     decisionMessage(message || "", "ok");
     if (push) history.pushState({context: target.context}, "", target.page);
     renderAll();
