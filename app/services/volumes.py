@@ -26,6 +26,7 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ _MEMMAPS: OrderedDict[str, tuple[np.ndarray, dict]] = OrderedDict()
 _MEMMAP_LIMIT = 32
 _BUILD_LOCKS: dict[str, threading.Lock] = {}
 _GUARD = threading.Lock()
+_PREPARER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qcloop-volume-cache")
 
 
 class FrameFileMissing(ServiceError):
@@ -112,9 +114,9 @@ def cached(frame: Frame) -> CachedVolume:
     return cached_file(path, _key(frame, path), label=f"frame {frame.id}")
 
 
-def cached_file(path: Path, key: str, *, label: str) -> CachedVolume:
+def cached_file(path: Path, key: str, *, label: str, cache_dir: Path | None = None) -> CachedVolume:
     """The cached RAS copy of an image file under ``key`` (frames and saliency maps share this)."""
-    folder = Path(current_app.config["CACHE_DIR"]) / "volumes" / f"{key}-v{CACHE_VERSION}"
+    folder = Path(cache_dir or current_app.config["CACHE_DIR"]) / "volumes" / f"{key}-v{CACHE_VERSION}"
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         with _GUARD:
@@ -123,6 +125,29 @@ def cached_file(path: Path, key: str, *, label: str) -> CachedVolume:
             if not meta_path.is_file():
                 _build(path, folder, label)
     return CachedVolume(key, folder, json.loads(meta_path.read_text()))
+
+
+def prepare(frames: list[Frame]) -> None:
+    """Build the caches of these frames in the background (best effort): a page that will ask for
+    them starts this before its scripts load, so the viewer finds the work done or under way."""
+    cache_dir = Path(current_app.config["CACHE_DIR"])
+    jobs = []
+    for frame in frames:
+        try:
+            path = source_path(frame)
+            jobs.append((path, _key(frame, path), f"frame {frame.id}"))
+        except (ServiceError, StorageError, OSError):
+            continue  # the viewer's own request reports the problem
+    for path, key, label in jobs:
+        if not (cache_dir / "volumes" / f"{key}-v{CACHE_VERSION}" / "meta.json").is_file():
+            _PREPARER.submit(_prepare_one, path, key, label, cache_dir)
+
+
+def _prepare_one(path: Path, key: str, label: str, cache_dir: Path) -> None:
+    try:
+        cached_file(path, key, label=label, cache_dir=cache_dir)
+    except Exception as err:  # noqa: BLE001 - best effort: the viewer's request reports failures
+        log.debug("background cache of %s failed: %s", label, err)
 
 
 def _atomic_write(target: Path, write) -> None:

@@ -6,7 +6,7 @@ from flask_login import current_user
 
 from app.auth.permissions import permission
 from app.db import Experiment, Project, Scan, utcnow
-from app.services import overview, review, vocabulary
+from app.services import overview, review, vocabulary, volumes
 from app.ui.context import optional_url, scan_context
 
 bp = Blueprint("ui", __name__)
@@ -65,7 +65,9 @@ def review_experiment(experiment_id: int):
 @bp.get("/scans/<int:scan_id>")
 @permission("project", "collaborator")
 def scan(scan_id: int):
-    context = scan_context(review.get(Scan, scan_id), current_user, g.project_role)
+    scan = review.get(Scan, scan_id)
+    context = scan_context(scan, current_user, g.project_role)
+    _prepare_volumes(scan, context)
     return render_template("ui/scan.html", context=context, scan=context["scan"],
                            lock_minutes=current_app.config["LOCK_MINUTES"])
 
@@ -74,7 +76,19 @@ def scan(scan_id: int):
 @permission("project", "collaborator")
 def scan_context_json(scan_id: int):
     """What the scan page renders, as JSON: the page switches scans without reloading."""
-    return jsonify(scan_context(review.get(Scan, scan_id), current_user, g.project_role))
+    scan = review.get(Scan, scan_id)
+    context = scan_context(scan, current_user, g.project_role)
+    _prepare_volumes(scan, context)
+    return jsonify(context)
+
+
+def _prepare_volumes(scan: Scan, context: dict) -> None:
+    """Warm the viewer caches of this scan's frames and of the scan "next" leads to."""
+    frames = list(scan.frames)
+    target = context["neighbours"]["next_unreviewed"] or context["neighbours"]["next"]
+    if target:
+        frames += review.get(Scan, target["id"]).frames[:1]
+    volumes.prepare(frames)
 
 
 from app.ui import training  # noqa: E402,F401 - registers the training pages on bp

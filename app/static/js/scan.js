@@ -8,7 +8,7 @@
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const lockMinutes = Number(page.dataset.lockMinutes || 5);
   const $ = (id) => document.getElementById(id);
-  const CACHE_LIMIT = 8;
+  const CACHE_LIMIT = 16;
   const STATES = ["undefined", "present", "absent"];
 
   const state = {
@@ -81,14 +81,31 @@
   function setLoaded(value) {
     state.loaded = value;
     $("viewer").dataset.loaded = value;
-    $("load-state").textContent = {none: "", preview: "preview (full resolution loading…)", full: "full resolution",
+    $("load-state").textContent = {none: "", loading: "loading…", preview: "preview (full resolution loading…)",
+                                   full: "full resolution",
                                    error: "image unavailable"}[value] || value;
   }
 
-  async function show(buffer, name, isPreview) {
-    const image = await NV.NVImage.new(buffer, name, "gray", 1);
+  // Parsed Niivue images, made ahead of time (prefetch) so showing one is only the GPU upload.
+  function image(url, name, colormap, opacity) {
+    const key = `image:${url}`;
+    let entry = cache.get(key);
+    if (!entry) {
+      entry = {value: null};
+      entry.promise = cached(url, "buffer").promise
+        .then((buffer) => NV.NVImage.new(buffer, name, colormap || "gray", opacity === undefined ? 1 : opacity))
+        .then((value) => { entry.value = value; return value; }, (error) => { cache.delete(key); throw error; });
+      cache.set(key, entry);
+      while (cache.size > CACHE_LIMIT) cache.delete(cache.keys().next().value);
+    }
+    return entry;
+  }
+
+  async function show(url, isPreview) {
+    const picture = await image(url, isPreview ? "preview.nii.gz" : "volume.nii.gz").promise;
+    cache.delete(`image:${url}`); // an image object is shown once; the bytes stay cached
     for (const old of nv.volumes.slice()) nv.removeVolume(old);
-    nv.addVolume(image);
+    nv.addVolume(picture);
     state.isPreview = isPreview;
     if (state.wl) applyWL(state.wl.window, state.wl.level, false);
     else syncWLInputs();
@@ -100,32 +117,36 @@
     const token = ++state.loadToken;
     state.frame = index;
     state.wl = null;
+    state.geometry = null;
     state.saliencyShown = false;
     renderFrames();
     viewerMessage("");
+    setLoaded("loading");
     $("download").href = frame.download_url;
     const started = performance.now();
-    const volume = cached(frame.volume_url, "buffer");
+    const geometry = cached(frame.geometry_url, "json");
+    cached(frame.volume_url, "buffer"); // the download starts now, its parsing after the preview is shown
     try {
-      state.geometry = await cached(frame.geometry_url, "json").promise;
+      const preview = image(frame.preview_url, "preview.nii.gz");
+      geometry.promise.then((g) => { if (token === state.loadToken) { state.geometry = g; syncWLInputs(); } },
+                            () => null);
+      await preview.promise;
       if (token !== state.loadToken) return;
-      if (!volume.value) {
-        const preview = await cached(frame.preview_url, "buffer").promise;
-        if (token !== state.loadToken) return;
-        await show(preview, `frame-${frame.id}-preview.nii.gz`, true);
-        timings.firstPaint = performance.now() - started;
-        setLoaded("preview");
-      }
-      const full = await volume.promise;
+      await show(frame.preview_url, true);
+      timings.firstPaint = performance.now() - started;
+      timings.firstPaintAt = performance.now(); // since the page's navigation started
+      setLoaded("preview");
+      state.geometry = await geometry.promise;
+      await image(frame.volume_url, "volume.nii.gz").promise;
       if (token !== state.loadToken) return;
-      await show(full, `frame-${frame.id}.nii.gz`, false);
-      if (timings.firstPaint === undefined || state.loaded !== "preview") timings.firstPaint = performance.now() - started;
+      await show(frame.volume_url, false);
       timings.full = performance.now() - started;
+      timings.fullAt = performance.now();
       setLoaded("full");
       if (state.poi) placeCrosshair(state.poi);
       else nv.onLocationChange();
       if (frame.saliency_url && state.saliency) await showSaliency();
-      prefetchNext();
+      setTimeout(prefetchNext, 50);
     } catch (error) {
       if (token !== state.loadToken) return;
       for (const old of nv.volumes.slice()) nv.removeVolume(old);
@@ -141,7 +162,8 @@
       const frame = ctx.frames[0];
       if (!frame) return;
       cached(frame.geometry_url, "json");
-      cached(frame.volume_url, "buffer");
+      image(frame.preview_url, "preview.nii.gz").promise
+        .then(() => image(frame.volume_url, "volume.nii.gz").promise).catch(() => null);
     }).catch(() => { /* the next page reports its own errors */ });
   }
 
@@ -530,6 +552,7 @@
                   location: state.poi};
     state.submitting = true;
     const started = performance.now();
+    timings.submitted = started;
     $("submit").disabled = true;
     try {
       const answer = await api("POST", ctx.urls.decide, body);
@@ -670,6 +693,10 @@
     history.replaceState({context: state.ctx.urls.context}, "", location.href);
     renderAll();
     takeLock();
+    for (const frame of state.ctx.frames.slice(0, 1)) {  // downloads start while WebGL is set up
+      cached(frame.geometry_url, "json");
+      cached(frame.preview_url, "buffer");
+    }
     await nv.attachToCanvas(canvas);
     nv.setSliceType(nv.sliceTypeMultiplanar);
     if (state.ctx.frames.length) await loadFrame(0);
