@@ -34,8 +34,7 @@ def project(project_id: int):
         tasks=review.task_overview(project, g.project_role), agreement=review.agreement(project_id),
         next_unreviewed=review.next_unreviewed(project_id), now=utcnow(),
         training_url=optional_url("ui.training_runs", project_id=project_id),
-        transfer_url=next((url for url in (optional_url(endpoint, project_id=project_id) for endpoint in (
-            "admin.transfer", "admin.project_transfer", "admin.import_export", "ui.transfer")) if url), None))
+        transfer_url=optional_url("admin.import_page", project_id=project_id) if g.project_role == "admin" else None)
 
 
 @bp.get("/projects/<int:project_id>/next")

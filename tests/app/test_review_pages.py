@@ -96,6 +96,8 @@ def test_project_page_filters_task_overview_and_agreement(client, reviewed):
     assert scans("decision=none")[1].count('data-scan="') == 8
 
     assert 'id="task-overview"' in html and ">ann<" in html and ">bob<" in html
+    assert f'href="/projects/{project.id}/training"' in html  # the training page, where it exists
+    assert f"/projects/{project.id}/import" not in html  # import/export: for project admins only
     agreement = review.agreement(project.id)
     assert agreement["scans"] == 2  # scans 0 and 6 were decided by both
     pair = agreement["pairs"][0]
