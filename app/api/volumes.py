@@ -1,8 +1,9 @@
 """Image data for the viewer: the RAS volume, its preview, the original file and PNG slices.
 
 Volumes and previews are cached files served with ``send_file(conditional=True)``: ETag (the
-frame checksum), ``If-None-Match`` -> 304 and ``Range`` -> 206. Pages add ``?v=<checksum>`` to
-the URLs, so a changed frame is a new URL and the private max-age cannot serve a stale copy.
+cache key: frame checksum and file fingerprint), ``If-None-Match`` -> 304 and ``Range`` -> 206.
+Pages add ``?v=<volumes.version>`` to the URLs, so a changed frame is a new URL and the private
+max-age cannot serve a stale copy.
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def slice_png(frame_id: int):
     middle), ``window`` and ``level`` (default the 0.5-99.5 percentile range)."""
     cached = volumes.cached(review.get(Frame, frame_id))
     axis, index, window, level = volumes.slice_args(cached, request.args)
-    etag = f"{cached.key[:24]}-{axis}-{index}-{window:g}-{level:g}"
+    etag = f"{cached.key}-{axis}-{index}-{window:g}-{level:g}"
     response = Response(mimetype="image/png")
     response.set_etag(etag)
     response.cache_control.private = True

@@ -10,8 +10,10 @@ and writes, under ``CACHE_DIR/volumes/<checksum>``:
 - ``array.npy``: the first 3-D volume as a plain array, memory-mapped for slice PNGs;
 - ``meta.json``: shapes, affines (RAS and original) and the default window.
 
-The cache key is the frame file's SHA-256 checksum, so a changed file gets a new copy and
-identical files share one. Locations of points of interest stay in the ORIGINAL voxel grid
+The cache key is the frame's SHA-256 checksum plus a fingerprint (path, size and change time)
+of every file the image is read from: the file itself, or every file of a DICOM series folder,
+so that a file changed in place (one slice of a series included) gets a new copy; pages put a
+short hash of the key in the image URLs (``version``) so browsers never reuse a stale copy. Locations of points of interest stay in the ORIGINAL voxel grid
 (what ``Frame.shape`` describes): the page maps a clicked RAS millimetre position through the
 inverse of ``original_affine``.
 """
@@ -40,7 +42,6 @@ from app.db import Frame
 from app.services import imaging
 from app.services.errors import InvalidInput, ServiceError
 from app.storage import LocalLocation, Location, StorageError, local_copy, resolve
-from app.storage import checksum as file_checksum
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +100,32 @@ def source_path_of(location: Location) -> Path:
     return local_copy(location, Path(current_app.config["CACHE_DIR"]))
 
 
+def _files_read(path: Path) -> list[Path]:
+    """The files an image is read from: the file itself, or every file of its DICOM series folder
+    (a changed slice anywhere in the series changes the volume)."""
+    if path.is_dir() or path.name.lower().endswith(imaging.DICOM_SUFFIXES):
+        folder = path if path.is_dir() else path.parent
+        return sorted(item for item in folder.iterdir() if item.is_file() and not item.name.startswith("."))
+    return [path]
+
+
 def _key(frame: Frame, path: Path) -> str:
-    if frame.checksum:
-        return frame.checksum
-    if path.is_dir():  # a DICOM series folder: its path and latest change
-        stamp = f"{path}:{max((f.stat().st_mtime_ns for f in path.iterdir()), default=0)}"
-        return "dir-" + hashlib.sha256(stamp.encode()).hexdigest()
-    return file_checksum(resolve(str(path)))[0]
+    """The frame's checksum (when known) and a fingerprint of the files read: name, size, mtime."""
+    stamps = hashlib.sha256(str(path).encode())
+    for item in _files_read(path):
+        status = item.stat()
+        stamps.update(f"\0{item.name}:{status.st_size}:{status.st_mtime_ns}".encode())
+    return f"{frame.checksum or 'frame'}-{stamps.hexdigest()[:20]}"
+
+
+def version(frame: Frame) -> str:
+    """A short token that changes whenever the frame's cached copy does, for ``?v=`` in image URLs
+    (falls back to the checksum when the file cannot be read: the image request reports that)."""
+    try:
+        path = source_path(frame)
+        return hashlib.sha256(_key(frame, path).encode()).hexdigest()[:16]
+    except (ServiceError, StorageError, OSError):
+        return (frame.checksum or str(frame.id))[:16]
 
 
 def cached(frame: Frame) -> CachedVolume:

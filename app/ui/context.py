@@ -7,7 +7,7 @@ from flask import current_app, url_for
 from werkzeug.routing import BuildError
 
 from app.db import Scan, User
-from app.services import access, decisions, review, vocabulary
+from app.services import access, decisions, review, vocabulary, volumes
 
 
 def optional_url(endpoint: str, **values: Any) -> str | None:
@@ -21,7 +21,7 @@ def optional_url(endpoint: str, **values: Any) -> str | None:
 
 
 def _frame_json(frame, saliency: bool) -> dict[str, Any]:
-    version = (frame.checksum or str(frame.id))[:16]
+    version = volumes.version(frame)
     return {
         "id": frame.id, "number": frame.frame_number, "shape": frame.shape, "orientation": frame.orientation,
         "name": frame.file_location.rsplit("/", 1)[-1],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -132,15 +133,13 @@ def test_nrrd_frames_read_in_lps_space(app, client, setup):
     assert np.allclose(image.affine @ [11, 9, 0, 1], [-5, -6, 7, 1])
 
 
-def test_dicom_series_frames(app, client, setup):
+def _write_dicom_series(folder: Path, volume: np.ndarray, series: str, planes: list[int] | None = None) -> None:
+    """One DICOM file per z plane of ``volume`` ((z, y, x) as ITK gives it), 0.8 x 0.9 x 2.5 mm;
+    ``planes`` limits which files are (re)written."""
     import SimpleITK as sitk
 
-    project, headers = setup
-    volume = np.random.default_rng(1).integers(0, 500, (6, 9, 11)).astype(np.int16)  # (z, y, x) as ITK gives it
-    folder = Path(app.config["DATA_ROOT"]) / "v/dicom"
-    folder.mkdir(parents=True)
-    series = "1.2.826.0.1.3680043.2.1125.1.4242"
-    for z in range(volume.shape[0]):
+    folder.mkdir(parents=True, exist_ok=True)
+    for z in planes if planes is not None else range(volume.shape[0]):
         plane = sitk.GetImageFromArray(volume[z:z + 1])
         plane.SetSpacing((0.8, 0.9, 2.5))
         for tag, value in (("0020|000e", series), ("0020|000d", series + ".1"), ("0008|0060", "MR"),
@@ -151,6 +150,15 @@ def test_dicom_series_frames(app, client, setup):
         writer.KeepOriginalImageUIDOn()
         writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
         writer.Execute(plane)
+
+
+SERIES = "1.2.826.0.1.3680043.2.1125.1.4242"
+
+
+def test_dicom_series_frames(app, client, setup):
+    project, headers = setup
+    volume = np.random.default_rng(1).integers(0, 500, (6, 9, 11)).astype(np.int16)  # (z, y, x) as ITK gives it
+    _write_dicom_series(Path(app.config["DATA_ROOT"]) / "v/dicom", volume, SERIES)
     frame = _frame_for(project, "dicom", "v/dicom/slice000.dcm")
     assert frame.shape == [11, 9, 6] and frame.orientation == "LPS"
     image = _nifti(client.get(f"/api/v1/frames/{frame.id}/volume", headers=headers).data)
@@ -158,6 +166,46 @@ def test_dicom_series_frames(app, client, setup):
     expected = np.transpose(volume, (2, 1, 0))[::-1, ::-1, :]
     assert np.array_equal(np.asanyarray(image.dataobj), expected)
     assert np.allclose(image.header.get_zooms(), (0.8, 0.9, 2.5), atol=1e-3)
+
+
+def test_a_dicom_series_changed_in_another_file_is_read_again(app, client, setup):
+    """The frame names slice000.dcm (its checksum is that file's); a change to slice004.dcm must
+    still give a new volume, slice, ETag and page URL, never the stale cached copy."""
+    project, headers = setup
+    folder = Path(app.config["DATA_ROOT"]) / "v/series"
+    volume = np.random.default_rng(2).integers(0, 500, (6, 9, 11)).astype(np.int16)
+    _write_dicom_series(folder, volume, SERIES)
+    frame = _frame_for(project, "series", "v/series/slice000.dcm")
+    url = f"/api/v1/frames/{frame.id}"
+    first = client.get(f"{url}/volume", headers=headers)
+    first.close()
+    first_slice = client.get(f"{url}/slice?axis=axial&index=4&window=500&level=250", headers=headers)
+    first_page = client.get(f"/scans/{frame.scan_id}/context", headers=headers).get_json()["frames"][0]
+    untouched = (folder / "slice000.dcm").read_bytes()
+
+    changed = volume.copy()
+    changed[4] = 999  # only the fifth plane, stored in slice004.dcm
+    _write_dicom_series(folder, changed, SERIES, planes=[4])
+    assert (folder / "slice000.dcm").read_bytes() == untouched  # the named file (and its checksum) is the same
+    stamp = (folder / "slice004.dcm").stat().st_mtime_ns + 10**9  # even on a coarse-clock file system
+    os.utime(folder / "slice004.dcm", ns=(stamp, stamp))
+
+    second = client.get(f"{url}/volume", headers=headers)
+    assert second.status_code == 200 and second.headers["ETag"] != first.headers["ETag"]
+    data = np.asanyarray(_nifti(second.data).dataobj)
+    assert np.array_equal(data, np.transpose(changed, (2, 1, 0))[::-1, ::-1, :])
+    # the old ETag no longer matches: a revalidating browser gets the new volume, not a 304
+    revalidated = client.get(f"{url}/volume", headers={**headers, "If-None-Match": first.headers["ETag"]})
+    assert revalidated.status_code == 200
+    revalidated.close()
+    second_slice = client.get(f"{url}/slice?axis=axial&index=4&window=500&level=250", headers=headers)
+    assert second_slice.headers["ETag"] != first_slice.headers["ETag"]
+    assert np.asarray(Image.open(io.BytesIO(second_slice.data))).min() == 255  # 999 is above the window
+    assert np.asarray(Image.open(io.BytesIO(first_slice.data))).min() < 255
+    second_page = client.get(f"/scans/{frame.scan_id}/context", headers=headers).get_json()["frames"][0]
+    assert second_page["volume_url"] != first_page["volume_url"]  # a new URL: the private max-age cannot hide it
+    # unchanged files keep their key: the cache is not rebuilt on every request
+    assert client.get(f"{url}/volume", headers={**headers, "If-None-Match": second.headers["ETag"]}).status_code == 304
 
 
 def test_outsiders_get_404_for_frame_data(factory, client, setup):
