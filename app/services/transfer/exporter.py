@@ -17,7 +17,7 @@ from app.db import (
 from app.services.errors import InvalidInput
 from app.services.transfer import full, miqa_csv, miqa_json
 from app.services.transfer.model import (
-    DecisionOut, EvaluationOut, ExperimentOut, ProjectOut, ScanOut, format_time,
+    MIQA_INVERTED, DecisionOut, EvaluationOut, ExperimentOut, ProjectOut, ScanOut, format_time, miqa_states,
 )
 
 FORMATS = {"miqa-csv": ".csv", "miqa-json": ".json", "csv": ".csv", "json": ".json"}
@@ -56,6 +56,14 @@ def _vocab_rows(project_id: int) -> tuple[list[dict], list[dict]]:
     return options, entries
 
 
+def _miqa_inverted(entries: list[dict]) -> set[str]:
+    """Entry keys a MIQA export writes under MIQA's inverse name (the importer reads them back the same way)."""
+    names = {e["key"] for e in entries} | {e["label"].lower() for e in entries} | \
+        {e["label"].lower().replace(" ", "_") for e in entries}
+    return {target for alias, target in MIQA_INVERTED.items()
+            if alias not in names and any(e["key"] == target for e in entries)}
+
+
 def artifact_keys(project_ids: list[int]) -> list[str]:
     keys: list[str] = []
     for key in db.session.scalars(select(ArtifactEntry.key).where(ArtifactEntry.project_id.in_(project_ids))
@@ -79,6 +87,7 @@ def events(project_ids: list[int], *, full_state: bool) -> Iterator[tuple[str, o
         entry_keys = dict(db.session.execute(select(ArtifactEntry.id, ArtifactEntry.key)
                                              .where(ArtifactEntry.project_id == project.id)
                                              .order_by(ArtifactEntry.position, ArtifactEntry.id)).all())
+        inverted = set() if full_state else _miqa_inverted(entries)
         versions = _model_versions(project.id) if full_state else []
         models = {v.id: (v.registry_name, v.version) for v in versions}
         yield "project", ProjectOut(project.name, options, entries, [
@@ -101,7 +110,7 @@ def events(project_ids: list[int], *, full_state: bool) -> Iterator[tuple[str, o
         position = -1
         current = None
         for batch in scan_rows.partitions():
-            for scan in _fill(batch, full_state, option_keys, entry_keys, models, creators):
+            for scan in _fill(batch, full_state, option_keys, entry_keys, models, creators, inverted):
                 while current is None or current.id != scan.experiment_id:
                     if current is not None:
                         yield "end_experiment", current.out
@@ -127,7 +136,7 @@ class _Id:
         self.id, self.out, self.experiment_id = id_, out, experiment_id
 
 
-def _fill(batch, full_state: bool, option_keys, entry_keys, models, creators) -> list[_Id]:
+def _fill(batch, full_state: bool, option_keys, entry_keys, models, creators, inverted: set[str]) -> list[_Id]:
     ids = [row.id for row in batch]
     frames: dict[int, list[tuple[int, str]]] = {}
     for scan_id, number, location in db.session.execute(
@@ -146,8 +155,10 @@ def _fill(batch, full_state: bool, option_keys, entry_keys, models, creators) ->
     decision_ids = [row.id for rows in decisions.values() for row in rows]
     states: dict[int, dict[str, str]] = {}
     state_query = select(DecisionArtifact.decision_id, DecisionArtifact.entry_id, DecisionArtifact.state)
-    if not full_state:
-        state_query = state_query.where(DecisionArtifact.state == "present")
+    if not full_state:  # MIQA lists present artifacts (and its inverse names for absent ones)
+        inverted_ids = [entry_id for entry_id, key in entry_keys.items() if key in inverted]
+        state_query = state_query.where(or_(DecisionArtifact.state == "present",
+                                            DecisionArtifact.entry_id.in_(inverted_ids)))
     for start in range(0, len(decision_ids), 1000):
         chunk = decision_ids[start:start + 1000]
         for decision_id, entry_id, state in db.session.execute(
@@ -168,8 +179,8 @@ def _fill(batch, full_state: bool, option_keys, entry_keys, models, creators) ->
         scan_decisions = []
         for d in decisions.get(row.id, []):
             found = states.get(d.id, {})
-            ordered = {key: found[key] for key in entry_order if key in found} if not full_state else \
-                {key: found.get(key, "undefined") for key in entry_order}
+            ordered = miqa_states({key: found[key] for key in entry_order if key in found}, bool(inverted)) \
+                if not full_state else {key: found.get(key, "undefined") for key in entry_order}
             creator = creators.get(d.creator_id) if d.creator_id else d.creator_name
             scan_decisions.append(DecisionOut(option_keys[d.option_id], creator, d.creator_role, d.note or "",
                                               d.created_at, (d.location_i, d.location_j, d.location_k), ordered,

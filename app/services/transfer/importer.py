@@ -29,7 +29,7 @@ from app.services.errors import InvalidInput
 from app.services.transfer import full, miqa_csv, miqa_json
 from app.services.transfer.csvfile import CsvSource
 from app.services.transfer.files import FileChecker
-from app.services.transfer.model import DecisionIn, Document, ExperimentIn, ProjectIn, ScanIn
+from app.services.transfer.model import FLIPPED, MIQA_INVERTED, DecisionIn, Document, ExperimentIn, ProjectIn, ScanIn
 from app.storage import Roots
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,9 @@ class _Planner:
         self._vocabulary(pin, plan)
         self._option_lookup = self._lookup(self.option_keys)
         self._entry_lookup = self._lookup(self.entry_keys)
+        # MIQA's partial_brain_coverage, read as full_brain_coverage flipped, unless the project names it itself.
+        self._inverted = {alias: target for alias, target in MIQA_INVERTED.items()
+                          if target in self.entry_keys and alias not in self._entry_lookup}
         self.roles = {} if project is None else dict(db.session.execute(
             select(Membership.user_id, Membership.role).where(Membership.project_id == pid)).all())
         if self.actor is not None and project is None and getattr(self.actor, "is_authenticated", False):
@@ -367,15 +370,20 @@ class _Planner:
             self.problems.error(d.where, d.fields["decision"],
                                 f"unknown decision {d.code!r} (known: {', '.join(self.option_keys)})")
         states = {k: d.unlisted for k in self.entry_keys}
-        for names, state in ((d.present, "present"), (d.absent, "absent")):
+        for target in self._inverted.values():  # MIQA not marking partial coverage says coverage is full
+            states[target] = FLIPPED[d.unlisted]
+        given: dict[str, str] = {}
+        for names, state in ((d.present, "present"), (d.absent, "absent"), (d.undefined, "undefined")):
             for name in names:
-                entry = self._entry_lookup.get(name) or self._entry_lookup.get(name.lower())
+                entry, value = self._entry_lookup.get(name) or self._entry_lookup.get(name.lower()), state
+                if entry is None and name.lower() in self._inverted:
+                    entry, value = self._inverted[name.lower()], FLIPPED[state]
                 if entry is None:
                     self.problems.error(d.where, d.fields["artifacts"], f"unknown artifact {name!r}")
-                elif states[entry] != d.unlisted and states[entry] != state:
-                    self.problems.error(d.where, d.fields["artifacts"], f"artifact {name!r} is both present and absent")
+                elif given.get(entry, value) != value:
+                    self.problems.error(d.where, d.fields["artifacts"], f"artifact {name!r} is given two states")
                 else:
-                    states[entry] = state
+                    states[entry] = given[entry] = value
         if len(d.note) > NOTE_MAX_LENGTH:
             self.problems.error(d.where, d.fields["note"], f"longer than {NOTE_MAX_LENGTH} characters")
         creator_id = self.logins.get(d.creator.lower()) if d.creator else None

@@ -14,7 +14,7 @@ import ijson
 from app.services.transfer.model import (
     ARTIFACT_STATES, JSON_FIELDS, DecisionIn, Document, EvaluationIn, ExperimentIn, FrameIn, ModelVersionIn,
     ProjectIn, ScanIn, clean, format_time, parse_frame_number, parse_location, parse_scan_type, parse_time,
-    set_once, split_names,
+    set_once, split_names, split_states,
 )
 
 FULL_FORMAT = "qcloop-full"
@@ -286,7 +286,10 @@ def _decision(raw: Any, where: str, problems, unlisted: str) -> DecisionIn | Non
         decision.unlisted = "undefined"
     else:
         names = raw.get("user_identified_artifacts", raw.get("identified_artifacts", states))
-        decision.present = split_names(names)
+        if isinstance(names, dict):  # MIQA's stored form: 1 present, 0 absent, -1 not judged
+            decision.present, decision.absent, decision.undefined = split_states(names)
+        else:
+            decision.present = split_names(names)
     return decision
 
 

@@ -20,6 +20,11 @@ SCAN_TYPES = (
     "ncanda-dti30b400-v1", "ncanda-dti60b1000-v1", "ncanda-grefieldmap-v1", "ncanda-rsfmri-v1",
 )
 ARTIFACT_STATES = ("present", "absent", "undefined")
+# MIQA's reviewers record coverage as the artifact "partial_brain_coverage", the inverse of the
+# network output "full_brain_coverage" that qcloop's vocabulary keeps (present = full coverage):
+# MIQA files name the former, so it is read and written as the latter with present/absent swapped.
+MIQA_INVERTED = {"partial_brain_coverage": "full_brain_coverage"}
+FLIPPED = {"present": "absent", "absent": "present", "undefined": "undefined"}
 MAX_ERRORS = 100
 _LOCATION = re.compile(r"^\s*i\s*=\s*(-?\d+)\s*;\s*j\s*=\s*(-?\d+)\s*;\s*k\s*=\s*(-?\d+)\s*;?\s*$")
 
@@ -92,12 +97,18 @@ class DecisionIn:
     location: tuple[int, int, int] | None = None
     present: tuple[str, ...] = ()
     absent: tuple[str, ...] = ()
+    undefined: tuple[str, ...] = ()
     # The state of entries the file does not name: MIQA lists present ones only.
     unlisted: str = "undefined"
     source: str = "import"
 
     def identity(self) -> tuple:
         return (self.code, (self.creator or "").lower(), self.created)
+
+    def content(self) -> tuple:
+        """Everything the decision says, without where the file says it."""
+        return (self.code, self.creator, self.role, self.role_given, self.note, self.created, self.location,
+                self.present, self.absent, self.undefined, self.unlisted, self.source)
 
 
 @dataclass(slots=True)
@@ -141,11 +152,13 @@ class ScanIn:
     evaluations: list[EvaluationIn] = field(default_factory=list)
 
     def add_decision(self, decision: DecisionIn) -> None:
-        """Rows repeating a scan's decision (MIQA writes it on every frame row) count once."""
+        """Rows repeating a scan's decision (MIQA writes it on every frame row) count once, with or
+        without a time."""
         key = decision.identity()
         if decision.created is not None and any(d.identity() == key for d in self.decisions):
             return
-        if decision.created is None and any(d == decision for d in self.decisions):
+        content = decision.content()
+        if decision.created is None and any(d.content() == content for d in self.decisions):
             return
         self.decisions.append(decision)
 
@@ -276,14 +289,42 @@ def parse_location(value: Any, where: str, field_name: str, problems: Problems) 
 
 
 def split_names(value: Any) -> tuple[str, ...]:
-    """Artifact names joined by ';' (MIQA), or a list, or MIQA's {name: 0/1} map."""
+    """Artifact names joined by ';' (MIQA), or a list, or the present ones of MIQA's {name: 1/0/-1} map."""
     if value is None:
         return ()
     if isinstance(value, dict):
-        return tuple(str(name) for name, flag in value.items() if flag in (1, True, "1", "present"))
+        return split_states(value)[0]
     if isinstance(value, (list, tuple)):
         return tuple(str(name).strip() for name in value if str(name).strip())
     return tuple(part.strip() for part in str(value).split(";") if part.strip())
+
+
+def split_states(value: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(present, absent, undefined) names of MIQA's stored {name: 1 | 0 | -1} artifact map."""
+    groups: dict[str, list[str]] = {"present": [], "absent": [], "undefined": []}
+    for name, flag in value.items():
+        if flag is True or flag in (1, "1", "present"):
+            groups["present"].append(str(name))
+        elif flag is False or flag in (0, "0", "absent"):
+            groups["absent"].append(str(name))
+        elif flag in (-1, "-1", "undefined", None):
+            groups["undefined"].append(str(name))
+    return tuple(groups["present"]), tuple(groups["absent"]), tuple(groups["undefined"])
+
+
+def miqa_states(states: dict[str, str], invert: bool) -> dict[str, str]:
+    """Artifact states as MIQA names them: with ``invert`` (the project has full_brain_coverage and no
+    partial_brain_coverage entry) full_brain_coverage is written as partial_brain_coverage, flipped."""
+    if not invert:
+        return states
+    out = {}
+    for key, state in states.items():
+        alias = next((name for name, target in MIQA_INVERTED.items() if target == key), None)
+        if alias is None:
+            out[key] = state
+        else:
+            out[alias] = FLIPPED[state]
+    return out
 
 
 def format_time(moment: datetime | None) -> str:
