@@ -93,10 +93,11 @@ def download(frame_id: int):
 @permission("project", "collaborator")
 def slice_png(frame_id: int):
     """One RAS slice as PNG: ``axis`` axial|coronal|sagittal (default axial), ``index`` (default the
-    middle), ``window`` and ``level`` (default the 0.5-99.5 percentile range)."""
+    middle), ``window`` and ``level`` (default the 0.5-99.5 percentile range), ``size`` (the longest
+    side in pixels, 16 to 1024, for thumbnails; default the slice's own size)."""
     cached = volumes.cached(review.get(Frame, frame_id))
-    axis, index, window, level = volumes.slice_args(cached, request.args)
-    etag = f"{cached.key}-{axis}-{index}-{window:g}-{level:g}"
+    wanted = volumes.slice_args(cached, request.args)
+    etag = f"{cached.key}-{wanted.tag}"
     response = Response(mimetype="image/png")
     response.set_etag(etag)
     response.cache_control.private = True
@@ -104,5 +105,5 @@ def slice_png(frame_id: int):
     if request.if_none_match.contains(etag):
         response.status_code = 304
         return response
-    response.set_data(volumes.render_slice(cached, axis, index, window, level))
+    response.set_data(volumes.render_slice(cached, wanted))
     return response

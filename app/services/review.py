@@ -371,6 +371,30 @@ def _matches(row: ScanRow, filters: dict[str, str]) -> bool:
     return True
 
 
+@dataclass
+class GridCell:
+    scan: Scan
+    state: str
+    latest: Decision | None
+    present: list[str]
+    frame: Frame | None  # the first frame: its middle axial slice is the thumbnail
+
+
+def experiment_grid(experiment: Experiment) -> tuple[list[GridCell], Counter]:
+    """The experiment's scans in name order, each with its state, latest decision (artifacts
+    present) and first frame, and the count per state; a fixed number of queries for any size."""
+    scans = list(db.session.scalars(
+        select(Scan).where(Scan.experiment_id == experiment.id, Scan.archived_at.is_(None))
+        .order_by(Scan.name).options(selectinload(Scan.frames))))
+    latest = latest_decisions(select(Scan.id).where(Scan.experiment_id == experiment.id), with_artifacts=True)
+    cells = []
+    for scan in scans:
+        decision = latest.get(scan.id)
+        cells.append(GridCell(scan, decisions.scan_state(decision), decision, present_keys(decision),
+                              scan.frames[0] if scan.frames else None))
+    return cells, Counter(cell.state for cell in cells)
+
+
 def neighbours(scan: Scan) -> dict[str, int | None]:
     """Previous and next scan of the project (experiment then scan name order) and the next unreviewed one."""
     ordered = list(db.session.execute(

@@ -46,6 +46,7 @@ from app.storage import LocalLocation, Location, StorageError, local_copy, resol
 log = logging.getLogger(__name__)
 
 PREVIEW_MAX_SIZE = 96
+MIN_THUMBNAIL, MAX_THUMBNAIL = 16, 1024  # the slice endpoint's ``size`` bounds
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 CACHE_VERSION = "1"  # bump when the cached files' layout changes
 _MEMMAPS: OrderedDict[str, tuple[np.ndarray, dict]] = OrderedDict()
@@ -258,9 +259,22 @@ def _number(name: str, raw: str | None, default: float | None) -> float | None:
     return value
 
 
-def slice_args(volume: CachedVolume, args: dict[str, str]) -> tuple[str, int, float, float]:
-    """Checked (axis, index, window, level) from query arguments, defaulting to the middle slice and
-    the volume's 0.5-99.5 percentile window."""
+@dataclass(frozen=True)
+class SliceRequest:
+    axis: str
+    index: int
+    window: float
+    level: float
+    size: int | None  # longest side in pixels (thumbnails); None: the slice's own size
+
+    @property
+    def tag(self) -> str:
+        return f"{self.axis}-{self.index}-{self.window:g}-{self.level:g}-{self.size or 'full'}"
+
+
+def slice_args(volume: CachedVolume, args: dict[str, str]) -> SliceRequest:
+    """Checked axis, index, window, level and size from query arguments, defaulting to the middle
+    slice, the volume's 0.5-99.5 percentile window and the slice's own size."""
     axis = (args.get("axis") or "axial").lower()
     if axis not in AXES:
         raise InvalidInput(f"axis must be one of {', '.join(AXES)}", field="axis")
@@ -273,22 +287,28 @@ def slice_args(volume: CachedVolume, args: dict[str, str]) -> tuple[str, int, fl
     level = _number("level", args.get("level"), (high + low) / 2)
     if window <= 0:
         raise InvalidInput("window must be greater than 0", field="window")
-    return axis, int(index), window, level
+    longest = _number("size", args.get("size"), None)
+    if longest is not None and (longest != int(longest) or not MIN_THUMBNAIL <= longest <= MAX_THUMBNAIL):
+        raise InvalidInput(f"size must be an integer from {MIN_THUMBNAIL} to {MAX_THUMBNAIL}", field="size")
+    return SliceRequest(axis, int(index), window, level, int(longest) if longest is not None else None)
 
 
-def render_slice(volume: CachedVolume, axis: str, index: int, window: float, level: float) -> bytes:
-    """A PNG of one RAS slice (neurological view: patient left on the left, superior/anterior up)."""
+def render_slice(volume: CachedVolume, request: SliceRequest) -> bytes:
+    """A PNG of one RAS slice (neurological view: patient left on the left, superior/anterior up),
+    shrunk to fit ``request.size`` when given (never enlarged)."""
     array = _array(volume)
-    axis_number = AXES[axis]
-    plane = np.take(array, index, axis=axis_number).astype(np.float32)  # (x, y), (x, z) or (y, z)
-    low = level - window / 2
-    pixels = np.clip((plane - low) * (255.0 / window), 0, 255).astype(np.uint8).T[::-1]
+    axis_number = AXES[request.axis]
+    plane = np.take(array, request.index, axis=axis_number).astype(np.float32)  # (x, y), (x, z) or (y, z)
+    low = request.level - request.window / 2
+    pixels = np.clip((plane - low) * (255.0 / request.window), 0, 255).astype(np.uint8).T[::-1]
     image = Image.fromarray(np.ascontiguousarray(pixels))
     spacing = [s for n, s in enumerate(volume.meta["spacing"]) if n != axis_number]
     if spacing[0] > 0 and spacing[1] > 0 and abs(spacing[0] - spacing[1]) > 1e-3:
         unit = min(spacing)
         image = image.resize((max(1, round(image.width * spacing[0] / unit)),
                               max(1, round(image.height * spacing[1] / unit))), Image.Resampling.BILINEAR)
+    if request.size is not None:
+        image.thumbnail((request.size, request.size), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     image.save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()

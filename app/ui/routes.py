@@ -10,6 +10,7 @@ from app.services import overview, review, vocabulary, volumes
 from app.ui.context import optional_url, scan_context
 
 bp = Blueprint("ui", __name__)
+THUMBNAIL_SIZE = 160  # pixels, the longer side of a grid thumbnail
 
 
 @bp.get("/")
@@ -45,6 +46,17 @@ def next_scan(project_id: int):
         flash("Every scan of this project has a decision.", "info")
         return redirect(url_for("ui.project", project_id=project_id))
     return redirect(url_for("ui.scan", scan_id=scan_id))
+
+
+@bp.get("/experiments/<int:experiment_id>")
+@permission("project", "collaborator")
+def experiment(experiment_id: int):
+    """The experiment as a grid of scans: a lazily loaded slice thumbnail, state and latest decision each."""
+    experiment = review.get(Experiment, experiment_id)
+    cells, counts = review.experiment_grid(experiment)
+    return render_template("ui/experiment.html", experiment=experiment, project=experiment.project, cells=cells,
+                           counts=counts, lock=review.lock_json(experiment), state_labels=review.STATE_LABELS,
+                           thumbnail_size=THUMBNAIL_SIZE)
 
 
 @bp.get("/experiments/<int:experiment_id>/review")

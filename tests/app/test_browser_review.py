@@ -18,6 +18,7 @@ from tests.factories import PASSWORD
 pytestmark = pytest.mark.browser
 LOADED = "document.querySelector('#viewer').dataset.loaded === 'full'"
 SHAPE = (40, 48, 36)
+THUMBNAILS_PAINTED = "Array.from(document.querySelectorAll('.thumb img')).every(i => i.complete && i.naturalWidth > 0)"
 
 
 def log_in(page, base: str, username: str) -> None:
@@ -163,6 +164,20 @@ def test_tier1_decides_by_keyboard_a_second_reviewer_is_locked_out_and_tier2_com
     second.wait_for_function("document.querySelector('#scan-state').textContent === 'complete'")
     assert "Unusable (UN)" in second.locator("#history li").first.inner_text()
     assert "bob, tier2" in second.locator("#history li").first.inner_text()
+
+    # the experiment grid: a painted thumbnail per scan with its state and latest decision; a click opens it
+    second.goto(f"{base}/projects/{project.id}")
+    second.click(f".experiment[data-experiment='{scans[0].experiment_id}'] a.experiment-link")
+    second.wait_for_url(f"{base}/experiments/{scans[0].experiment_id}")
+    second.wait_for_function(THUMBNAILS_PAINTED)
+    assert second.locator(".thumb").count() == 3
+    cell = second.locator(f".thumb[data-scan='{scans[0].id}']")
+    assert cell.get_attribute("data-state") == "complete"
+    assert "UN" in cell.inner_text() and "by bob" in cell.inner_text() and "complete" in cell.inner_text()
+    assert second.locator(f".thumb[data-scan='{scans[2].id}']").get_attribute("data-state") == "unreviewed"
+    second.screenshot(path=str(ARTIFACTS_DIR / "experiment-grid.png"))
+    second.click(f".thumb[data-scan='{scans[2].id}'] a")
+    second.wait_for_url(f"{base}/scans/{scans[2].id}")
     other.close()
 
 
@@ -201,3 +216,15 @@ def test_bad_input_and_missing_files_show_messages_without_breaking_the_page(
     page.wait_for_function("document.querySelector('#decision-message').textContent.includes('No unreviewed')")
     assert page.locator("#scan-state").inner_text() == "complete"
     assert db.session.scalar(select(Decision.id).where(Decision.scan_id == scan.id)) is not None
+
+    # the experiment grid: a scan whose file is gone says why instead of a broken image
+    lost = factory.scan(project, "exp", "lost")
+    Path(app.config["DATA_ROOT"], lost.frames[0].file_location).unlink()
+    page.goto(f"{base}/experiments/{scan.experiment_id}")
+    page.wait_for_function(THUMBNAILS_PAINTED)  # the two-frames scan: its first frame is fine
+    message = page.locator(f".thumb[data-scan='{lost.id}'] .thumb-missing")
+    message.wait_for()
+    page.wait_for_function(f"document.querySelector(\".thumb[data-scan='{lost.id}'] .thumb-missing\")"
+                           ".textContent.includes('missing')")
+    assert "image unavailable" in message.inner_text()
+    assert page.locator(f".thumb[data-scan='{scan.id}']").get_attribute("data-state") == "complete"

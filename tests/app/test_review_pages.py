@@ -2,11 +2,13 @@
 task overview and agreement, a bounded number of SQL queries for 500 scans, the scan page's data."""
 from __future__ import annotations
 
+import io
 import json
 import re
 from contextlib import contextmanager
 
 import pytest
+from PIL import Image
 from sqlalchemy import event, select
 
 from app.db import Evaluation, Frame, ModelVersion, db
@@ -159,3 +161,66 @@ def test_scan_page_context_next_unreviewed_and_missing_frame(app, client, factor
     assert client.get(f"/projects/{project.id}/next").headers["Location"].endswith(f"/scans/{first.id}")
     assert client.get(f"/experiments/{first.experiment_id}/review").headers["Location"].endswith(
         f"/scans/{first.id}")
+
+
+def test_experiment_grid_shows_thumbnails_states_and_decisions_in_bounded_queries(app, client, reviewed, factory):
+    project, (ann, bob), model = reviewed
+    experiment = projects.get_or_create_experiment(project, "grid")
+    scans = [factory.scan(project, "grid", f"g{n}", shape=(20, 24, 16)) for n in range(3)]
+    decisions.record_decision(scans[0], ann, "Q?", role="tier1", note="check", present=["ghosting_motion"])
+    decisions.record_decision(scans[1], bob, "U", role="tier2")
+    gone = db.session.scalar(select(Frame).where(Frame.scan_id == scans[2].id))
+    from pathlib import Path
+
+    Path(app.config["DATA_ROOT"], gone.file_location).unlink()
+    db.session.commit()
+    login(client, "ann")
+    project_html = client.get(f"/projects/{project.id}").get_data(as_text=True)
+    assert f'href="/experiments/{experiment.id}"' in project_html  # the project page links to the grid
+
+    page = client.get(f"/experiments/{experiment.id}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    cells = re.findall(r'<li class="thumb" data-scan="(\d+)" data-state="(\w+)">(.*?)</li>', html, re.S)
+    assert [(int(scan_id), state) for scan_id, state, _ in cells] == [
+        (scans[0].id, "needs_tier2"), (scans[1].id, "complete"), (scans[2].id, "unreviewed")]
+    first = cells[0][2]
+    assert f'href="/scans/{scans[0].id}"' in first and "Q?" in first and "by ann" in first
+    assert '<span class="tag">ghosting_motion</span>' in first
+    assert "3 scans:" in html and "1 need tier 2" in html and "1 complete" in html
+    sources = re.findall(r'<img loading="lazy"[^>]*src="([^"]+)"', html)
+    assert len(sources) == 3 and all("size=160" in src and "axis=axial" in src for src in sources)
+
+    thumbnail = client.get(sources[0].replace("&amp;", "&"))
+    assert thumbnail.status_code == 200 and thumbnail.mimetype == "image/png"
+    assert Image.open(io.BytesIO(thumbnail.data)).size == (20, 24)  # shrunk to fit 160, never enlarged
+    missing = client.get(sources[2].replace("&amp;", "&"), headers={"Accept": "application/json"})
+    assert missing.status_code == 404 and "missing" in missing.get_json()["detail"]  # what grid.js shows
+
+    # the grid of a 500-scan experiment costs the same queries as one of 20 (no N+1)
+    _bulk_scans(project, "small", 20, (ann, bob), model)
+    _bulk_scans(project, "large", 500, (ann, bob), model)
+    small_id, large_id = (projects.get_or_create_experiment(project, name).id for name in ("small", "large"))
+    with count_queries() as small:
+        assert client.get(f"/experiments/{small_id}").status_code == 200
+    with count_queries() as large:
+        html = client.get(f"/experiments/{large_id}").get_data(as_text=True)
+    assert html.count('<li class="thumb"') == 500 and html.count('loading="lazy"') == 500
+    assert len(large) <= len(small) + 2, "queries grow with the number of scans (N+1)"
+    assert len(large) <= 20, large
+
+
+def test_slice_size_makes_thumbnails(app, client, factory):
+    project = factory.project("thumbs")
+    factory.member(project, "collaborator", "viewer")
+    scan = factory.scan(project, "e", "s", shape=(40, 48, 36))
+    frame = db.session.scalar(select(Frame).where(Frame.scan_id == scan.id))
+    login(client, "viewer")
+    url = f"/api/v1/frames/{frame.id}/slice?axis=axial"
+    full = Image.open(io.BytesIO(client.get(url).data))
+    small = client.get(url + "&size=24")
+    assert full.size == (40, 48) and Image.open(io.BytesIO(small.data)).size == (20, 24)
+    assert small.headers["ETag"] != client.get(url).headers["ETag"]
+    for bad in ("0", "8", "2000", "12.5", "big"):
+        answer = client.get(f"{url}&size={bad}")
+        assert answer.status_code == 400 and answer.get_json()["field"] == "size", bad
