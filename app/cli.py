@@ -425,7 +425,7 @@ def export_command(project_name: str | None, fmt: str, output: Path) -> None:
               help="The site's image tree (under the data root or an allowed root).")
 @click.option("--pattern", default=None,
               help="Regular expression on paths relative to --source, with named groups experiment, scan and "
-                   "optionally type and frame (default: EXPERIMENT/SCAN[_TYPE][_FRAME].nii[.gz]).")
+                   "optionally type and frame (default: EXPERIMENT/SCAN[_TYPE][_FRAME].nii, .nii.gz, .nrrd or .nhdr).")
 def sync_command(project_name: str, source: Path, pattern: str | None) -> None:
     """Export the project, then import the image files of --source that it does not have yet."""
     from app.db import db as database

@@ -20,9 +20,10 @@ from app.services.transfer import exporter, importer, miqa_csv
 from app.services.transfer.model import SCAN_TYPES
 from app.storage import Roots, StorageError, relative_location, resolve
 
-# <experiment>/<scan>[_<type>][_<frame>].nii[.gz], e.g. visit1/sub-01_T1_0.nii.gz or visit1/sub-01.nii.gz
-DEFAULT_PATTERN = (r"^(?P<experiment>[^/]+)/(?P<scan>[^/]+?)(?:_(?P<type>" + "|".join(map(re.escape, SCAN_TYPES))
-                   + r"))?(?:_(?P<frame>\d+))?\.nii(?:\.gz)?$")
+# <experiment>/<scan>[_<type>][_<frame>].<nii, nii.gz, nrrd or nhdr>, e.g. visit1/sub-01_T1_0.nii.gz,
+# visit1/sub-01_t2.nrrd or visit1/sub-01.nii (type and extension in any case)
+DEFAULT_PATTERN = (r"^(?P<experiment>[^/]+)/(?P<scan>[^/]+?)(?:_(?P<type>(?i:"
+                   + "|".join(map(re.escape, SCAN_TYPES)) + r")))?(?:_(?P<frame>\d+))?(?i:\.nii(?:\.gz)?|\.nrrd|\.nhdr)$")
 
 
 def _pattern(text: str | None) -> re.Pattern:
@@ -96,7 +97,11 @@ def sync(project: Project, source: Path, pattern: str | None = None,
             if resolved in known:
                 continue
             groups = match.groupdict()
-            slot = (groups["experiment"], groups["scan"], int(groups.get("frame") or 0))
+            frame = (groups.get("frame") or "0").strip()
+            if not frame.isdigit():
+                skipped.append(f"{relative}: frame {frame!r} is not a whole number")
+                continue
+            slot = (groups["experiment"], groups["scan"], int(frame))
             if slot in slots:
                 skipped.append(f"{relative}: frame {slot[2]} of {slot[0]}/{slot[1]} already exists")
                 continue
