@@ -1,7 +1,8 @@
 """Import and export pages: per project (project admins) and for every project (superusers).
 
 An uploaded file is previewed (dry run) or imported; a preview can be applied without
-uploading again. Large files run as jobs whose progress bar polls the job API.
+uploading again. Large files run as jobs whose progress bar polls the job API. A project's page
+also uploads scan images as frames (kept under the data root, so every export names them).
 """
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from werkzeug.utils import secure_filename
 
 from app.admin.routes import bp
 from app.auth.permissions import permission
+from app.db import db
 from app.services import projects
 from app.services.errors import ServiceError
-from app.services.transfer import exporter, tasks
+from app.services.transfer import exporter, tasks, uploads
+from app.services.transfer.model import SCAN_TYPES
 from app.storage import StorageError
 
 
@@ -24,7 +27,8 @@ def _page(project, summary=None, job=None, problems=None):
     if job is not None:
         poll = f"/api/v1/jobs/{job.id}" if project is not None else f"/api/v1/global/jobs/{job.id}"
     return render_template("admin/import.html", project=project, summary=summary, job=job, poll=poll,
-                           problems=problems or [], formats=list(exporter.FORMATS),
+                           problems=problems or [], formats=list(exporter.FORMATS), scan_types=SCAN_TYPES,
+                           uploadable=", ".join(uploads.UPLOADABLE),
                            max_inline_kb=current_app.config.get("IMPORT_INLINE_MAX_BYTES", 0) // 1024)
 
 
@@ -89,6 +93,21 @@ def import_upload(project_id: int):
 def import_apply(project_id: int):
     """Import a previewed file as previewed (the stored upload, named by its token)."""
     return _run(projects.get_project(project_id), request.form.get("token", ""), request.form.get("filename"))
+
+
+@bp.post("/projects/<int:project_id>/frames")
+@permission("project", "admin")
+def frame_upload(project_id: int):
+    """Upload an image as a frame of a scan named by experiment and scan name (created when new)."""
+    project = projects.get_project(project_id)
+    upload = request.files.get("file")
+    form = {name: request.form.get(name, "") for name in ("experiment", "scan_name", "scan_type", "frame_number")}
+    frame = uploads.upload_frame(current_user, upload.stream if upload else None,
+                                 upload.filename if upload else "", {**form, "project": str(project.id)})
+    db.session.commit()
+    flash(f"Uploaded {upload.filename} as frame {frame.frame_number} of {form['experiment']} / "
+          f"{form['scan_name']}, stored as {frame.file_location}.", "info")
+    return redirect(_here(project))
 
 
 @bp.post("/projects/<int:project_id>/export")

@@ -172,6 +172,33 @@ def test_admin_page_preview_apply_and_download(client, factory, tmp_path):
     assert json.loads(download.get_data(as_text=True))["projects"]["Site"]["experiments"]["v1"]["scans"]["a"]
 
 
+def test_admin_page_uploads_a_scan_image_that_exports_with_its_location(client, factory, tmp_path):
+    project, _ = _site(factory, tmp_path)
+    login(client, "siteadmin")
+    page = client.get(f"/admin/projects/{project.id}/import")
+    assert b'id="upload-form"' in page.data
+    image = factory.nifti("elsewhere/scan.nii.gz", shape=(16, 16, 16)).read_bytes()
+    url = f"/admin/projects/{project.id}/frames"
+    done = client.post(url, content_type="multipart/form-data", follow_redirects=True, data={
+        "experiment": "walk-in", "scan_name": "new scan", "scan_type": "T2", "frame_number": "0",
+        "file": (io.BytesIO(image), "scan.nii.gz")})
+    assert done.status_code == 200 and b"Uploaded scan.nii.gz as frame 0 of walk-in / new scan" in done.data
+    frame = db.session.scalar(select(Frame).join(Scan).where(Scan.name == "new scan"))
+    from app.storage import resolve
+
+    assert resolve(frame.file_location).path.read_bytes() == image
+    rows = read_csv_text(client.post(f"/admin/projects/{project.id}/export",
+                                     data={"format": "miqa-csv"}).get_data(as_text=True))
+    assert [(r["experiment_name"], r["scan_name"], r["scan_type"], r["file_location"]) for r in rows
+            if r["scan_name"] == "new scan"] == [("walk-in", "new scan", "T2", frame.file_location)]
+    junk = client.post(url, content_type="multipart/form-data", data={
+        "experiment": "walk-in", "scan_name": "junk", "frame_number": "0", "file": (io.BytesIO(b"junk"), "j.nii.gz")})
+    assert junk.status_code == 400 and b"not a readable NIfTI" in junk.data
+    assert db.session.scalar(select(func.count()).select_from(Scan).where(Scan.name == "junk")) == 0
+    reviewer = login(client.application.test_client(), "rev1")
+    assert reviewer.post(url, data={}).status_code == 403  # a project admin's page
+
+
 def test_admin_page_shows_a_job_progress_bar(make_app, tmp_path):
     from tests.factories import Factory
 
