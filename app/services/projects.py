@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from sqlalchemy import select
 
@@ -16,7 +17,12 @@ DEFAULT_SETTINGS = {
     "label_rule": "tier2_then_newest",
     # How questionable decisions enter training: "exclude" or a weight in (0, 1].
     "questionable": "exclude",
+    # Fewest present and fewest absent labels an output needs to be trained (a run may ask for another).
+    "min_labels_per_class": 5,
 }
+MIN_LABELS_RANGE = (1, 100000)
+# Settings a project admin edits (the training page, PATCH /api/v1/projects/{id}/training-settings).
+EDITABLE_SETTINGS = ("label_rule", "questionable", "min_labels_per_class")
 
 
 def model_name_for(name: str) -> str:
@@ -38,6 +44,55 @@ def create_project(name: str, creator: User | None) -> Project:
         db.session.add(Membership(project_id=project.id, user_id=creator.id, role="admin"))
     audit.record("project.create", actor=creator, project_id=project.id, target=("project", project.id))
     return project
+
+
+def settings_of(project: Project) -> dict[str, Any]:
+    """The project's settings with the defaults filled in (projects made before a setting existed lack it)."""
+    return {**DEFAULT_SETTINGS, **(project.settings or {})}
+
+
+def _checked_setting(key: str, value: Any) -> Any:
+    if key == "min_labels_per_class":
+        low, high = MIN_LABELS_RANGE
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InvalidInput(f"min_labels_per_class must be an integer from {low} to {high}", field=key)
+        return value
+    if key == "questionable" and value != "exclude":
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            value = -1.0
+        if isinstance(value, bool) or not 0 < value <= 1:
+            raise InvalidInput("questionable must be 'exclude' or a weight in (0, 1]", field=key)
+        return value
+    if key == "label_rule":
+        from training.data import LABEL_RULES
+
+        if value not in LABEL_RULES:
+            raise InvalidInput(f"label_rule must be one of {', '.join(LABEL_RULES)}", field=key)
+    return value
+
+
+def update_settings(project: Project, changes: dict[str, Any], actor: User | None) -> dict[str, Any]:
+    """Change editable settings (all checked before any is applied), audited and committed; returns the
+    effective settings."""
+    if not isinstance(changes, dict):
+        raise InvalidInput("the request body must be an object")
+    unknown = sorted(set(changes) - set(EDITABLE_SETTINGS))
+    if unknown:
+        raise InvalidInput(f"unknown or read-only setting(s): {', '.join(unknown)}; editable: "
+                           f"{', '.join(EDITABLE_SETTINGS)}", field=unknown[0])
+    checked = {key: _checked_setting(key, value) for key, value in changes.items()}
+    before = settings_of(project)
+    changed = {key: value for key, value in checked.items() if before.get(key) != value}
+    if changed:
+        project.settings = {**(project.settings or {}), **changed}
+        audit.record("project.settings", actor=actor, project_id=project.id, target=("project", project.id),
+                     before={key: before.get(key) for key in changed}, after=changed)
+        db.session.commit()
+    return settings_of(project)
 
 
 def get_project(project_id: int) -> Project:

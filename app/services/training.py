@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 INITS = ("scratch", "miqa", "champion")
 ARCHS_3D = ("densenet121", "densenet_small", "resnet18", "resnet_small", "miqa")
-DEFAULT_MIN_PER_CLASS = 5
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
@@ -87,7 +86,7 @@ def clean_params(project: Project, body: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInput("starting from MIQA needs QCLOOP_MIQA_WEIGHTS (a local copy of MIQA's weights)",
                            field="from")
     if params["min_labels"] is None:
-        params["min_labels"] = int(project.settings.get("min_labels_per_class", DEFAULT_MIN_PER_CLASS))
+        params["min_labels"] = min_labels(project)
     return params
 
 
@@ -152,9 +151,14 @@ def label_settings(project: Project):
     from training.data import DatasetError, LabelSettings
 
     try:
-        return LabelSettings.from_project(project.settings or {})
+        return LabelSettings.from_project(projects.settings_of(project))
     except DatasetError as err:
         raise InvalidInput(str(err), field="settings") from err
+
+
+def min_labels(project: Project) -> int:
+    """The project's minimum of present and of absent labels per trained output (setting min_labels_per_class)."""
+    return int(projects.settings_of(project)["min_labels_per_class"])
 
 
 def label_counts(project: Project) -> list[dict[str, Any]]:
@@ -163,7 +167,7 @@ def label_counts(project: Project) -> list[dict[str, Any]]:
 
     outputs = candidate_outputs(project.id)
     counts = count(label_items(records(project.id, resolve_files=False), outputs, label_settings(project)), outputs)
-    minimum = int(project.settings.get("min_labels_per_class", DEFAULT_MIN_PER_CLASS))
+    minimum = min_labels(project)
     return [{"key": o.key, "kind": o.kind, "entry_id": o.entry_id, **counts[o.key],
              "enough": min(counts[o.key].values()) >= minimum} for o in outputs]
 

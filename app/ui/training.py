@@ -42,8 +42,24 @@ def training_runs(project_id: int):
     project = projects.get_project(project_id)
     runs = [training.run_json(run) for run in db.session.scalars(training.runs_query(project_id).limit(50))]
     return render_template("training/runs.html", project=project, counts=training.label_counts(project), runs=runs,
-                           is_admin=g.project_role == "admin", architectures=ARCHITECTURES,
-                           synthesizable=SYNTHESIZABLE, synthesis_probability=SYNTHESIS_PROBABILITY)
+                           settings=projects.settings_of(project), is_admin=g.project_role == "admin",
+                           architectures=ARCHITECTURES, synthesizable=SYNTHESIZABLE,
+                           synthesis_probability=SYNTHESIS_PROBABILITY)
+
+
+@bp.post("/projects/<int:project_id>/training/settings")
+@permission("project", "admin")
+def training_settings(project_id: int):
+    changes = {key: request.form[key].strip() for key in ("label_rule", "questionable", "min_labels_per_class")
+               if request.form.get(key, "").strip()}
+    try:
+        projects.update_settings(projects.get_project(project_id), changes, current_user)
+    except ServiceError as err:
+        db.session.rollback()
+        flash(err.message, "error")
+    else:
+        flash("training settings saved", "info")
+    return redirect(url_for("ui.training_runs", project_id=project_id))
 
 
 @bp.post("/projects/<int:project_id>/training")

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from sqlalchemy import func, select
 
-from app.db import Frame, Job, ModelVersion, TrainingRun, db
-from app.services import vocabulary
+from app.db import AuditEvent, Frame, Job, ModelVersion, TrainingRun, db
+from app.services import projects, training, vocabulary
 from app.services.decisions import record_decision
 from tests.conftest import SHARED_DATA
 from tests.factories import login, token_headers
@@ -239,3 +239,55 @@ def test_cli_train_inline_prints_progress_and_fails_clearly(app, factory):
     empty, _ = _labelled_project(factory, n_scans=0)
     result = runner.invoke(train, ["--project", empty.name, "--inline"])
     assert result.exit_code == 1 and "nothing to train on" in result.output
+
+
+# --- the minimum-labels setting ---------------------------------------------------------------------
+
+def test_min_labels_is_a_project_setting_edited_by_admins_and_used_by_runs(app, client, factory):
+    project, admin = _labelled_project(factory, n_scans=4)
+    assert project.settings["min_labels_per_class"] == projects.DEFAULT_SETTINGS["min_labels_per_class"] == 5
+    tier2 = factory.member(project, "tier2")
+    url = f"/api/v1/projects/{project.id}/training-settings"
+    headers = token_headers(client, admin.username)
+    assert client.get(url, headers=token_headers(client, tier2.username)).get_json() == {
+        "label_rule": "tier2_then_newest", "questionable": "exclude", "min_labels_per_class": 5}
+    assert client.patch(url, json={"min_labels_per_class": 3},
+                        headers=token_headers(client, tier2.username)).status_code == 403
+    for body, field in (({"min_labels_per_class": 0}, "min_labels_per_class"), ({"questionable": 2}, "questionable"),
+                        ({"label_rule": "oldest"}, "label_rule"), ({"model_name": "x"}, "model_name")):
+        bad = client.patch(url, json=body, headers=headers)
+        assert bad.status_code == 400 and bad.get_json()["field"] == field, bad.get_json()
+    changed = client.patch(url, json={"min_labels_per_class": 2, "questionable": 0.5}, headers=headers)
+    assert changed.status_code == 200
+    assert changed.get_json() == {"label_rule": "tier2_then_newest", "questionable": 0.5, "min_labels_per_class": 2}
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "project.settings",
+                                                       AuditEvent.project_id == project.id))
+    assert event.actor_id == admin.id and event.details["after"] == {"min_labels_per_class": 2, "questionable": 0.5}
+    counts = {c["key"]: c for c in training.label_counts(projects.get_project(project.id))}
+    assert counts["ghosting_motion"]["enough"] and not counts["lesions"]["enough"]
+
+    login(client, admin.username)
+    page = client.get(f"/projects/{project.id}/training")
+    assert b'id="training-settings"' in page.data and b'name="min_labels_per_class" type="number"' in page.data
+    assert client.post(f"/projects/{project.id}/training/settings",
+                       data={"min_labels_per_class": "3", "label_rule": "newest", "questionable": "exclude"}
+                       ).status_code == 302
+    db.session.expire_all()
+    assert projects.settings_of(projects.get_project(project.id))["min_labels_per_class"] == 3
+    assert b'<code id="min-labels">3</code>' in client.get(f"/projects/{project.id}/training").data
+
+    # A run without min_labels uses the setting: 2 scans of each class are too few for 3.
+    run = client.post(f"/api/v1/projects/{project.id}/training-runs", json={k: v for k, v in SMALL.items()
+                                                                            if k != "min_labels"},
+                      headers=headers).get_json()
+    assert run["params"]["min_labels"] == 3
+    assert run["state"] == "failed" and "too few labels" in run["error"] and "at least 3" in run["error"]
+
+
+def test_projects_made_before_the_setting_existed_read_its_default(app, factory):
+    project, _ = _labelled_project(factory, n_scans=0)
+    project.settings = {"label_rule": "newest"}
+    db.session.commit()
+    assert projects.settings_of(project)["min_labels_per_class"] == 5 and training.min_labels(project) == 5
+    assert projects.settings_of(project)["label_rule"] == "newest"
+
