@@ -40,6 +40,11 @@ def promote(tracking_uri: str, name: str, version: str) -> None:
     _client(tracking_uri).set_registered_model_alias(name, CHAMPION, version)
 
 
+def withdraw(tracking_uri: str, name: str, version: str) -> None:
+    """Delete a registered version (its aliases go with it): used when its run could not be recorded."""
+    _client(tracking_uri).delete_model_version(name, version)
+
+
 def load(tracking_uri: str, name: str, alias: str = CHAMPION) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The aliased model and its metadata (output map, preprocessing, architecture)."""
     import mlflow

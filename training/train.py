@@ -73,6 +73,8 @@ class TrainConfig:
     tags: dict[str, str] = field(default_factory=dict)
     progress: Callable[[dict[str, Any]], None] | None = None
     before_register: Callable[[], None] | None = None
+    # Called with (MLflow run id, experiment id) as soon as the run is open, so a failure can point at it.
+    on_run_opened: Callable[[str, str], None] | None = None
 
 
 @dataclass
@@ -245,6 +247,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     reporter = ProgressReporter(cfg.work_dir)
     relay = _ProgressRelay(reporter, cfg.progress) if cfg.progress else None
     try:
+        if cfg.on_run_opened is not None:
+            cfg.on_run_opened(run_id, experiment_id)
         tracking.log_params(cfg.tracking_uri, run_id, _run_params(cfg, dataset, kept))
         tracking.log_files(cfg.tracking_uri, run_id, [dataset.write_manifest(cfg.work_dir / "manifest.csv")])
         module = QCModule(net, output_map, dataset.pos_weight(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
 from app.db import Decision, Experiment, Job, ModelVersion, Project, Scan, TrainingRun, User, db, utcnow
@@ -363,6 +363,13 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
                                "start a new run")
         ctx.progress(0.95, "registering the model")
 
+    def mlflow_run_opened(mlflow_run_id: str, experiment_id: str) -> None:
+        """Record the MLflow run at once: a run that fails from here on still links to it."""
+        row = get_run(run.id)
+        row.mlflow_run_id = mlflow_run_id
+        row.params = {**row.params, "mlflow_experiment_id": experiment_id}
+        db.session.commit()
+
     work_dir = Path(config["INSTANCE_PATH"]) / "training" / f"run-{run.id}"
     cfg = TrainConfig(
         dataset=dataset, tracking_uri=config["MLFLOW_TRACKING_URI"], artifact_root=config["MLFLOW_ARTIFACT_ROOT"],
@@ -377,16 +384,33 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
                 "label_rule": settings.label_rule, "questionable": settings.questionable,
                 "min_labels_per_class": params["min_labels"], "skipped_outputs": skipped},
         tags={"qcloop.project": project.name, "qcloop.run_id": str(run.id)},
-        progress=progress, before_register=vocabulary_unchanged,
+        progress=progress, before_register=vocabulary_unchanged, on_run_opened=mlflow_run_opened,
     )
     ctx.progress(0.03, f"training {', '.join(o.key for o in outputs)} on {len(dataset.split('train'))} frames")
     result = train(cfg)
+    try:
+        model_version = _record_result(run.id, project, params, outputs, skipped, result)
+    except Exception as err:
+        db.session.rollback()
+        reason = str(getattr(err, "orig", err)).strip().splitlines()[0][:300]
+        _withdraw(cfg.tracking_uri, project.model_name, result, reason)
+        raise RuntimeError(f"the database could not record {project.model_name} version {result.version} "
+                           f"({reason}); the version was withdrawn from the registry") from err
+    return {"training_run_id": run.id, "model_version_id": model_version.id, "version": result.version,
+            "alias": result.alias, "mlflow_run_id": result.run_id}
+
+
+def _record_result(run_id: int, project: Project, params: dict[str, Any], outputs, skipped: dict[str, str],
+                   result) -> ModelVersion:
+    """The ModelVersion row and the finished run; the alias just given moves off any older row."""
+    db.session.execute(update(ModelVersion).where(ModelVersion.registry_name == project.model_name,
+                                                  ModelVersion.alias == result.alias).values(alias=None))
     model_version = ModelVersion(project_id=project.id, registry_name=project.model_name, version=result.version,
                                  alias=result.alias, mlflow_run_id=result.run_id, output_map=result.output_map,
                                  metrics=result.metrics)
     db.session.add(model_version)
     db.session.flush()
-    run = get_run(run.id)
+    run = get_run(run_id)
     run.params = {**params, "arch": result.arch, "spatial_size": list(result.preprocessing["spatial_size"]),
                   "outputs": [o.key for o in outputs],
                   "skipped_outputs": skipped, "dataset_hash": result.dataset_hash,
@@ -395,6 +419,18 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
     run.mlflow_run_id, run.model_version_id = result.run_id, model_version.id
     run.state, run.finished_at = "succeeded", utcnow()
     db.session.commit()
-    return {"training_run_id": run.id, "model_version_id": model_version.id, "version": result.version,
-            "alias": result.alias, "mlflow_run_id": result.run_id}
+    return model_version
 
+
+def _withdraw(tracking_uri: str, model_name: str, result, error: str) -> None:
+    """The database refused the finished run: unregister its version and mark its MLflow run FAILED."""
+    from models import registry
+    from training import tracking
+
+    log.error("training run %s could not be recorded (%s); withdrawing %s version %s",
+              result.run_id, error, model_name, result.version)
+    try:
+        registry.withdraw(tracking_uri, model_name, result.version)
+    except Exception:  # noqa: BLE001 - keep the original error; say what is left behind
+        log.exception("could not delete %s version %s from the MLflow registry", model_name, result.version)
+    tracking.finish(tracking_uri, result.run_id, "FAILED", f"not recorded in qcloop: {error}")

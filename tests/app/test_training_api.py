@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from sqlalchemy import func, select
 
-from app.db import AuditEvent, Frame, Job, ModelVersion, TrainingRun, db
+from app.db import AuditEvent, Decision, Frame, Job, ModelVersion, TrainingRun, db
 from app.services import projects, training, vocabulary
 from app.services.decisions import record_decision
 from tests.conftest import SHARED_DATA
@@ -182,6 +182,7 @@ def test_queued_run_cancels_and_a_cancelled_job_stops_before_training(make_app, 
     ("too_few", "too few labels"),
     ("one_class", "only one class"),
     ("missing_file", "missing or unreadable"),
+    ("unreadable_file", "cannot read an image file"),
     ("mlflow_down", "unreachable"),
 ])
 def test_bad_input_fails_early_registers_nothing(make_app, mlflow_store, case, expected):
@@ -195,10 +196,13 @@ def test_bad_input_fails_early_registers_nothing(make_app, mlflow_store, case, e
         factory = Factory(app)
         project, admin = _labelled_project(factory, n_scans=4 if case == "too_few" else 8,
                                            ghosted=False if case == "one_class" else None)
-        if case == "missing_file":
+        if case in ("missing_file", "unreadable_file"):
             frame = db.session.scalars(select(Frame)).first()
-            (Path(app.config["DATA_ROOT"]) / frame.file_location).unlink()
+            path = Path(app.config["DATA_ROOT"]) / frame.file_location
+            path.unlink() if case == "missing_file" else path.write_bytes(b"\x1f\x8b not a NIfTI volume")
         body = {**SMALL, "min_labels": 3} if case == "too_few" else SMALL
+        decisions_before = db.session.scalar(select(func.count(Decision.id)))
+        vocabulary_before = vocabulary.vocabulary_version(project.id)
         client = app.test_client()
         run = client.post(f"/api/v1/projects/{project.id}/training-runs", json=body,
                           headers=token_headers(client, admin.username)).get_json()
@@ -206,9 +210,15 @@ def test_bad_input_fails_early_registers_nothing(make_app, mlflow_store, case, e
         job = db.session.get(Job, run["job_id"])
         assert job.state == "failed" and expected in job.error
         assert db.session.scalar(select(func.count(ModelVersion.id))) == 0
-        assert run["mlflow_run_id"] is None
+        assert db.session.scalar(select(func.count(Decision.id))) == decisions_before
+        assert vocabulary.vocabulary_version(project.id) == vocabulary_before
+        assert run["mlflow_run_id"] is None  # failed before any MLflow run was opened
         if case != "mlflow_down":
             assert _registered_versions(app, project.model_name) == []
+            assert MlflowClient(tracking_uri=app.config["MLFLOW_TRACKING_URI"]).get_experiment_by_name(
+                project.model_name) is None
+        login(client, admin.username)
+        assert expected in _text(client.get(f"/projects/{project.id}/training"))
         db.session.rollback()
 
 
@@ -217,11 +227,36 @@ def test_vocabulary_changed_during_the_run_registers_nothing(app, client, factor
     project, admin = _labelled_project(factory, n_scans=8)
     versions = iter(["before", "after"])
     monkeypatch.setattr(vocabulary, "vocabulary_version", lambda project_id: next(versions))
+    app.config["MLFLOW_UI_URL"] = "http://mlflow.example"
     run = client.post(f"/api/v1/projects/{project.id}/training-runs", json={"epochs": 1, **SMALL},
                       headers=token_headers(client, admin.username)).get_json()
     assert run["state"] == "failed" and "vocabulary changed" in run["error"]
     assert db.session.scalar(select(func.count(ModelVersion.id))) == 0
     assert _registered_versions(app, project.model_name) == []
+    # The MLflow run had opened: the failed run keeps its id and link, and MLflow says FAILED and why.
+    mlflow_run = MlflowClient(tracking_uri=app.config["MLFLOW_TRACKING_URI"]).get_run(run["mlflow_run_id"])
+    assert mlflow_run.info.status == "FAILED" and "vocabulary changed" in mlflow_run.data.tags["qcloop.error"]
+    assert run["mlflow_url"] == (f"http://mlflow.example/#/experiments/{mlflow_run.info.experiment_id}"
+                                 f"/runs/{run['mlflow_run_id']}")
+    login(client, admin.username)
+    assert f'<a href="{run["mlflow_url"]}">'.encode() in client.get(f"/projects/{project.id}/training").data
+
+
+@pytest.mark.slow
+def test_a_run_the_database_cannot_record_is_withdrawn_from_the_registry(app, client, factory):
+    project, admin = _labelled_project(factory, n_scans=8)
+    # Version 1 of this model name is already known to qcloop (say, from an imported export).
+    db.session.add(ModelVersion(project_id=project.id, registry_name=project.model_name, version="1",
+                                output_map=[], metrics={}))
+    db.session.commit()
+    run = client.post(f"/api/v1/projects/{project.id}/training-runs", json={"epochs": 1, **SMALL},
+                      headers=token_headers(client, admin.username)).get_json()
+    assert run["state"] == "failed" and "could not record" in run["error"] and "withdrawn" in run["error"]
+    assert run["model_version"] is None and run["mlflow_run_id"]
+    assert _registered_versions(app, project.model_name) == []
+    mlflow_run = MlflowClient(tracking_uri=app.config["MLFLOW_TRACKING_URI"]).get_run(run["mlflow_run_id"])
+    assert mlflow_run.info.status == "FAILED"
+    assert db.session.scalar(select(func.count(ModelVersion.id))) == 1
 
 
 @pytest.mark.slow
@@ -290,4 +325,9 @@ def test_projects_made_before_the_setting_existed_read_its_default(app, factory)
     db.session.commit()
     assert projects.settings_of(project)["min_labels_per_class"] == 5 and training.min_labels(project) == 5
     assert projects.settings_of(project)["label_rule"] == "newest"
+
+
+def _text(response) -> str:
+    """A page's text with runs of white space made single spaces."""
+    return " ".join(response.get_data(as_text=True).split())
 
