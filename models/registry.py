@@ -36,8 +36,21 @@ def assign_new_version(tracking_uri: str, name: str, version: str) -> str:
 
 
 def promote(tracking_uri: str, name: str, version: str) -> None:
-    """Make a version the champion (the alias moves; the old champion keeps its version)."""
-    _client(tracking_uri).set_registered_model_alias(name, CHAMPION, version)
+    """Make a version the champion (the alias moves; the old champion keeps its version).
+
+    A promoted challenger stops being the challenger: a version is one or the other.
+    """
+    client = _client(tracking_uri)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    if alias_version(tracking_uri, name, CHALLENGER) == str(version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+
+
+def version_metrics(tracking_uri: str, name: str, version: str) -> dict[str, float]:
+    """The metrics logged on the MLflow run that produced a version (empty when it has no run)."""
+    client = _client(tracking_uri)
+    run_id = client.get_model_version(name, version).run_id
+    return dict(client.get_run(run_id).data.metrics) if run_id else {}
 
 
 def withdraw(tracking_uri: str, name: str, version: str) -> None:

@@ -42,6 +42,18 @@ def cancel_run(run_id: int):
     return training.run_json(training.cancel_run(training.get_run(run_id)))
 
 
+@blp.route("/projects/<int:project_id>/training-runs/<int:run_id>/promote", methods=["POST"])
+@permission("project", "admin")
+def promote_run(project_id: int, run_id: int):
+    """Make the run's model the champion. Refused (409, with the comparison) unless it beats the champion
+    on a held-out metric (best_test_usable_auc, else best_val_usable_auc); body {"force": true} promotes
+    anyway and is recorded in the audit log."""
+    body = request.get_json(silent=True) or {}
+    if not isinstance(body, dict):
+        body = {"force": body}
+    return training.promote_run(project_id, run_id, current_user, body.get("force", False))
+
+
 @blp.route("/projects/<int:project_id>/training-settings", methods=["GET"])
 @permission("project", "collaborator")
 def training_settings(project_id: int):

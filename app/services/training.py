@@ -16,8 +16,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
 from app.db import Decision, Experiment, Job, ModelVersion, Project, Scan, TrainingRun, User, db, utcnow
-from app.services import jobs, projects, vocabulary
-from app.services.errors import Conflict, InvalidInput, NotFound
+from app.services import audit, jobs, projects, vocabulary
+from app.services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from app.storage import StorageError, local_copy, resolve
 
 log = logging.getLogger(__name__)
@@ -434,3 +434,112 @@ def _withdraw(tracking_uri: str, model_name: str, result, error: str) -> None:
     except Exception:  # noqa: BLE001 - keep the original error; say what is left behind
         log.exception("could not delete %s version %s from the MLflow registry", model_name, result.version)
     tracking.finish(tracking_uri, result.run_id, "FAILED", f"not recorded in qcloop: {error}")
+
+
+# --- promotion ------------------------------------------------------------------------------------
+
+# Held-out metrics a candidate is compared on with the champion, best first: the first one both have.
+PROMOTION_METRICS = ("best_test_usable_auc", "best_val_usable_auc")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+        and abs(value) != float("inf")
+
+
+def compare_metrics(candidate: dict[str, Any], champion: dict[str, Any] | None) -> dict[str, Any]:
+    """Candidate against champion on the first PROMOTION_METRICS entry both logged; "better" means strictly higher."""
+    if champion is None:
+        return {"metric": None, "candidate": None, "champion": None, "better": True,
+                "reason": "there is no champion yet"}
+    for metric in PROMOTION_METRICS:
+        if _finite(candidate.get(metric)) and _finite(champion.get(metric)):
+            ours, theirs = float(candidate[metric]), float(champion[metric])
+            better = ours > theirs
+            return {"metric": metric, "candidate": ours, "champion": theirs, "better": better,
+                    "reason": f"{metric} {ours:.4f} {'>' if better else '<='} {theirs:.4f}"}
+    return {"metric": None, "candidate": None, "champion": None, "better": False,
+            "reason": f"the candidate and the champion share none of the held-out metrics "
+                      f"{', '.join(PROMOTION_METRICS)}"}
+
+
+def _candidate(project_id: int, run_id: int) -> tuple[TrainingRun, ModelVersion]:
+    run = get_run(run_id)
+    if run.project_id != project_id:
+        raise NotFound("Not found.")
+    version = db.session.get(ModelVersion, run.model_version_id) if run.model_version_id else None
+    if version is None:
+        raise Conflict(f"training run {run.id} registered no model ({run.state}); only a succeeded run can be "
+                       "promoted", run_id=run.id)
+    return run, version
+
+
+def champions(project_id: int) -> dict[str, ModelVersion]:
+    """The project's champion row per registry name, as recorded in qcloop (the page's comparison uses it)."""
+    rows = db.session.scalars(select(ModelVersion).where(ModelVersion.project_id == project_id,
+                                                         ModelVersion.alias == "champion")
+                              .order_by(ModelVersion.id))
+    return {row.registry_name: row for row in rows}
+
+
+def promotion_preview(run: dict[str, Any], champion: ModelVersion | None) -> dict[str, Any] | None:
+    """For the page: how a run's model compares with the recorded champion (None when nothing to promote)."""
+    version = run.get("model_version")
+    if not version or version["alias"] == "champion":
+        return None
+    theirs = None if champion is None else champion.metrics or {}
+    comparison = compare_metrics(run.get("metrics") or {}, theirs)
+    comparison["champion_version"] = None if champion is None else champion.version
+    return comparison
+
+
+def promote_run(project_id: int, run_id: int, user: User | None, force: Any = False) -> dict[str, Any]:
+    """Make the run's model version the champion if it beats the current one on a held-out metric.
+
+    The champion is read from the MLflow registry (the alias serving and "from champion" use), its
+    metrics from qcloop's row for that version or else from its MLflow run. Not better: Conflict,
+    unless ``force`` (recorded in the audit log as ``model.force_promote``).
+    """
+    from mlflow.exceptions import MlflowException
+
+    from app.services.health import mlflow_status
+    from models import registry
+
+    if not isinstance(force, bool):
+        raise InvalidInput("force must be true or false", field="force")
+    run, candidate = _candidate(project_id, run_id)
+    uri = current_app.config["MLFLOW_TRACKING_URI"]
+    status = mlflow_status(uri)
+    if not status["ok"]:
+        raise Unavailable(f"cannot promote: {status['error']}")
+    name = candidate.registry_name
+    try:
+        current = registry.alias_version(uri, name, registry.CHAMPION)
+        if current == candidate.version:
+            raise Conflict(f"{name} version {candidate.version} is already the champion")
+        champion_row = None if current is None else db.session.scalar(
+            select(ModelVersion).where(ModelVersion.registry_name == name, ModelVersion.version == current))
+        champion_metrics = None if current is None else (
+            champion_row.metrics if champion_row is not None and champion_row.metrics
+            else registry.version_metrics(uri, name, current))
+        comparison = compare_metrics(candidate.metrics or {}, champion_metrics)
+        comparison["champion_version"] = current
+        if not comparison["better"] and not force:
+            raise Conflict(f"{name} version {candidate.version} is not better than the champion (version {current}): "
+                           f"{comparison['reason']}; an admin may promote it anyway with force",
+                           comparison=comparison)
+        registry.promote(uri, name, candidate.version)
+    except MlflowException as err:
+        raise Unavailable(f"the MLflow registry refused the promotion: {str(err).splitlines()[0][:300]}") from err
+    forced = not comparison["better"]
+    db.session.execute(update(ModelVersion).where(ModelVersion.registry_name == name,
+                                                  ModelVersion.alias == "champion",
+                                                  ModelVersion.id != candidate.id).values(alias=None))
+    candidate.alias = "champion"
+    audit.record("model.force_promote" if forced else "model.promote", actor=user, project_id=project_id,
+                 target=("model_version", candidate.id), registry_name=name, version=candidate.version,
+                 previous_champion=current, training_run=run.id, comparison=comparison)
+    db.session.commit()
+    log.info("%s version %s promoted to champion (was %s)%s", name, candidate.version, current,
+             " by force" if forced else "")
+    return {"run": run_json(run), "comparison": comparison, "forced": forced, "previous_champion": current}

@@ -41,6 +41,10 @@ def training_runs(project_id: int):
 
     project = projects.get_project(project_id)
     runs = [training.run_json(run) for run in db.session.scalars(training.runs_query(project_id).limit(50))]
+    champions = training.champions(project_id)
+    for run in runs:
+        version = run["model_version"]
+        run["promotion"] = training.promotion_preview(run, champions.get(version["registry_name"]) if version else None)
     return render_template("training/runs.html", project=project, counts=training.label_counts(project), runs=runs,
                            settings=projects.settings_of(project), is_admin=g.project_role == "admin",
                            architectures=ARCHITECTURES, synthesizable=SYNTHESIZABLE,
@@ -59,6 +63,21 @@ def training_settings(project_id: int):
         flash(err.message, "error")
     else:
         flash("training settings saved", "info")
+    return redirect(url_for("ui.training_runs", project_id=project_id))
+
+
+@bp.post("/projects/<int:project_id>/training-runs/<int:run_id>/promote")
+@permission("project", "admin")
+def training_promote(project_id: int, run_id: int):
+    try:
+        result = training.promote_run(project_id, run_id, current_user, force=request.form.get("force") == "1")
+    except ServiceError as err:
+        db.session.rollback()
+        flash(err.message, "error")
+    else:
+        version = result["run"]["model_version"]
+        flash(f"{version['registry_name']} version {version['version']} is now the champion"
+              + (" (forced)" if result["forced"] else ""), "info")
     return redirect(url_for("ui.training_runs", project_id=project_id))
 
 

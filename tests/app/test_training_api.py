@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from sqlalchemy import func, select
 
 from app.db import AuditEvent, Decision, Frame, Job, ModelVersion, TrainingRun, db
-from app.services import projects, training, vocabulary
+from app.services import projects, review, training, vocabulary
 from app.services.decisions import record_decision
 from tests.conftest import SHARED_DATA
 from tests.factories import login, token_headers
@@ -327,7 +327,143 @@ def test_projects_made_before_the_setting_existed_read_its_default(app, factory)
     assert projects.settings_of(project)["label_rule"] == "newest"
 
 
+# --- promotion ----------------------------------------------------------------------------------------
+
+def _registered_run(app, project, version_metrics: dict, alias: str | None) -> TrainingRun:
+    """A succeeded run whose model is registered in MLflow (with its metrics on the MLflow run) and in qcloop."""
+    client = MlflowClient(tracking_uri=app.config["MLFLOW_TRACKING_URI"])
+    name = project.model_name
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name)
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+    mlflow_run = client.create_run(experiment_id)
+    for key, value in version_metrics.items():
+        client.log_metric(mlflow_run.info.run_id, key, value)
+    client.set_terminated(mlflow_run.info.run_id, "FINISHED")
+    version = str(client.create_model_version(name, app.config["MLFLOW_ARTIFACT_ROOT"],
+                                              run_id=mlflow_run.info.run_id).version)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    row = ModelVersion(project_id=project.id, registry_name=name, version=version, alias=alias,
+                       mlflow_run_id=mlflow_run.info.run_id, output_map=[], metrics=version_metrics)
+    db.session.add(row)
+    db.session.flush()
+    run = TrainingRun(project_id=project.id, state="succeeded", params={}, metrics=dict(version_metrics),
+                      mlflow_run_id=mlflow_run.info.run_id, model_version_id=row.id)
+    db.session.add(run)
+    db.session.commit()
+    return run
+
+
+def _aliases(app, name: str) -> dict[str, str]:
+    client = MlflowClient(tracking_uri=app.config["MLFLOW_TRACKING_URI"])
+    return {alias: str(client.get_model_version_by_alias(name, alias).version)
+            for alias in client.get_registered_model(name).aliases}
+
+
 def _text(response) -> str:
     """A page's text with runs of white space made single spaces."""
     return " ".join(response.get_data(as_text=True).split())
 
+
+def _audit(action: str, project_id: int) -> list[AuditEvent]:
+    return list(db.session.scalars(select(AuditEvent).where(AuditEvent.action == action,
+                                                            AuditEvent.project_id == project_id)))
+
+
+def test_promote_refuses_a_model_that_is_not_better_unless_forced(app, client, factory):
+    project, admin = _labelled_project(factory, n_scans=0)
+    tier2 = factory.member(project, "tier2")
+    _registered_run(app, project, {"best_val_usable_auc": 0.92, "best_test_usable_auc": 0.90}, "champion")
+    worse = _registered_run(app, project, {"best_val_usable_auc": 0.95, "best_test_usable_auc": 0.85}, "challenger")
+    url = f"/api/v1/projects/{project.id}/training-runs/{worse.id}/promote"
+    headers = token_headers(client, admin.username)
+
+    assert client.post(url, json={}, headers=token_headers(client, tier2.username)).status_code == 403
+    refused = client.post(url, json={}, headers=headers)
+    assert refused.status_code == 409
+    body = refused.get_json()
+    assert "not better than the champion (version 1)" in body["detail"] and "force" in body["detail"]
+    assert body["comparison"] == {"metric": "best_test_usable_auc", "candidate": 0.85, "champion": 0.90,
+                                  "better": False, "champion_version": "1",
+                                  "reason": "best_test_usable_auc 0.8500 <= 0.9000"}
+    assert _aliases(app, project.model_name) == {"champion": "1", "challenger": "2"}
+    assert _audit("model.promote", project.id) == [] and _audit("model.force_promote", project.id) == []
+    assert client.post(url, json={"force": "yes"}, headers=headers).status_code == 400
+
+    forced = client.post(url, json={"force": True}, headers=headers)
+    assert forced.status_code == 200, forced.get_json()
+    answer = forced.get_json()
+    assert answer["forced"] is True and answer["previous_champion"] == "1"
+    assert answer["run"]["model_version"]["alias"] == "champion"
+    assert _aliases(app, project.model_name) == {"champion": "2"}
+    rows = {row.version: row.alias for row in db.session.scalars(
+        select(ModelVersion).where(ModelVersion.project_id == project.id))}
+    assert rows == {"1": None, "2": "champion"}
+    assert review.champion(project.id).version == "2"
+    [event] = _audit("model.force_promote", project.id)
+    assert event.actor_id == admin.id and event.target_id == str(worse.model_version_id)
+    assert event.details["previous_champion"] == "1" and event.details["comparison"]["better"] is False
+    again = client.post(url, json={"force": True}, headers=headers)
+    assert again.status_code == 409 and "already the champion" in again.get_json()["detail"]
+
+
+def test_promote_a_better_model_and_the_buttons_on_the_training_page(app, client, factory):
+    project, admin = _labelled_project(factory, n_scans=0)
+    _registered_run(app, project, {"best_val_usable_auc": 0.80, "best_test_usable_auc": 0.75}, "champion")
+    worse = _registered_run(app, project, {"best_val_usable_auc": 0.70}, None)  # no test metric: val compared
+    better = _registered_run(app, project, {"best_val_usable_auc": 0.85, "best_test_usable_auc": 0.88}, "challenger")
+    failed = TrainingRun(project_id=project.id, state="failed", params={}, error="too few labels")
+    other_project, _ = _labelled_project(factory, n_scans=0)
+    db.session.add(failed)
+    db.session.commit()
+
+    login(client, admin.username)
+    page = _text(client.get(f"/projects/{project.id}/training"))
+    assert "vs champion v1: best_test_usable_auc 0.8800 &gt; 0.7500 (better)" in page
+    assert "vs champion v1: best_val_usable_auc 0.7000 &lt;= 0.8000 (not better)" in page
+    assert page.count(">Promote</button>") == 1 and page.count(">Promote anyway</button>") == 1
+    collaborator = factory.member(project, "collaborator")
+    page = _text(login(app.test_client(), collaborator.username).get(f"/projects/{project.id}/training"))
+    assert "(better)" in page and "Promote</button>" not in page
+
+    headers = token_headers(client, admin.username)
+    base = f"/api/v1/projects/{project.id}/training-runs"
+    assert client.post(f"{base}/{failed.id}/promote", json={}, headers=headers).status_code == 409
+    assert client.post(f"/api/v1/projects/{other_project.id}/training-runs/{better.id}/promote", json={},
+                       headers=headers).status_code == 404  # the admin of this project is no member there
+    response = client.post(f"/projects/{project.id}/training-runs/{better.id}/promote", data={})
+    assert response.status_code == 302
+    assert _aliases(app, project.model_name) == {"champion": "3"}
+    [event] = _audit("model.promote", project.id)
+    assert event.details["comparison"]["metric"] == "best_test_usable_auc" and event.details["version"] == "3"
+    assert _audit("model.force_promote", project.id) == []
+    page = _text(client.get(f"/projects/{project.id}/training"))
+    assert "is now the champion" in page and f"{project.model_name} v3 (champion)" in page
+    refused = client.post(f"/projects/{project.id}/training-runs/{worse.id}/promote", data={}, follow_redirects=True)
+    assert "not better than the champion (version 3)" in _text(refused)
+    assert _aliases(app, project.model_name) == {"champion": "3"}
+
+
+def test_promote_without_a_champion_and_with_the_mlflow_store_gone(make_app, mlflow_store, tmp_path):
+    from tests.factories import Factory
+
+    app = make_app(**mlflow_store)
+    with app.app_context():
+        factory = Factory(app)
+        project, admin = _labelled_project(factory, n_scans=0)
+        first = _registered_run(app, project, {"best_val_usable_auc": 0.6}, None)
+        client = app.test_client()
+        headers = token_headers(client, admin.username)
+        url = f"/api/v1/projects/{project.id}/training-runs/{first.id}/promote"
+        answer = client.post(url, json={}, headers=headers).get_json()
+        assert answer["comparison"]["reason"] == "there is no champion yet" and answer["forced"] is False
+        assert _aliases(app, project.model_name) == {"champion": "1"}
+        second = _registered_run(app, project, {"best_val_usable_auc": 0.9}, None)
+        app.config["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'gone' / 'mlflow.db'}"
+        down = client.post(f"/api/v1/projects/{project.id}/training-runs/{second.id}/promote", json={},
+                           headers=headers)
+        assert down.status_code == 503 and "missing or not writable" in down.get_json()["detail"]
+        assert db.session.get(ModelVersion, second.model_version_id).alias is None
+        db.session.rollback()
