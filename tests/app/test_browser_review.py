@@ -72,13 +72,42 @@ def test_tier1_decides_by_keyboard_a_second_reviewer_is_locked_out_and_tier2_com
     page.wait_for_timeout(200)
     assert crosshair(page) != after_keys
 
-    # window/level: a preset, then typed values that reach the viewer
+    # window/level: a preset, typed values, then a ctrl-drag on the image, each reaching the viewer
+    cal_js = "[window.qcloop.nv.volumes[0].cal_min, window.qcloop.nv.volumes[0].cal_max]"
     page.click("button[data-preset=full]")
+    assert page.evaluate(cal_js) == pytest.approx(page.evaluate("window.qcloop.state.geometry.range"))
     page.fill("#window", "1000")
     page.fill("#level", "700")
     page.press("#level", "Tab")
-    cal = page.evaluate("[window.qcloop.nv.volumes[0].cal_min, window.qcloop.nv.volumes[0].cal_max]")
-    assert cal == [200, 1200]
+    assert page.evaluate(cal_js) == [200, 1200]
+    page.keyboard.down("Control")
+    page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.2, steps=8)
+    page.mouse.up()
+    page.keyboard.up("Control")
+    dragged = page.evaluate(cal_js)
+    assert dragged != [200, 1200]
+    shown = float(page.input_value("#window")), float(page.input_value("#level"))
+    assert shown == pytest.approx((dragged[1] - dragged[0], (dragged[0] + dragged[1]) / 2), rel=1e-3)
+    assert page.evaluate("window.qcloop.state.poi") is None  # a drag is not a point of interest
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)  # right-drag windows too
+    page.mouse.down(button="right")
+    page.mouse.move(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.25, steps=8)
+    page.mouse.up(button="right")
+    assert page.evaluate(cal_js) != dragged
+    pan = page.evaluate("Array.from(window.qcloop.nv.scene.pan2Dxyzmm)")  # shift-drag pans, = zooms
+    page.keyboard.down("Shift")
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35, steps=8)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    panned = page.evaluate("Array.from(window.qcloop.nv.scene.pan2Dxyzmm)")
+    assert panned[:3] != pan[:3]
+    page.keyboard.press("=")
+    assert page.evaluate("window.qcloop.nv.scene.pan2Dxyzmm[3]") > panned[3]
+    page.click("#zoom-reset")
 
     # the model's suggestion is shown with its version, pre-marked but not the reviewer's
     assert "Suggestions by qcloop-neuro v3" in page.locator("#suggestion").inner_text()

@@ -24,10 +24,11 @@
     show3Dcrosshair: true, isColorbar: false,
     dragAndDropEnabled: false, loadingText: "", logLevel: "warn", isOrientationTextVisible: true,
     multiplanarShowRender: NV.SHOW_RENDER.NEVER, multiplanarLayout: NV.MULTIPLANAR_TYPE.GRID,
-    mouseEventConfig: {
-      leftButton: {primary: NV.DRAG_MODE.crosshair, withShift: NV.DRAG_MODE.pan, withCtrl: NV.DRAG_MODE.windowing},
-      rightButton: NV.DRAG_MODE.windowing, centerButton: NV.DRAG_MODE.pan,
-    },
+  });
+  // Niivue's constructor drops mouseEventConfig (opts.mouseEventConfig stays undefined): set it explicitly.
+  nv.setMouseEventConfig({
+    leftButton: {primary: NV.DRAG_MODE.crosshair, withShift: NV.DRAG_MODE.pan, withCtrl: NV.DRAG_MODE.windowing},
+    rightButton: NV.DRAG_MODE.windowing, centerButton: NV.DRAG_MODE.pan,
   });
   window.qcloop = {nv, state, timings, cache};
 
@@ -270,6 +271,10 @@
   canvas.addEventListener("pointerdown", (event) => {
     pointerStart = event.button === 0 && !event.shiftKey && !event.ctrlKey ? [event.clientX, event.clientY] : null;
   });
+  // Niivue's windowing drag changes cal_min/cal_max without calling onIntensityChange: follow it, so the
+  // window/level fields and the remembered setting match what the reviewer sees.
+  canvas.addEventListener("pointermove", (event) => { if (event.buttons) requestAnimationFrame(nv.onIntensityChange); });
+  canvas.addEventListener("pointerup", () => requestAnimationFrame(nv.onIntensityChange));
   canvas.addEventListener("pointerup", (event) => {
     if (!pointerStart || Math.hypot(event.clientX - pointerStart[0], event.clientY - pointerStart[1]) > 4) return;
     pointerStart = null;
