@@ -41,11 +41,24 @@ def artifact_states(
     return states
 
 
+def _voxel_index(value: object) -> int:
+    """A voxel index: an integer, or a number or text that is one exactly (1.0, "3"); never a bool
+    or a fraction, which would otherwise be truncated silently to another voxel."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a voxel index")
+    if isinstance(value, int):
+        return value
+    number = float(value) if isinstance(value, (float, str)) else None
+    if number is None or not number.is_integer():
+        raise ValueError(f"{value!r} is not an integer")
+    return int(number)
+
+
 def _check_location(scan: Scan, location: dict | None) -> tuple[int | None, int | None, int | None]:
     if not location:
         return None, None, None
     try:
-        ijk = tuple(int(location[axis]) for axis in ("i", "j", "k"))
+        ijk = tuple(_voxel_index(location[axis]) for axis in ("i", "j", "k"))
     except (KeyError, TypeError, ValueError) as err:
         raise InvalidInput("location needs integer i, j and k", field="location") from err
     shapes = [frame.shape for frame in scan.frames if frame.shape]

@@ -98,6 +98,10 @@ def test_tier1_decides_with_the_lock_and_tier2_completes(client, world):
     ({"decision": "U", "note": "x" * 3001}, "note", "3000"),
     ({"decision": "U", "location": {"i": 1, "j": 2, "k": 32}}, "location", "outside"),
     ({"decision": "U", "location": {"i": "a", "j": 2, "k": 3}}, "location", "integer"),
+    ({"decision": "U", "location": {"i": 1.5, "j": 2, "k": 3}}, "location", "integer"),
+    ({"decision": "U", "location": {"i": True, "j": 2, "k": 3}}, "location", "integer"),
+    ({"decision": "U", "location": {"i": 1, "j": 2}}, "location", "integer"),
+    ({"decision": "U", "location": {"i": -1, "j": 2, "k": 3}}, "location", "outside"),
     ({"decision": "Q?"}, "note", "note is required"),
     ({"decision": "U", "artifacts": ["lesions"]}, "artifacts", "present"),
 ])
