@@ -8,11 +8,20 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.routing import IntegerConverter
 
 from app.config import Config
 from app.extensions import csrf, db, limiter, login_manager, migrate
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+class IdConverter(IntegerConverter):
+    """``<int:...>`` ids stop at what a database column holds: a larger one is a 404, not a 500."""
+
+    def __init__(self, map, *args, **kwargs) -> None:  # noqa: A002 - werkzeug's name
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(map, *args, **kwargs)
 
 
 def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
@@ -23,6 +32,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     elif config:
         settings.update(config)
     app = Flask(__name__, instance_path=settings["INSTANCE_PATH"])
+    app.url_map.converters["int"] = IdConverter
     app.config.update(settings)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {**app.config["SQLALCHEMY_ENGINE_OPTIONS"],

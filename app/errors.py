@@ -29,6 +29,11 @@ def _answer(status: int, code: str, message: str, details: dict | None = None):
     return render_template("error.html", status=status, message=message), status
 
 
+def _invalid_field_names(messages: dict) -> list[str]:
+    """The field names in webargs' {location: {field: [messages]}}."""
+    return [str(name) for by_field in messages.values() if isinstance(by_field, dict) for name in by_field]
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def service_error(err: ServiceError):
@@ -55,9 +60,13 @@ def register_error_handlers(app: Flask) -> None:
         if isinstance(data, dict) and data.get("messages"):
             details["fields"] = data["messages"]
         status, code = err.code, err.name.lower().replace(" ", "_")
-        if status == 422:  # schema validation: a plain 400 with the field messages, as MIQA answers
-            status, code = 400, "invalid"
-        answer = app.make_response(_answer(status, code, err.description or err.name, details))
+        message = err.description or err.name
+        if details:  # schema validation (400, or 422 from a parser left at webargs' default), as MIQA answers
+            names = _invalid_field_names(details["fields"])
+            status, code, message = 400, "invalid", "invalid input: " + (", ".join(names) or "body")
+            if names:  # the first field at fault, as service errors name it
+                details["field"] = names[0]
+        answer = app.make_response(_answer(status, code, message, details))
         original = err.get_response()
         for header in ("Retry-After", "Allow", "WWW-Authenticate"):
             if header in original.headers:

@@ -8,6 +8,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import Select, func, select
 
 from app.db import db
+from app.services.access import MAX_ID
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -15,7 +16,12 @@ MAX_LIMIT = 1000
 
 class PageArgs(Schema):
     limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
+
+
+def id_field(**kwargs) -> fields.Integer:
+    """An object id in a query or body: a positive integer a database column can hold."""
+    return fields.Integer(validate=validate.Range(min=1, max=MAX_ID), **kwargs)
 
 
 def _url(offset: int, limit: int) -> str:

@@ -7,6 +7,8 @@ from app.db import ROLES, Decision, Experiment, Frame, Job, Membership, Project,
 from app.services.errors import Forbidden, NotFound, Unauthorized
 
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
+# The largest id a database column holds (SQLite and PostgreSQL bigint); a larger one names nothing.
+MAX_ID = 2**63 - 1
 
 # URL argument name -> query giving the id of the project that owns the object.
 _OWNER_QUERIES = {
@@ -23,6 +25,8 @@ OBJECT_ARGUMENTS = tuple(_OWNER_QUERIES)
 
 def project_of(argument: str, object_id: int) -> int:
     """The project owning the object named by a URL argument; NotFound when there is none."""
+    if not 0 < object_id <= MAX_ID:  # the database could not even compare it
+        raise NotFound("Not found.")
     query = _OWNER_QUERIES[argument]
     if query is None:
         project_id = db.session.scalar(select(Project.id).where(Project.id == object_id))

@@ -197,9 +197,12 @@ def _int_field(body: dict, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise InvalidInput(f"{name} must be an id", field=name)
     try:
-        return int(value)
+        number = int(value)
     except ValueError as err:
         raise InvalidInput(f"{name} must be an id", field=name) from err
+    if not 0 < number <= access.MAX_ID:
+        raise InvalidInput(f"{name} must be an id", field=name)
+    return number
 
 
 def _key_list(artifacts: dict, name: str) -> list[str]:
