@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from flask import Flask, jsonify
-from flask_smorest import Api
 
+from app.api.docs import Api
 from app.auth.permissions import permission
 
 

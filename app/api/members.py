@@ -3,9 +3,19 @@ between members about a scan."""
 from __future__ import annotations
 
 from flask_login import current_user
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from app.api.docs import (
+    OPEN,
+    Blueprint,
+    InvitationList,
+    InvitationOffer,
+    InvitationOut,
+    MemberOut,
+    UserOut,
+    answers,
+    page_of,
+)
 from app.api.pagination import PageArgs, paginate
 from app.api.users import user_json
 from app.auth.permissions import permission
@@ -30,7 +40,7 @@ class RoleChange(Schema):
 
 
 class NewInvitation(Schema):
-    email = fields.String(required=True, validate=validate.Length(min=3, max=254))
+    email = fields.Email(required=True, validate=validate.Length(min=3, max=254))
     role = _ROLE
 
 
@@ -42,7 +52,8 @@ class Acceptance(Schema):
 
 
 class ScanEmail(Schema):
-    to = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1, max=50),
+    to = fields.List(fields.Raw(allow_none=False, metadata={"oneOf": [{"type": "integer"}, {"type": "string"}]}),
+                     required=True, validate=validate.Length(min=1, max=50),
                      metadata={"description": "user ids or usernames of members of the scan's project"})
     message = fields.String(load_default="", validate=validate.Length(max=members.MAX_MESSAGE_LENGTH))
     subject = fields.String(load_default=None, allow_none=True,
@@ -63,6 +74,7 @@ def invitation_json(invitation: Invitation) -> dict:
 
 @blp.route("/projects/<int:project_id>/members", methods=["GET"])
 @blp.arguments(PageArgs, location="query")
+@answers(blp, 200, page_of(MemberOut))
 @permission("project", "collaborator")
 def list_members(page, project_id: int):
     return paginate(members.members_query(project_id), page, member_json)
@@ -70,6 +82,7 @@ def list_members(page, project_id: int):
 
 @blp.route("/projects/<int:project_id>/members", methods=["POST"])
 @blp.arguments(NewMember)
+@answers(blp, 201, MemberOut)
 @permission("project", "admin")
 def add_member(body: dict, project_id: int):
     membership = members.add_member(project_id, body["user"], body["role"], current_user)
@@ -79,6 +92,7 @@ def add_member(body: dict, project_id: int):
 
 @blp.route("/projects/<int:project_id>/members/<int:user_id>", methods=["PUT"])
 @blp.arguments(RoleChange)
+@answers(blp, 200, MemberOut)
 @permission("project", "admin")
 def change_member(body: dict, project_id: int, user_id: int):
     members.change_role(project_id, user_id, body["role"], current_user)
@@ -87,6 +101,7 @@ def change_member(body: dict, project_id: int, user_id: int):
 
 
 @blp.route("/projects/<int:project_id>/members/<int:user_id>", methods=["DELETE"])
+@answers(blp, 204, description="removed")
 @permission("project", "admin")
 def remove_member(project_id: int, user_id: int):
     members.change_role(project_id, user_id, None, current_user)
@@ -95,6 +110,7 @@ def remove_member(project_id: int, user_id: int):
 
 
 @blp.route("/projects/<int:project_id>/invitations", methods=["GET"])
+@answers(blp, 200, InvitationList)
 @permission("project", "admin")
 def list_invitations(project_id: int):
     return {"results": [invitation_json(i) for i in invitations.pending(project_id)]}
@@ -102,6 +118,7 @@ def list_invitations(project_id: int):
 
 @blp.route("/projects/<int:project_id>/invitations", methods=["POST"])
 @blp.arguments(NewInvitation)
+@answers(blp, 201, InvitationOut)
 @permission("project", "admin")
 def invite(body: dict, project_id: int):
     """Mail an invitation link (valid 7 days) that creates the account with this role."""
@@ -111,6 +128,7 @@ def invite(body: dict, project_id: int):
 
 
 @blp.route("/projects/<int:project_id>/invitations/<int:invitation_id>", methods=["DELETE"])
+@answers(blp, 204, description="revoked")
 @permission("project", "admin")
 def revoke_invitation(project_id: int, invitation_id: int):
     invitations.revoke(invitations.get_for_project(project_id, invitation_id), current_user)
@@ -119,6 +137,7 @@ def revoke_invitation(project_id: int, invitation_id: int):
 
 
 @blp.route("/invitations/<invite_token>", methods=["GET"])
+@answers(blp, 200, InvitationOffer)
 @permission("public")
 def show_invitation(invite_token: str):
     """What an invitation link offers; 404 unknown or revoked, 400 used or expired."""
@@ -129,6 +148,7 @@ def show_invitation(invite_token: str):
 
 @blp.route("/invitations/<invite_token>/accept", methods=["POST"])
 @blp.arguments(Acceptance)
+@answers(blp, 201, UserOut)
 @permission("public")
 @csrf_exempt
 def accept_invitation(body: dict, invite_token: str):
@@ -144,6 +164,7 @@ def accept_invitation(body: dict, invite_token: str):
 
 
 @blp.route("/scans/<int:scan_id>/email", methods=["GET"])
+@answers(blp, 200, OPEN, description="subject, body with the link to the scan, and the members one may write to")
 @permission("project", "collaborator")
 def scan_email_draft(scan_id: int):
     """The pre-filled subject, body with the scan's link, and the members one may write to."""
@@ -152,6 +173,7 @@ def scan_email_draft(scan_id: int):
 
 @blp.route("/scans/<int:scan_id>/email", methods=["POST"])
 @blp.arguments(ScanEmail)
+@answers(blp, 200, OPEN, description="sent_to, subject and link")
 @permission("project", "collaborator")
 def send_scan_email(body: dict, scan_id: int):
     """Mail members of the scan's project about it; the link to the scan is added to the message."""

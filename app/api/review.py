@@ -10,10 +10,20 @@ from __future__ import annotations
 
 from flask import g, request, url_for
 from flask_login import current_user
-from flask_smorest import Blueprint
-from marshmallow import fields
 
-from app.api.pagination import PageArgs, paginate
+from app.api.docs import (
+    OPEN,
+    Blueprint,
+    DecisionOut,
+    ExperimentOut,
+    FrameOut,
+    ProjectOut,
+    ScanOut,
+    answers,
+    body,
+    page_of,
+)
+from app.api.pagination import PageArgs, id_field, paginate
 from app.auth.permissions import permission
 from app.db import Decision, Experiment, Frame, Project, Scan, db
 from app.services import decisions, review
@@ -22,20 +32,38 @@ blp = Blueprint("review", __name__, description="Projects, experiments, scans, f
 
 
 class ExperimentArgs(PageArgs):
-    project = fields.Integer()
+    project = id_field()
 
 
 class ScanArgs(PageArgs):
-    project = fields.Integer()
-    experiment = fields.Integer()
+    project = id_field()
+    experiment = id_field()
 
 
 class FrameArgs(PageArgs):
-    scan = fields.Integer()
+    scan = id_field()
 
 
 class DecisionArgs(PageArgs):
-    scan = fields.Integer()
+    scan = id_field()
+
+
+# Bodies read by the review service (MIQA's shapes, checked there with MIQA's messages).
+NOTE_BODY = {"application/json": {"schema": {
+    "type": "object", "required": ["note"],
+    "properties": {"note": {"type": "string", "maxLength": review.NOTE_MAX_LENGTH}}}}}
+DECISION_BODY = {"application/json": {"schema": {
+    "type": "object", "required": ["scan", "decision"],
+    "properties": {
+        "scan": {"type": "integer"},
+        "project": {"type": "integer", "description": "optional check: the scan's project"},
+        "decision": {"type": "string", "description": "a decision key of the project's vocabulary"},
+        "note": {"type": "string", "maxLength": review.NOTE_MAX_LENGTH},
+        "artifacts": {"type": "object", "properties": {
+            "present": {"type": "array", "items": {"type": "string"}},
+            "absent": {"type": "array", "items": {"type": "string"}}}},
+        "location": {"type": "object", "nullable": True, "required": ["i", "j", "k"], "properties": {
+            "i": {"type": "integer"}, "j": {"type": "integer"}, "k": {"type": "integer"}}}}}}}
 
 
 def project_json(project: Project, role: str | None = None) -> dict:
@@ -79,18 +107,21 @@ def scans_json(scans: list[Scan]) -> list[dict]:
 
 @blp.route("/projects", methods=["GET"])
 @blp.arguments(PageArgs, location="query")
+@answers(blp, 200, page_of(ProjectOut))
 @permission("login")
 def list_projects(page: dict):
     return paginate(review.projects_query(current_user), page, project_json)
 
 
 @blp.route("/projects/<int:project_id>", methods=["GET"])
+@answers(blp, 200, ProjectOut)
 @permission("project", "collaborator")
 def get_project(project_id: int):
     return project_json(review.get(Project, project_id), g.project_role)
 
 
 @blp.route("/projects/<int:project_id>/task_overview", methods=["GET"])
+@answers(blp, 200, OPEN, description="scan states per experiment, with the reviewers' agreement")
 @permission("project", "collaborator")
 def task_overview(project_id: int):
     return review.task_overview(review.get(Project, project_id), g.project_role)
@@ -98,18 +129,21 @@ def task_overview(project_id: int):
 
 @blp.route("/experiments", methods=["GET"])
 @blp.arguments(ExperimentArgs, location="query")
+@answers(blp, 200, page_of(ExperimentOut))
 @permission("login")
 def list_experiments(args: dict):
     return paginate(review.experiments_query(current_user, args.get("project")), args, experiment_json)
 
 
 @blp.route("/experiments/<int:experiment_id>", methods=["GET"])
+@answers(blp, 200, ExperimentOut)
 @permission("project", "collaborator")
 def get_experiment(experiment_id: int):
     return experiment_json(review.get(Experiment, experiment_id))
 
 
 @blp.route("/experiments/<int:experiment_id>/lock", methods=["POST"])
+@answers(blp, 200, ExperimentOut)
 @permission("project", "tier1")
 def lock_experiment(experiment_id: int):
     """Take or renew the review lock (LOCK_MINUTES, 5 by default); 409 with the holder when taken."""
@@ -120,6 +154,7 @@ def lock_experiment(experiment_id: int):
 
 
 @blp.route("/experiments/<int:experiment_id>/lock", methods=["DELETE"])
+@answers(blp, 200, ExperimentOut)
 @permission("project", "tier1")
 def unlock_experiment(experiment_id: int):
     """Release one's own lock; a project admin may break another reviewer's lock (audited)."""
@@ -130,6 +165,8 @@ def unlock_experiment(experiment_id: int):
 
 
 @blp.route("/experiments/<int:experiment_id>/note", methods=["POST"])
+@body(blp, NOTE_BODY, required=True)
+@answers(blp, 200, ExperimentOut)
 @permission("project", "tier1")
 def set_experiment_note(experiment_id: int):
     """Body ``{"note": "..."}`` (at most 3000 characters)."""
@@ -142,6 +179,7 @@ def set_experiment_note(experiment_id: int):
 
 @blp.route("/scans", methods=["GET"])
 @blp.arguments(ScanArgs, location="query")
+@answers(blp, 200, page_of(ScanOut))
 @permission("login")
 def list_scans(args: dict):
     answer = paginate(review.scans_query(current_user, args.get("experiment"), args.get("project")), args,
@@ -151,6 +189,7 @@ def list_scans(args: dict):
 
 
 @blp.route("/scans/<int:scan_id>", methods=["GET"])
+@answers(blp, 200, ScanOut)
 @permission("project", "collaborator")
 def get_scan(scan_id: int):
     return scans_json([review.get(Scan, scan_id)])[0]
@@ -158,12 +197,14 @@ def get_scan(scan_id: int):
 
 @blp.route("/frames", methods=["GET"])
 @blp.arguments(FrameArgs, location="query")
+@answers(blp, 200, page_of(FrameOut))
 @permission("login")
 def list_frames(args: dict):
     return paginate(review.frames_query(current_user, args.get("scan")), args, frame_json)
 
 
 @blp.route("/frames/<int:frame_id>", methods=["GET"])
+@answers(blp, 200, FrameOut)
 @permission("project", "collaborator")
 def get_frame(frame_id: int):
     return frame_json(review.get(Frame, frame_id))
@@ -171,18 +212,22 @@ def get_frame(frame_id: int):
 
 @blp.route("/scan-decisions", methods=["GET"])
 @blp.arguments(DecisionArgs, location="query")
+@answers(blp, 200, page_of(DecisionOut))
 @permission("login")
 def list_decisions(args: dict):
     return paginate(review.decisions_query(current_user, args.get("scan")), args, review.decision_json)
 
 
 @blp.route("/scan-decisions/<int:decision_id>", methods=["GET"])
+@answers(blp, 200, DecisionOut)
 @permission("project", "collaborator")
 def get_decision(decision_id: int):
     return review.decision_json(review.get(Decision, decision_id))
 
 
 @blp.route("/scan-decisions", methods=["POST"])
+@body(blp, DECISION_BODY, required=True)
+@answers(blp, 201, DecisionOut)
 @permission("login")
 def create_decision():
     """Record a decision (tier 1 or more in the scan's project, holding the experiment's lock).

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from flask_login import current_user
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from app.api.docs import Blueprint, NewTokenOut, TokenOut, answers, page_of
 from app.api.pagination import PageArgs, paginate
 from app.auth.permissions import permission
 from app.db import ApiToken, db
@@ -32,6 +32,7 @@ def token_json(token: ApiToken) -> dict:
 
 @blp.route("/tokens", methods=["GET"])
 @blp.arguments(PageArgs, location="query")
+@answers(blp, 200, page_of(TokenOut))
 @permission("login")
 def list_tokens(page):
     return paginate(users.tokens_of(current_user), page, token_json)
@@ -39,6 +40,7 @@ def list_tokens(page):
 
 @blp.route("/tokens", methods=["POST"])
 @blp.arguments(NewToken)
+@answers(blp, 201, NewTokenOut)
 @permission("login")
 def create_token(body: dict):
     """A new token; its value is in this answer only."""
@@ -48,6 +50,7 @@ def create_token(body: dict):
 
 
 @blp.route("/tokens/<int:token_id>", methods=["DELETE"])
+@answers(blp, 204, description="revoked")
 @permission("login")
 def revoke_token(token_id: int):
     users.revoke_token(current_user, token_id)

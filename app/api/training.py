@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import request
 from flask_login import current_user
-from flask_smorest import Blueprint
 
+from app.api.docs import Blueprint, RunOut, answers, page_of
 from app.api.pagination import PageArgs, paginate
 from app.auth.permissions import permission
 from app.services import projects, training
@@ -13,6 +13,7 @@ blp = Blueprint("training", __name__, description="Retraining runs on reviewer d
 
 
 @blp.route("/projects/<int:project_id>/training-runs", methods=["POST"])
+@answers(blp, 201, RunOut)
 @permission("project", "admin")
 def start_run(project_id: int):
     """Start a run. Body (all optional): epochs, from (scratch|miqa|champion), arch, batch_size, lr,
@@ -25,50 +26,21 @@ def start_run(project_id: int):
 
 @blp.route("/projects/<int:project_id>/training-runs", methods=["GET"])
 @blp.arguments(PageArgs, location="query")
+@answers(blp, 200, page_of(RunOut))
 @permission("project", "collaborator")
 def list_runs(page: dict, project_id: int):
     return paginate(training.runs_query(project_id), page, training.run_json)
 
 
 @blp.route("/training-runs/<int:run_id>", methods=["GET"])
+@answers(blp, 200, RunOut)
 @permission("project", "collaborator")
 def get_run(run_id: int):
     return training.run_json(training.get_run(run_id))
 
 
 @blp.route("/training-runs/<int:run_id>/cancel", methods=["POST"])
+@answers(blp, 200, RunOut)
 @permission("project", "admin")
 def cancel_run(run_id: int):
     return training.run_json(training.cancel_run(training.get_run(run_id)))
-
-
-@blp.route("/projects/<int:project_id>/training-runs/<int:run_id>/promote", methods=["POST"])
-@permission("project", "admin")
-def promote_run(project_id: int, run_id: int):
-    """Make the run's model the champion. Refused (409, with the comparison) unless it beats the champion
-    on a held-out metric (best_test_usable_auc, else best_val_usable_auc); body {"force": true} promotes
-    anyway and is recorded in the audit log."""
-    body = request.get_json(silent=True) or {}
-    if not isinstance(body, dict):
-        body = {"force": body}
-    return training.promote_run(project_id, run_id, current_user, body.get("force", False))
-
-
-@blp.route("/projects/<int:project_id>/training-settings", methods=["GET"])
-@permission("project", "collaborator")
-def training_settings(project_id: int):
-    """The settings training reads: label_rule, questionable, min_labels_per_class (defaults filled in)."""
-    return _training_settings(projects.settings_of(projects.get_project(project_id)))
-
-
-@blp.route("/projects/<int:project_id>/training-settings", methods=["PATCH"])
-@permission("project", "admin")
-def change_training_settings(project_id: int):
-    """Change some of label_rule, questionable ("exclude" or a weight in (0, 1]) and min_labels_per_class."""
-    body = request.get_json(silent=True)
-    settings = projects.update_settings(projects.get_project(project_id), {} if body is None else body, current_user)
-    return _training_settings(settings)
-
-
-def _training_settings(settings: dict) -> dict:
-    return {key: settings[key] for key in projects.EDITABLE_SETTINGS}

@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 from flask import Response, request, stream_with_context
 from flask_login import current_user
-from flask_smorest import Blueprint
 from werkzeug.utils import secure_filename
 
+from app.api.docs import OPEN, Blueprint, JobOut, JobStarted, UploadedFrameOut, answers, body
 from app.auth.permissions import permission
 from app.db import db
 from app.services import jobs, projects
@@ -45,6 +45,27 @@ def _stash() -> tuple[str, str]:
                        field="file")
 
 
+_IMPORT_FILE = {"type": "object", "required": ["file"], "properties": {
+    "file": {"type": "string", "format": "binary", "description": "MIQA CSV/JSON or qcloop full CSV/JSON"},
+    "mode": {"type": "string", "enum": ["merge", "replace"], "default": "merge"},
+    "dry_run": {"type": "boolean", "default": False}}}
+IMPORT_BODY = {"multipart/form-data": {"schema": _IMPORT_FILE}, "text/csv": {"schema": {"type": "string"}}}
+EXPORT_BODY = {"application/json": {"schema": {"type": "object", "properties": {
+    "format": {"type": "string", "enum": list(exporter.FORMATS), "default": "miqa-csv"}}}}}
+EXPORT_FILE = {"text/csv": {"schema": {"type": "string"}}, "application/json": {"schema": {}}}
+FRAME_BODY = {"multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+    "file": {"type": "string", "format": "binary", "description": "a NIfTI or NRRD image"},
+    "frame_number": {"type": "integer", "minimum": 0}, "scan": {"type": "integer"},
+    "project": {"type": "integer"}, "experiment": {"type": "string"}, "scan_name": {"type": "string"},
+    "scan_type": {"type": "string"}}}}}
+
+
+def _import_answers(view):
+    """The summary of a small import (200) or the job of a large one (202)."""
+    view = answers(blp, 200, OPEN, description="what was (or would be) added, changed and archived")(view)
+    return answers(blp, 202, JobStarted, description="a large file: the import job to poll")(view)
+
+
 def _start(project):
     token, filename = _stash()
     summary, job = tasks.start_import(token, project=project, mode=_option("mode", "merge"),
@@ -53,6 +74,15 @@ def _start(project):
         url = f"/api/v1/jobs/{job.id}" if project is not None else f"/api/v1/global/jobs/{job.id}"
         return {"job": tasks.job_json(job), "url": url}, 202
     return summary, 200
+
+
+def _export_format() -> str:
+    """The export's ``format`` option; a JSON body, when sent, must be an object."""
+    if request.is_json and request.content_length:
+        sent = request.get_json(silent=True)
+        if not isinstance(sent, dict):
+            raise InvalidInput('the body must be a JSON object such as {"format": "miqa-csv"}', field="format")
+    return _option("format", "miqa-csv")
 
 
 def _stream(fmt: str, project_ids: list[int], stem: str) -> Response:
@@ -66,6 +96,8 @@ def _stream(fmt: str, project_ids: list[int], stem: str) -> Response:
 
 
 @blp.route("/projects/<int:project_id>/import", methods=["POST"])
+@body(blp, IMPORT_BODY, required=True)
+@_import_answers
 @permission("project", "admin")
 def import_project(project_id: int):
     """Import a MIQA CSV/JSON or qcloop full CSV/JSON file into this project.
@@ -78,14 +110,18 @@ def import_project(project_id: int):
 
 
 @blp.route("/projects/<int:project_id>/export", methods=["POST"])
+@body(blp, EXPORT_BODY)
+@answers(blp, 200, content=EXPORT_FILE, description="the export file, streamed")
 @permission("project", "admin")
 def export_project(project_id: int):
     """Stream this project as ``format`` miqa-csv (default), miqa-json, csv or json (qcloop full)."""
     project = projects.get_project(project_id)
-    return _stream(_option("format", "miqa-csv"), [project.id], project.name)
+    return _stream(_export_format(), [project.id], project.name)
 
 
 @blp.route("/global/import", methods=["POST"])
+@body(blp, IMPORT_BODY, required=True)
+@_import_answers
 @permission("superuser")
 def import_global():
     """Import a file naming any projects (missing ones are created)."""
@@ -93,12 +129,16 @@ def import_global():
 
 
 @blp.route("/global/export", methods=["POST"])
+@body(blp, EXPORT_BODY)
+@answers(blp, 200, content=EXPORT_FILE, description="the export file, streamed")
 @permission("superuser")
 def export_global():
-    return _stream(_option("format", "miqa-csv"), exporter.all_project_ids(), "qcloop")
+    return _stream(_export_format(), exporter.all_project_ids(), "qcloop")
 
 
 @blp.route("/frames", methods=["POST"])
+@body(blp, FRAME_BODY, required=True)
+@answers(blp, 201, UploadedFrameOut)
 @permission("login")
 def upload_frame():
     """Upload an image as a frame (multipart, MIQA style): ``file`` (or ``content``), ``frame_number``,
@@ -113,24 +153,28 @@ def upload_frame():
 
 
 @blp.route("/jobs/<int:job_id>", methods=["GET"])
+@answers(blp, 200, JobOut)
 @permission("project", "collaborator")
 def get_job(job_id: int):
     return tasks.job_json(jobs.get_job(job_id))
 
 
 @blp.route("/jobs/<int:job_id>/cancel", methods=["POST"])
+@answers(blp, 200, JobOut)
 @permission("project", "admin")
 def cancel_job(job_id: int):
     return tasks.job_json(jobs.cancel(jobs.get_job(job_id)))
 
 
 @blp.route("/global/jobs/<int:job_id>", methods=["GET"])
+@answers(blp, 200, JobOut)
 @permission("superuser")
 def get_global_job(job_id: int):
     return tasks.job_json(jobs.get_job(job_id))
 
 
 @blp.route("/global/jobs/<int:job_id>/cancel", methods=["POST"])
+@answers(blp, 200, JobOut)
 @permission("superuser")
 def cancel_global_job(job_id: int):
     return tasks.job_json(jobs.cancel(jobs.get_job(job_id)))

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from flask import jsonify
 from flask_login import current_user, logout_user
-from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
+from app.api.docs import AuditEventOut, Blueprint, OPEN, UserOut, answers, page_of
 from app.api.pagination import PageArgs, paginate
 from app.auth import token_from_request
 from app.auth.permissions import permission
@@ -22,6 +22,7 @@ def user_json(user: User) -> dict:
 
 @blp.route("/users", methods=["GET"])
 @blp.arguments(PageArgs, location="query")
+@answers(blp, 200, page_of(UserOut))
 @permission("login")
 def list_users(page):
     """Users who share a project with the caller (all users for a superuser)."""
@@ -29,6 +30,7 @@ def list_users(page):
 
 
 @blp.route("/users/me", methods=["GET"])
+@answers(blp, 200, UserOut)
 @permission("login")
 def me():
     return user_json(current_user)
@@ -47,6 +49,7 @@ def audit_json(event: AuditEvent) -> dict:
 
 @blp.route("/audit-events", methods=["GET"])
 @blp.arguments(AuditArgs, location="query")
+@answers(blp, 200, page_of(AuditEventOut))
 @permission("superuser")
 def audit_events(args):
     """Log-ins, failed log-ins, role changes, tokens and other audited changes, newest first."""
@@ -54,6 +57,7 @@ def audit_events(args):
 
 
 @blp.route("/logout", methods=["POST"])
+@answers(blp, 200, OPEN, description="an empty object")
 @permission("login")
 def logout():
     """Revoke the calling token (token auth) or end the browser session."""

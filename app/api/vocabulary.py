@@ -2,39 +2,45 @@
 from __future__ import annotations
 
 from flask_login import current_user
-from flask_smorest import Blueprint
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
+from app.api.docs import Blueprint, EntryOut, OptionOut, VocabularyOut, answers
 from app.auth.permissions import permission
-from app.db import ArtifactEntry, DecisionOption, db
+from app.db import DECISION_MEANINGS, ArtifactEntry, DecisionOption, db
 from app.services import vocabulary
 
 blp = Blueprint("vocabulary", __name__, description="Decision and artifact vocabularies")
 
 
+# The service checks the same rules; here they also reach the OpenAPI description.
+_LABEL = {"validate": [validate.Length(min=1, max=100), validate.Regexp(r"\s*\S")]}
+_POSITION = {"strict": True, "validate": validate.Range(min=-(2**31), max=2**31 - 1)}
+_SHORTCUT = {"allow_none": True, "validate": validate.Regexp(r"^[A-Za-z0-9]$")}
+
+
 class OptionChanges(Schema):
-    label = fields.String()
-    meaning = fields.String()
-    position = fields.Integer(strict=True)
-    shortcut = fields.String(allow_none=True)
+    label = fields.String(**_LABEL)
+    meaning = fields.String(validate=validate.OneOf(DECISION_MEANINGS))
+    position = fields.Integer(**_POSITION)
+    shortcut = fields.String(**_SHORTCUT)
     requires_note = fields.Boolean()
     retired = fields.Boolean()
 
 
 class NewOption(OptionChanges):
-    key = fields.String(required=True)
-    meaning = fields.String(required=True)
+    key = fields.String(required=True, validate=validate.Regexp(vocabulary.KEY_PATTERNS[DecisionOption].pattern))
+    meaning = fields.String(required=True, validate=validate.OneOf(DECISION_MEANINGS))
 
 
 class EntryChanges(Schema):
-    label = fields.String()
-    position = fields.Integer(strict=True)
-    shortcut = fields.String(allow_none=True)
+    label = fields.String(**_LABEL)
+    position = fields.Integer(**_POSITION)
+    shortcut = fields.String(**_SHORTCUT)
     retired = fields.Boolean()
 
 
 class NewEntry(EntryChanges):
-    key = fields.String(required=True)
+    key = fields.String(required=True, validate=validate.Regexp(vocabulary.KEY_PATTERNS[ArtifactEntry].pattern))
 
 
 def option_json(option: DecisionOption) -> dict:
@@ -49,6 +55,7 @@ def entry_json(entry: ArtifactEntry) -> dict:
 
 
 @blp.route("/projects/<int:project_id>/vocabulary", methods=["GET"])
+@answers(blp, 200, VocabularyOut)
 @permission("project", "collaborator")
 def get_vocabulary(project_id: int):
     return {
@@ -60,6 +67,7 @@ def get_vocabulary(project_id: int):
 
 @blp.route("/projects/<int:project_id>/decision-options", methods=["POST"])
 @blp.arguments(NewOption)
+@answers(blp, 201, OptionOut)
 @permission("project", "admin")
 def add_option(body: dict, project_id: int):
     option = vocabulary.add_entry(DecisionOption, project_id, body, current_user)
@@ -69,6 +77,7 @@ def add_option(body: dict, project_id: int):
 
 @blp.route("/projects/<int:project_id>/decision-options/<int:option_id>", methods=["PATCH"])
 @blp.arguments(OptionChanges)
+@answers(blp, 200, OptionOut)
 @permission("project", "admin")
 def update_option(body: dict, project_id: int, option_id: int):
     option = vocabulary.update_entry(DecisionOption, project_id, option_id, body, current_user)
@@ -78,6 +87,7 @@ def update_option(body: dict, project_id: int, option_id: int):
 
 @blp.route("/projects/<int:project_id>/artifact-entries", methods=["POST"])
 @blp.arguments(NewEntry)
+@answers(blp, 201, EntryOut)
 @permission("project", "admin")
 def add_artifact(body: dict, project_id: int):
     entry = vocabulary.add_entry(ArtifactEntry, project_id, body, current_user)
@@ -87,6 +97,7 @@ def add_artifact(body: dict, project_id: int):
 
 @blp.route("/projects/<int:project_id>/artifact-entries/<int:entry_id>", methods=["PATCH"])
 @blp.arguments(EntryChanges)
+@answers(blp, 200, EntryOut)
 @permission("project", "admin")
 def update_artifact(body: dict, project_id: int, entry_id: int):
     entry = vocabulary.update_entry(ArtifactEntry, project_id, entry_id, body, current_user)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Response, request, send_file
-from flask_smorest import Blueprint
 
+from app.api.docs import BINARY, OPEN, Blueprint, answers
 from app.auth.permissions import permission
 from app.db import Frame
 from app.services import review, volumes
@@ -22,6 +22,7 @@ from app.storage import checksum as file_checksum
 blp = Blueprint("volumes", __name__, description="Frame volumes for the viewer, previews, slices, downloads")
 
 MAX_AGE = 3600
+NIFTI = {"application/octet-stream": BINARY}
 
 
 def _private(response: Response) -> Response:
@@ -38,6 +39,7 @@ def _send_nifti(path: Path, etag: str, name: str) -> Response:
 
 
 @blp.route("/frames/<int:frame_id>/volume", methods=["GET"])
+@answers(blp, 200, content=NIFTI, description="RAS NIfTI (.nii.gz)")
 @permission("project", "collaborator")
 def volume(frame_id: int):
     """The frame as a RAS-reoriented NIfTI (.nii.gz), cached; ETag, Range and private caching."""
@@ -46,6 +48,7 @@ def volume(frame_id: int):
 
 
 @blp.route("/frames/<int:frame_id>/geometry", methods=["GET"])
+@answers(blp, 200, OPEN, description="shapes, affines and the default window")
 @permission("project", "collaborator")
 def geometry(frame_id: int):
     """Shapes, affines (RAS and original) and the default window: the viewer maps a clicked RAS
@@ -54,6 +57,7 @@ def geometry(frame_id: int):
 
 
 @blp.route("/frames/<int:frame_id>/preview", methods=["GET"])
+@answers(blp, 200, content=NIFTI, description="8-bit RAS NIfTI (.nii.gz)")
 @permission("project", "collaborator")
 def preview(frame_id: int):
     """A small 8-bit RAS NIfTI that the viewer paints while the full volume loads."""
@@ -62,6 +66,7 @@ def preview(frame_id: int):
 
 
 @blp.route("/frames/<int:frame_id>/saliency", methods=["GET"])
+@answers(blp, 200, content=NIFTI, description="RAS NIfTI (.nii.gz)")
 @permission("project", "collaborator")
 def saliency(frame_id: int):
     """The current model's saliency map for the frame (Evaluation.scores["saliency_location"]) as RAS NIfTI."""
@@ -77,6 +82,7 @@ def saliency(frame_id: int):
 
 
 @blp.route("/frames/<int:frame_id>/download", methods=["GET"])
+@answers(blp, 200, content=NIFTI, description="the original file")
 @permission("project", "collaborator")
 def download(frame_id: int):
     """The original file, as stored (a DICOM frame downloads the file its location names)."""
@@ -90,6 +96,7 @@ def download(frame_id: int):
 
 
 @blp.route("/frames/<int:frame_id>/slice", methods=["GET"])
+@answers(blp, 200, content={"image/png": BINARY}, description="one slice as PNG")
 @permission("project", "collaborator")
 def slice_png(frame_id: int):
     """One RAS slice as PNG: ``axis`` axial|coronal|sagittal (default axial), ``index`` (default the

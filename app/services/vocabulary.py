@@ -84,7 +84,7 @@ def vocabulary_version(project_id: int) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 
-_KEY_PATTERNS = {
+KEY_PATTERNS = {
     DecisionOption: re.compile(r"^[A-Za-z0-9?_-]{1,32}$"),
     ArtifactEntry: re.compile(r"^[a-z][a-z0-9_]{0,63}$"),
 }
@@ -122,7 +122,7 @@ def _check_fields(model: type, project_id: int, fields: dict[str, Any], row_id: 
 def add_entry(model: type, project_id: int, fields: dict[str, Any], actor: User | None) -> DecisionOption | ArtifactEntry:
     """Add a decision option or artifact entry to a project's vocabulary (a new artifact = a new model output)."""
     key = fields.get("key")
-    if not isinstance(key, str) or not _KEY_PATTERNS[model].match(key):
+    if not isinstance(key, str) or not KEY_PATTERNS[model].match(key):
         raise InvalidInput(f"key {key!r} is not valid for a {_KIND_NAMES[model]}", field="key")
     if model is DecisionOption and "meaning" not in fields:
         raise InvalidInput("meaning is required", field="meaning")
