@@ -44,3 +44,35 @@ def get_run(run_id: int):
 @permission("project", "admin")
 def cancel_run(run_id: int):
     return training.run_json(training.cancel_run(training.get_run(run_id)))
+
+
+@blp.route("/projects/<int:project_id>/training-runs/<int:run_id>/promote", methods=["POST"])
+@permission("project", "admin")
+def promote_run(project_id: int, run_id: int):
+    """Make the run's model the champion. Refused (409, with the comparison) unless it beats the champion
+    on a held-out metric (best_test_usable_auc, else best_val_usable_auc); body {"force": true} promotes
+    anyway and is recorded in the audit log."""
+    body = request.get_json(silent=True) or {}
+    if not isinstance(body, dict):
+        body = {"force": body}
+    return training.promote_run(project_id, run_id, current_user, body.get("force", False))
+
+
+@blp.route("/projects/<int:project_id>/training-settings", methods=["GET"])
+@permission("project", "collaborator")
+def training_settings(project_id: int):
+    """The settings training reads: label_rule, questionable, min_labels_per_class (defaults filled in)."""
+    return _training_settings(projects.settings_of(projects.get_project(project_id)))
+
+
+@blp.route("/projects/<int:project_id>/training-settings", methods=["PATCH"])
+@permission("project", "admin")
+def change_training_settings(project_id: int):
+    """Change some of label_rule, questionable ("exclude" or a weight in (0, 1]) and min_labels_per_class."""
+    body = request.get_json(silent=True)
+    settings = projects.update_settings(projects.get_project(project_id), {} if body is None else body, current_user)
+    return _training_settings(settings)
+
+
+def _training_settings(settings: dict) -> dict:
+    return {key: settings[key] for key in projects.EDITABLE_SETTINGS}
