@@ -107,6 +107,8 @@ class Config:
         self.OPENAPI_VERSION = "3.0.3"
         self.OPENAPI_URL_PREFIX = "/api/v1"
         self.OPENAPI_JSON_PATH = "openapi.json"
+        self.OPENAPI_SWAGGER_UI_PATH = "docs"  # /api/v1/docs, public like the description it shows
+        self.OPENAPI_SWAGGER_UI_URL = "/static/vendor/swagger-ui/"  # swagger-ui-dist, vendored
 
     def as_dict(self) -> dict[str, object]:
         return {key: value for key, value in vars(self).items() if key.isupper()}
