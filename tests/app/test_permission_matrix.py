@@ -9,14 +9,15 @@ ARGUMENTS: a new argument name fails the test until it is added there.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from typing import Callable
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.auth.permissions import declared_permission
-from app.db import ArtifactEntry, DecisionOption, Frame, Job, Scan, TrainingRun, db
+from app.db import ArtifactEntry, Decision, DecisionOption, Frame, Job, Scan, TrainingRun, db
 from app.services import access, decisions, invitations, projects, users, vocabulary
 from tests.factories import PASSWORD, Factory
 
@@ -256,9 +257,56 @@ PINNED = {
     "tokens.list_tokens": ("login", None), "tokens.create_token": ("login", None),
     "tokens.revoke_token": ("login", None), "auth.profile": ("login", None),
     "auth.api_token_auth": ("public", None), "auth.login": ("public", None),
+    # Import and export: project admins for a project, superusers for everything (issues 3 and the transfer issue).
+    "transfer.import_project": ("project", "admin"), "transfer.export_project": ("project", "admin"),
+    "transfer.cancel_job": ("project", "admin"), "transfer.get_job": ("project", "collaborator"),
+    "transfer.import_global": ("superuser", None), "transfer.export_global": ("superuser", None),
+    "transfer.get_global_job": ("superuser", None), "transfer.cancel_global_job": ("superuser", None),
+    "admin.import_page": ("project", "admin"), "admin.import_upload": ("project", "admin"),
+    "admin.import_apply": ("project", "admin"), "admin.frame_upload": ("project", "admin"),
+    "admin.export_download": ("project", "admin"), "admin.global_import_page": ("superuser", None),
+    "admin.global_import_upload": ("superuser", None), "admin.global_import_apply": ("superuser", None),
+    "admin.global_export_download": ("superuser", None),
+    # Training: started and cancelled by project admins, read by every member.
+    "training.start_run": ("project", "admin"), "training.cancel_run": ("project", "admin"),
+    "training.list_runs": ("project", "collaborator"), "training.get_run": ("project", "collaborator"),
+    # Review: members read; tier 1 locks, unlocks and writes notes. Decisions and frame uploads name their
+    # scan in the body, so the route asks for a log-in and the service for tier 1 (test below).
+    "review.get_project": ("project", "collaborator"), "review.task_overview": ("project", "collaborator"),
+    "review.get_experiment": ("project", "collaborator"), "review.get_scan": ("project", "collaborator"),
+    "review.get_frame": ("project", "collaborator"), "review.get_decision": ("project", "collaborator"),
+    "review.lock_experiment": ("project", "tier1"), "review.unlock_experiment": ("project", "tier1"),
+    "review.set_experiment_note": ("project", "tier1"), "review.create_decision": ("login", None),
+    "transfer.upload_frame": ("login", None),
+    # The API's description and its documentation page are public.
+    "api-docs.openapi_json": ("public", None), "api-docs.openapi_swagger_ui": ("public", None),
 }
 
 
 def test_account_routes_declare_the_roles_the_issue_sets(matrix_app):
     declared = {endpoint: declared_permission(endpoint) for endpoint in PINNED}
     assert {endpoint: (p.kind, p.role) for endpoint, p in declared.items() if p} == PINNED
+
+
+def test_decisions_and_uploads_naming_a_scan_in_the_body_need_tier1_of_its_project(factory, client):
+    """The body's scan decides: a collaborator is refused (403), a non-member learns nothing (404)."""
+    project = factory.project("reviewed")
+    scan = factory.scan(project, "exp", "s1")
+    factory.member(project, "collaborator", "reader")
+    factory.member(factory.project("other"), "admin", "stranger")
+    headers = {name: {"Authorization": "Token " + users.issue_token(users.find_user(name))[1]}
+               for name in ("reader", "stranger")}
+    db.session.commit()
+
+    def decide(who: str, scan_id: int):
+        return client.post("/api/v1/scan-decisions", json={"scan": scan_id, "decision": "U"}, headers=headers[who])
+
+    def upload(who: str, scan_id: int):
+        data = {"scan": str(scan_id), "frame_number": "1", "file": (io.BytesIO(b"not read"), "x.nii.gz")}
+        return client.post("/api/v1/frames", data=data, headers=headers[who], content_type="multipart/form-data")
+
+    for send in (decide, upload):
+        assert send("reader", scan.id).status_code == 403
+        hidden, missing = send("stranger", scan.id), send("stranger", MISSING_ID)
+        assert hidden.status_code == missing.status_code == 404 and hidden.get_json() == missing.get_json()
+    assert db.session.scalar(select(func.count()).select_from(Decision)) == 0
