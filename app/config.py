@@ -83,6 +83,9 @@ class Config:
         # Failed log-ins (form and token) allowed per account and per address before a 429.
         self.LOGIN_LIMIT_PER_ACCOUNT = env.get("QCLOOP_LOGIN_LIMIT_ACCOUNT") or "5 per 15 minutes"
         self.LOGIN_LIMIT_PER_ADDRESS = env.get("QCLOOP_LOGIN_LIMIT_ADDRESS") or "30 per 15 minutes"
+        # Password-reset requests (each mails a link) allowed per account named and per address.
+        self.RESET_LIMIT_PER_ACCOUNT = env.get("QCLOOP_RESET_LIMIT_ACCOUNT") or "3 per hour"
+        self.RESET_LIMIT_PER_ADDRESS = env.get("QCLOOP_RESET_LIMIT_ADDRESS") or "10 per hour"
         self.LOCK_MINUTES = parse_int(env.get("QCLOOP_LOCK_MINUTES"), 5)
         # Imports: a missing or unreadable image file is an "error" (nothing imported), a "warn"ing, or
         # not checked ("off"); files larger than IMPORT_INLINE_MAX_BYTES run as background jobs.

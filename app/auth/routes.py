@@ -140,6 +140,10 @@ def forgot_password():
     form = ForgotPasswordForm()
     if form.validate_on_submit():
         try:
+            throttle.reset_requested(form.login.data)
+        except throttle.TooManyAttempts as err:
+            return _page("auth/forgot.html", 429, err.retry_after, form=form, error=err.message)
+        try:
             users.request_password_reset(form.login.data)
             db.session.commit()
         except ServiceError as err:

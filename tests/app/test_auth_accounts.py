@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from app.db import AuditEvent, Invitation, Membership, User, db, utcnow
 from app.services import users
-from tests.factories import login, token_headers
+from tests.factories import Factory, login, token_headers
 
 NEW_PASSWORD = "a-long-new-secret"
 
@@ -225,3 +225,19 @@ def test_members_mail_each_other_about_a_scan(app, factory, client):
     assert "Ghosting in frame 2?" in mail.get_content() and draft["link"] in mail.get_content()
     assert db.session.scalar(select(AuditEvent).where(AuditEvent.action == "scan.email")).details == {"to": ["bea"]}
     assert client.post("/api/v1/scans/999999/email", headers=ann, json={"to": ["bea"]}).status_code == 404
+
+
+def test_password_reset_requests_are_limited_per_account_and_address(make_app):
+    """Each request mails a link: past the budget a 429 with Retry-After, and no more mail."""
+    app = make_app(RATELIMIT_ENABLED=True, RESET_LIMIT_PER_ACCOUNT="2 per hour", RESET_LIMIT_PER_ADDRESS="3 per hour")
+    with app.app_context():
+        Factory(app).user("kim")
+        client = app.test_client()
+        assert [client.post("/password/forgot", data={"login": "kim"}).status_code for _ in range(2)] == [302, 302]
+        refused = client.post("/password/forgot", data={"login": "kim"})
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+        assert b"Too many password-reset requests for this account" in refused.data
+        assert len(_outbox(app)) == 2
+        assert client.post("/password/forgot", data={"login": "someone-else"}).status_code == 302
+        other = client.post("/password/forgot", data={"login": "a-third"})
+        assert other.status_code == 429 and b"for your address" in other.data
