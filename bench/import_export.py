@@ -13,6 +13,7 @@ skips the check). The 1M-decision project is written with bulk inserts (one arti
 so 1M decisions carry 1M artifact states) and exported as qcloop's full CSV.
 
     taskset -c 0,1 python bench/import_export.py            # SQLite under a temporary folder
+    python bench/import_export.py --rows 20000 --skip-million  # a quick run (200 experiments)
     DATABASE_URL=postgresql+psycopg://... python bench/import_export.py --keep
 """
 from __future__ import annotations
@@ -36,8 +37,12 @@ REVIEWERS = ["rev0@site.org", "rev1@site.org", "rev2@site.org", "rev3@site.org",
              "gone@elsewhere.org"]
 
 
+def _peak_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return _peak_kb() / 1024
 
 
 def _app(folder: Path, url: str, missing: str):
@@ -50,8 +55,8 @@ def _app(folder: Path, url: str, missing: str):
         "IMPORT_MISSING_FILES": missing, "LOG_LEVEL": "WARNING"})
 
 
-def setup(folder: Path, url: str, missing: str) -> None:
-    """Schema, users, projects, the NIfTI files and the 100k-row CSV."""
+def setup(folder: Path, url: str, missing: str, rows: str) -> None:
+    """Schema, users, projects, the NIfTI files and the CSV of ``rows`` rows (whole experiments)."""
     import flask_migrate
     import nibabel as nib
     import numpy as np
@@ -82,7 +87,7 @@ def setup(folder: Path, url: str, missing: str) -> None:
                          "last_decision", "last_decision_creator", "last_decision_note", "last_decision_created",
                          "identified_artifacts", "location_of_interest"])
         row = 0
-        for e in range(EXPERIMENTS):
+        for e in range(int(rows) // (SCANS * FRAMES)):
             for s in range(SCANS):
                 scan = e * SCANS + s
                 decision = ["U", "UE", "Q?", "UN"][scan % 4]
@@ -104,13 +109,15 @@ def phase_import(folder: Path, url: str, missing: str) -> dict:
 
     app = _app(folder, url, missing)
     with app.app_context():
-        base = _peak_mb()
+        base = _peak_kb()
         started = time.perf_counter()
         summary = importer.import_file(folder / "site.csv", project=projects.find_project("Site"))
         db.session.commit()
         seconds = time.perf_counter() - started
-        return {"rows": summary["rows"], "seconds": round(seconds, 1), "base_rss_mb": round(base),
-                "peak_rss_mb": round(_peak_mb()), "counts": {k: v for k, v in summary["counts"].items() if v}}
+        peak = _peak_kb()
+        return {"rows": summary["rows"], "seconds": round(seconds, 1), "base_rss_mb": round(base / 1024),
+                "peak_rss_mb": round(peak / 1024), "bytes_per_row": round((peak - base) * 1024 / summary["rows"]),
+                "counts": {k: v for k, v in summary["counts"].items() if v}}
 
 
 def phase_export(folder: Path, url: str, missing: str, project: str, fmt: str) -> dict:
@@ -185,6 +192,8 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--url", default=os.environ.get("DATABASE_URL", ""), help="database (default: SQLite)")
     parser.add_argument("--missing-files", default="error", choices=["error", "warn", "off"])
+    parser.add_argument("--rows", type=int, default=EXPERIMENTS * SCANS * FRAMES,
+                        help="rows of the generated MIQA CSV, rounded down to whole experiments of 100 rows")
     parser.add_argument("--skip-million", action="store_true", help="leave out the 1M-decision export")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
@@ -203,16 +212,21 @@ def main() -> None:
     args.url = args.url or f"sqlite:///{args.folder / 'bench.db'}"
     try:
         print(f"database {args.url.split('@')[-1]}, {os.cpu_count()} CPUs visible, file check: {args.missing_files}")
-        _child(args, "setup")
+        _child(args, "setup", str(args.rows))
         size = (args.folder / "site.csv").stat().st_size / 2**20
-        print(f"generated {EXPERIMENTS * SCANS * FRAMES} rows of MIQA CSV ({size:.1f} MB), "
-              f"{EXPERIMENTS * SCANS} scans with a last decision, frames on {FILES} real NIfTI files")
+        rows = args.rows // (SCANS * FRAMES) * SCANS * FRAMES
+        print(f"generated {rows} rows of MIQA CSV ({size:.1f} MB), "
+              f"{rows // FRAMES} scans with a last decision, frames on {FILES} real NIfTI files")
         done = _child(args, "import")
         print(f"import: {done['rows']} rows in {done['seconds']} s, peak RSS {done['peak_rss_mb']} MB "
               f"(base {done['base_rss_mb']} MB); {done['counts']}")
+        print(f"import memory: {done['bytes_per_row']} bytes per row above base")
+        big = round(200 * done["rows"] / size)
+        print(f"extrapolated, not measured: a 200 MB MIQA CSV like this one holds ~{big} rows and would peak near "
+              f"{round(done['base_rss_mb'] + big * done['bytes_per_row'] / 2**20)} MB RSS")
         for fmt in ("miqa-csv", "csv"):
             out = _child(args, "export", "Site", fmt)
-            print(f"export {fmt} of 100k frames / 50k decisions: {out['seconds']} s, {out['mb']} MB, "
+            print(f"export {fmt} of {rows} frames / {rows // FRAMES} decisions: {out['seconds']} s, {out['mb']} MB, "
                   f"peak RSS {out['peak_rss_mb']} MB (base {out['base_rss_mb']} MB)")
         if not args.skip_million:
             seeded = _child(args, "million")
