@@ -8,7 +8,7 @@ Deciding needs the experiment's lock (409 otherwise), like MIQA.
 """
 from __future__ import annotations
 
-from flask import g, request, url_for
+from flask import g, url_for
 from flask_login import current_user
 
 from app.api.docs import (
@@ -23,6 +23,7 @@ from app.api.docs import (
     body,
     page_of,
 )
+from app.api.bodies import json_object
 from app.api.pagination import PageArgs, id_field, paginate
 from app.auth.permissions import permission
 from app.db import Decision, Experiment, Frame, Project, Scan, db
@@ -170,9 +171,8 @@ def unlock_experiment(experiment_id: int):
 @permission("project", "tier1")
 def set_experiment_note(experiment_id: int):
     """Body ``{"note": "..."}`` (at most 3000 characters)."""
-    body = request.get_json(silent=True)
     experiment = review.set_experiment_note(review.get(Experiment, experiment_id),
-                                            body.get("note") if isinstance(body, dict) else None)
+                                            json_object(required=True).get("note"))
     db.session.commit()
     return experiment_json(experiment)
 
@@ -233,7 +233,6 @@ def create_decision():
     """Record a decision (tier 1 or more in the scan's project, holding the experiment's lock).
     Tier 1 cannot overrule a tier 2 decision (403); unknown decision or artifact, a note over 3000
     characters, a location outside the volume or a scan of another ``project``: 400."""
-    body = request.get_json(silent=True)
-    decision = review.decide(current_user, body if body is not None else {})
+    decision = review.decide(current_user, json_object())
     db.session.commit()
     return review.decision_json(decision), 201

@@ -1,15 +1,24 @@
 """Training runs: started and cancelled by project admins, read by every project member."""
 from __future__ import annotations
 
-from flask import request
 from flask_login import current_user
 
-from app.api.docs import Blueprint, RunOut, answers, page_of
+from app.api.docs import OPEN, Blueprint, RunOut, answers, body, page_of
+from app.api.bodies import json_object
 from app.api.pagination import PageArgs, paginate
 from app.auth.permissions import permission
 from app.services import projects, training
+from training.data import LABEL_RULES
 
 blp = Blueprint("training", __name__, description="Retraining runs on reviewer decisions")
+
+PROMOTE_BODY = {"application/json": {"schema": {"type": "object", "properties": {"force": {"type": "boolean"}}}}}
+SETTINGS_BODY = {"application/json": {"schema": {"type": "object", "additionalProperties": False, "properties": {
+    "label_rule": {"type": "string", "enum": list(LABEL_RULES)},
+    "questionable": {"oneOf": [{"type": "string", "enum": ["exclude"]},
+                               {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1}]},
+    "min_labels_per_class": {"type": "integer", "minimum": projects.MIN_LABELS_RANGE[0],
+                             "maximum": projects.MIN_LABELS_RANGE[1]}}}}}
 
 
 @blp.route("/projects/<int:project_id>/training-runs", methods=["POST"])
@@ -19,8 +28,7 @@ def start_run(project_id: int):
     """Start a run. Body (all optional): epochs, from (scratch|miqa|champion), arch, batch_size, lr,
     patience, seed, spatial_size, min_labels, artifacts ("auto" or keys), synthesis ({key: probability}),
     val_fraction, test_fraction. Bad data fails the run (state "failed", error says why)."""
-    body = request.get_json(silent=True)
-    run = training.start_run(projects.get_project(project_id), current_user, {} if body is None else body)
+    run = training.start_run(projects.get_project(project_id), current_user, json_object())
     return training.run_json(run), 201
 
 
@@ -47,18 +55,18 @@ def cancel_run(run_id: int):
 
 
 @blp.route("/projects/<int:project_id>/training-runs/<int:run_id>/promote", methods=["POST"])
+@body(blp, PROMOTE_BODY)
+@answers(blp, 200, OPEN, description="run, comparison (metric, candidate, champion), forced, previous_champion")
 @permission("project", "admin")
 def promote_run(project_id: int, run_id: int):
     """Make the run's model the champion. Refused (409, with the comparison) unless it beats the champion
     on a held-out metric (best_test_usable_auc, else best_val_usable_auc); body {"force": true} promotes
     anyway and is recorded in the audit log."""
-    body = request.get_json(silent=True) or {}
-    if not isinstance(body, dict):
-        body = {"force": body}
-    return training.promote_run(project_id, run_id, current_user, body.get("force", False))
+    return training.promote_run(project_id, run_id, current_user, json_object().get("force", False))
 
 
 @blp.route("/projects/<int:project_id>/training-settings", methods=["GET"])
+@answers(blp, 200, OPEN, description="label_rule, questionable, min_labels_per_class")
 @permission("project", "collaborator")
 def training_settings(project_id: int):
     """The settings training reads: label_rule, questionable, min_labels_per_class (defaults filled in)."""
@@ -66,11 +74,12 @@ def training_settings(project_id: int):
 
 
 @blp.route("/projects/<int:project_id>/training-settings", methods=["PATCH"])
+@body(blp, SETTINGS_BODY)
+@answers(blp, 200, OPEN, description="label_rule, questionable, min_labels_per_class")
 @permission("project", "admin")
 def change_training_settings(project_id: int):
     """Change some of label_rule, questionable ("exclude" or a weight in (0, 1]) and min_labels_per_class."""
-    body = request.get_json(silent=True)
-    settings = projects.update_settings(projects.get_project(project_id), {} if body is None else body, current_user)
+    settings = projects.update_settings(projects.get_project(project_id), json_object(), current_user)
     return _training_settings(settings)
 
 

@@ -1,0 +1,21 @@
+"""Reading JSON request bodies the one way every API route does."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from app.services.errors import InvalidInput
+
+
+def json_object(*, required: bool = False) -> dict[str, Any]:
+    """The request's JSON object. An empty body is ``{}`` unless required; anything else that is not a
+    JSON object (bad syntax, a list, a number) is refused with a 400 rather than read as "no options"."""
+    if not request.get_data(cache=True):
+        if required:
+            raise InvalidInput("a JSON object body is required")
+        return {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    return body
