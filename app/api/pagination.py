@@ -5,9 +5,9 @@ from typing import Any
 
 from flask import request
 from marshmallow import Schema, fields, validate
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select
 
-from app.db import db
+from app.db import page as page_of_rows
 from app.services.access import MAX_ID
 
 DEFAULT_LIMIT = 100
@@ -34,8 +34,7 @@ def _url(offset: int, limit: int) -> str:
 def paginate(query: Select, page: dict[str, int], serialize) -> dict[str, Any]:
     """One page of ``query`` serialized row by row, with the total count and neighbour links."""
     limit, offset = page["limit"], page["offset"]
-    count = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    rows = db.session.scalars(query.limit(limit).offset(offset)).all()
+    count, rows = page_of_rows(query, limit, offset)
     return {
         "count": count,
         "next": _url(offset + limit, limit) if offset + limit < count else None,

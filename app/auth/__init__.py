@@ -28,7 +28,7 @@ def init_auth(app: Flask) -> None:
     from app.auth.permissions import enforce_before_view, permission
     from app.auth.routes import bp
     from app.auth.throttle import validate_limits
-    from app.db import User, db
+    from app.db import User
     from app.services import users
     from app.services.errors import Unauthorized
 
@@ -41,8 +41,7 @@ def init_auth(app: Flask) -> None:
     def load_user(user_id: str) -> User | None:
         if token_from_request() is not None:  # a token header decides alone, even beside a session cookie
             return None
-        user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
-        return user if user is not None and user.is_active else None
+        return users.active_user(int(user_id)) if user_id.isdigit() else None
 
     @login_manager.request_loader
     def load_user_from_token(req) -> User | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, MetaData, TypeDecorator
+from sqlalchemy import DateTime, MetaData, Select, TypeDecorator, func, select
 from sqlalchemy.orm import DeclarativeBase
 
 NAMING_CONVENTION = {
@@ -25,6 +25,12 @@ db = SQLAlchemy(model_class=Base)
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def page(query: Select, limit: int, offset: int) -> tuple[int, list]:
+    """The total row count of ``query`` and the rows of one limit/offset page (what every list answers)."""
+    count = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    return count, list(db.session.scalars(query.limit(limit).offset(offset)))
 
 
 class UTCDateTime(TypeDecorator):

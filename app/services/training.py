@@ -227,6 +227,10 @@ def runs_query(project_id: int):
     return select(TrainingRun).where(TrainingRun.project_id == project_id).order_by(TrainingRun.id.desc())
 
 
+def recent_runs(project_id: int, limit: int) -> list[TrainingRun]:
+    return list(db.session.scalars(runs_query(project_id).limit(limit)))
+
+
 def cancel_run(run: TrainingRun) -> TrainingRun:
     job = db.session.get(Job, run.job_id) if run.job_id else None
     if job is None or run.state in FINAL_STATES:

@@ -121,6 +121,12 @@ def get_user(user_id: int) -> User:
     return user
 
 
+def active_user(user_id: int) -> User | None:
+    """The session's user, or None once the account is gone or deactivated (the session then ends)."""
+    user = db.session.get(User, user_id)
+    return user if user is not None and user.is_active else None
+
+
 # --- password reset by email: signed links that expire and die once the password changes
 
 

@@ -40,7 +40,7 @@ def training_runs(project_id: int):
     from training.transforms import SYNTHESIZABLE
 
     project = projects.get_project(project_id)
-    runs = [training.run_json(run) for run in db.session.scalars(training.runs_query(project_id).limit(50))]
+    runs = [training.run_json(run) for run in training.recent_runs(project_id, 50)]
     champions = training.champions(project_id)
     for run in runs:
         version = run["model_version"]
