@@ -154,6 +154,17 @@ def live_server(app):
     thread.join(timeout=10)
 
 
+@pytest.fixture
+def two_torch_threads():
+    """CI has two cores; keep torch from oversubscribing them in tests that train or run networks."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def browser():
     """Debian's chromium driven by Playwright (no downloaded browser)."""

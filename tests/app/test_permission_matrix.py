@@ -270,6 +270,9 @@ PINNED = {
     # Training: started and cancelled by project admins, read by every member.
     "training.start_run": ("project", "admin"), "training.cancel_run": ("project", "admin"),
     "training.list_runs": ("project", "collaborator"), "training.get_run": ("project", "collaborator"),
+    "training.promote_run": ("project", "admin"), "training.change_training_settings": ("project", "admin"),
+    "training.training_settings": ("project", "collaborator"),
+    "ui.experiment": ("project", "collaborator"),
     # Review: members read; tier 1 locks, unlocks and writes notes. Decisions and frame uploads name their
     # scan in the body, so the route asks for a log-in and the service for tier 1 (test below).
     "review.get_project": ("project", "collaborator"), "review.task_overview": ("project", "collaborator"),

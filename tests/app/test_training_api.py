@@ -6,7 +6,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 from mlflow import MlflowClient
 from sqlalchemy import func, select
@@ -18,14 +17,7 @@ from tests.conftest import SHARED_DATA
 from tests.factories import login, token_headers
 
 SMALL = {"arch": "resnet_small", "spatial_size": [32, 32, 32], "batch_size": 4, "min_labels": 2}
-
-
-@pytest.fixture(autouse=True)
-def _two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,7 @@ from tests.conftest import SHARED_DATA
 MIQA_WEIGHTS = SHARED_DATA / "miqa-weights" / "miqaMix-val0.pth"
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def _map(*keys):

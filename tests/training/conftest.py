@@ -19,12 +19,8 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 @pytest.fixture(autouse=True)
-def _two_threads():
-    """CI has two cores; keep torch from oversubscribing them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+def _two_threads(two_torch_threads):
+    """Every test here runs networks."""
 
 
 def write_volume(path: Path, seed: int, artifact: str | None, shape=(32, 32, 32)) -> str:
