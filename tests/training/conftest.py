@@ -8,10 +8,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from app.services.phantoms import add_artifact, brain_phantom, to_uint16
-from training.data import USABLE, DecisionRecord, FrameRecord, Output, ScanRecord
+from training.data import DecisionRecord, FrameRecord, Output, ScanRecord
 
 GHOSTING = Output("artifact", "ghosting_motion", entry_id=6)
 LESIONS = Output("artifact", "lesions", entry_id=2)
