@@ -127,6 +127,15 @@ def app(make_app):
 
 
 @pytest.fixture
+def queued_app(make_app):
+    """An app whose jobs are queued, never run: a generated or allowed POST may start an import or a training."""
+    app = make_app(QUEUE_IMMEDIATE=False)
+    with app.app_context():
+        yield app
+        db.session.rollback()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

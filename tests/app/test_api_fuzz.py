@@ -57,18 +57,9 @@ class FuzzWorld:
 
 
 @pytest.fixture
-def fuzz_app(make_app):
-    # Jobs are queued, never run: a generated POST may start a training run.
-    app = make_app(QUEUE_IMMEDIATE=False)
-    with app.app_context():
-        yield app
-        db.session.rollback()
-
-
-@pytest.fixture
-def fuzz_world(fuzz_app) -> FuzzWorld:
-    with fuzz_app.test_request_context():  # services build links with url_for
-        factory = Factory(fuzz_app)
+def fuzz_world(queued_app) -> FuzzWorld:
+    with queued_app.test_request_context():  # services build links with url_for
+        factory = Factory(queued_app)
         root = factory.user("root", superuser=True)
         project = factory.project("fuzz")
         member = factory.member(project, "tier1", "reviewer")
@@ -134,9 +125,9 @@ def _describe(err: BaseException) -> str:
     return text
 
 
-def test_api_conforms_to_its_description_under_generated_input(fuzz_app, fuzz_world):
+def test_api_conforms_to_its_description_under_generated_input(queued_app, fuzz_world):
     failures = []
-    operations = _operations(fuzz_app, fuzz_world)
+    operations = _operations(queued_app, fuzz_world)
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             try:

@@ -13,7 +13,6 @@ import io
 from dataclasses import dataclass, field
 from typing import Callable
 
-import pytest
 from sqlalchemy import func, select
 
 from app.auth.permissions import declared_permission
@@ -161,22 +160,13 @@ def _verdict(outcome: str, response, is_api: bool) -> str | None:
     return None if status == wanted else f"expected {wanted}, got {status}"
 
 
-@pytest.fixture
-def matrix_app(make_app):
-    # Jobs are queued, never run here: an allowed POST may start an import or a training.
-    app = make_app(QUEUE_IMMEDIATE=False)
-    with app.app_context():
-        yield app
-        db.session.rollback()
-
-
-def test_every_route_declares_a_permission(matrix_app):
-    undeclared = [rule.rule for rule in matrix_app.url_map.iter_rules() if declared_permission(rule.endpoint) is None]
+def test_every_route_declares_a_permission(queued_app):
+    undeclared = [rule.rule for rule in queued_app.url_map.iter_rules() if declared_permission(rule.endpoint) is None]
     assert undeclared == [], f"routes without @permission(...): {undeclared}"
 
 
-def test_permission_matrix(matrix_app):
-    app = matrix_app
+def test_permission_matrix(queued_app):
+    app = queued_app
     rules = sorted(app.url_map.iter_rules(), key=lambda r: r.rule)
     unknown = sorted({(arg, rule.rule) for rule in rules for arg in rule.arguments if arg not in ARGUMENTS})
     assert not unknown, f"URL arguments missing from ARGUMENTS in {__file__}: {unknown}"
@@ -286,7 +276,7 @@ PINNED = {
 }
 
 
-def test_account_routes_declare_the_roles_the_issue_sets(matrix_app):
+def test_account_routes_declare_the_roles_the_issue_sets(queued_app):
     declared = {endpoint: declared_permission(endpoint) for endpoint in PINNED}
     assert {endpoint: (p.kind, p.role) for endpoint, p in declared.items() if p} == PINNED
 
