@@ -58,17 +58,20 @@ def withdraw(tracking_uri: str, name: str, version: str) -> None:
     _client(tracking_uri).delete_model_version(name, version)
 
 
-def load(tracking_uri: str, name: str, alias: str = CHAMPION) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The aliased model and its metadata (output map, preprocessing, architecture)."""
+def load(tracking_uri: str, name: str, alias: str = CHAMPION,
+         version: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The aliased model (or, given ``version``, that version, so an alias moved meanwhile cannot swap it)
+    and its metadata (output map, preprocessing, architecture)."""
     import mlflow
     import mlflow.pytorch
 
-    uri = f"models:/{name}@{alias}"
+    uri = f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias}"
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
         info = mlflow.models.get_model_info(uri)
         model = mlflow.pytorch.load_model(uri, map_location="cpu")
     except MlflowException as err:
-        raise LookupError(f"no {alias} version of model {name!r} in the registry") from err
+        wanted = f"version {version}" if version is not None else f"{alias} version"
+        raise LookupError(f"no {wanted} of model {name!r} in the registry") from err
     return model, dict(info.metadata or {})

@@ -4,6 +4,8 @@ Order matters for "fail early, register nothing": the store is checked, the netw
 (from scratch, MIQA's weights or the champion) and every file preprocessed into the cache
 before the MLflow run opens; the model is registered only after training, evaluation and
 the caller's last check (``before_register``, e.g. "the vocabulary did not change").
+Evaluation also scores the registry's current champion on this run's held-out split
+(``champion_<split>_usable_auc``), so promotion compares both models on the same frames.
 
 Progress goes through a small JSON file written by rank zero of the trainer and read by a
 thread of the calling process, so the same code path serves one device, several devices
@@ -19,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import lightning as L
 import numpy as np
@@ -90,6 +92,8 @@ class TrainResult:
     epochs_run: int
     arch: str
     preprocessing: dict[str, Any]
+    # The champion scored on this run's held-out split (metrics champion_<split>_usable_*), if any.
+    champion_version: str | None = None
 
 
 class ProgressReporter(L.Callback):
@@ -177,22 +181,74 @@ def _network(cfg: TrainConfig, output_map: list[dict[str, Any]]) -> tuple[torch.
     raise DatasetError(f"init must be one of {', '.join(INITS)}, not {cfg.init!r}")
 
 
+def _evaluate(net: torch.nn.Module, loader) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Each batch of a split with the network's logits (evaluation mode, no gradient, the network's device)."""
+    net.eval()
+    device = next(net.parameters()).device
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.no_grad():
+            logits = net(batch["image"])
+        yield logits, batch
+
+
 def _predict(module: QCModule, loader) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Logits, targets and masks of a split, and its masked loss (evaluation mode, no gradient)."""
-    module.eval()
     parts, losses, sizes = [], [], []
-    with torch.no_grad():
-        for batch in loader:
-            batch = {k: v.to(module.device) for k, v in batch.items()}
-            logits = module(batch["image"])
-            losses.append(float(masked_bce(logits, batch["targets"], batch["mask"], batch["weight"],
-                                           module.pos_weight)))
-            sizes.append(len(logits))
-            parts.append((logits.cpu(), batch["targets"].cpu(), batch["mask"].cpu()))
+    for logits, batch in _evaluate(module, loader):
+        losses.append(float(masked_bce(logits, batch["targets"], batch["mask"], batch["weight"], module.pos_weight)))
+        sizes.append(len(logits))
+        parts.append((logits.cpu(), batch["targets"].cpu(), batch["mask"].cpu()))
     if not parts:
         return np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)), float("nan")
     logits, targets, mask = (torch.cat(p).numpy() for p in zip(*parts))
     return logits, targets, mask, float(np.average(losses, weights=sizes))
+
+
+def _champion_metrics(cfg: TrainConfig, data: QCDataModule, split: str) -> tuple[str, dict[str, float]] | None:
+    """The registry's champion scored on this run's ``split``: its version and usable metrics.
+
+    Same frames, labels, mask and metric code as the run's own ``best_<split>_usable_*``, so
+    promotion can compare the two on equal terms. The champion reads the frames through its
+    own preprocessing (its input contract), the run's own whenever the settings match. None
+    when the run has no usable output, or there is no champion or it has none.
+    """
+    usable = next((i for i, o in enumerate(cfg.dataset.outputs) if o.kind == "usable"), None)
+    version = None if usable is None else registry.alias_version(cfg.tracking_uri, cfg.model_name)
+    if version is None:
+        return None
+    net, metadata = registry.load(cfg.tracking_uri, cfg.model_name, version=version)
+    column = next((i for i, o in enumerate(metadata.get("output_map") or []) if o["kind"] == "usable"), None)
+    if column is None:
+        log.info("%s version %s has no usable output: not scored on this run's split", cfg.model_name, version)
+        return None
+    preprocess = PreprocessConfig.from_dict(metadata["preprocessing"])
+    if preprocess != cfg.preprocess:
+        data = QCDataModule(cfg.dataset, preprocess, cfg.augmentation, cfg.cache_dir, cfg.batch_size,
+                            cfg.num_workers)
+        data.setup()
+    loader = data.test_dataloader() if split == "test" else data.val_dataloader()
+    parts = [(logits[:, column:column + 1].cpu(), batch["targets"][:, usable:usable + 1].cpu(),
+              batch["mask"][:, usable:usable + 1].cpu()) for logits, batch in _evaluate(net.cpu(), loader)]
+    logits, targets, mask = (torch.cat(p).float().numpy() for p in zip(*parts))
+    return version, epoch_metrics([cfg.dataset.outputs[usable]], logits, targets, mask)
+
+
+def _score_champion(cfg: TrainConfig, data: QCDataModule, split: str,
+                    run_id: str) -> tuple[str, dict[str, float]] | None:
+    """:func:`_champion_metrics`, its version logged as a run parameter; a champion that cannot be
+    loaded or run is logged (``champion_score_error``) and skipped: the run stands, promotion falls back."""
+    try:
+        scored = _champion_metrics(cfg, data, split)
+    except Exception as err:  # noqa: BLE001 - any failure of the old model must not fail the new run
+        reason = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:300]}"
+        log.warning("could not score the champion of %s on run %s's %s split (%s)", cfg.model_name, run_id,
+                    split, reason)
+        tracking.log_params(cfg.tracking_uri, run_id, {"champion_score_error": reason})
+        return None
+    if scored is not None:
+        tracking.log_params(cfg.tracking_uri, run_id, {"champion_version": scored[0], "champion_split": split})
+    return scored
 
 
 def _run_params(cfg: TrainConfig, dataset: Dataset, kept: list[str]) -> dict[str, Any]:
@@ -280,7 +336,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 def _finish_run(cfg: TrainConfig, trainer: L.Trainer, module: QCModule, checkpoint: ModelCheckpoint,
                 data: QCDataModule, run_id: str, experiment_id: str, output_map: list[dict]) -> TrainResult:
-    """Best weights back, val/test metrics, plots, then (after the caller's check) log and register."""
+    """Best weights back, val/test metrics, the champion's on the same held-out split, plots, then (after
+    the caller's check) log and register."""
     dataset = cfg.dataset
     if checkpoint.best_model_path:
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
@@ -296,8 +353,12 @@ def _finish_run(cfg: TrainConfig, trainer: L.Trainer, module: QCModule, checkpoi
             found = epoch_metrics(dataset.outputs, logits, targets, mask)
             metrics.update({f"{split}/{key}": value for key, value in found.items()})
     final = {f"best_{k.replace('/', '_')}": v for k, v in metrics.items()}
+    split = "test" if "test" in evaluated else "val"
+    champion = _score_champion(cfg, data, split, run_id)
+    if champion is not None:
+        final.update({f"champion_{split}_{key}": value for key, value in champion[1].items()})
     tracking.log_metrics(cfg.tracking_uri, run_id, final, step=trainer.global_step)
-    logits, targets, mask = evaluated.get("test") or evaluated["val"]
+    logits, targets, mask = evaluated[split]
     curves = tracking.metric_history(cfg.tracking_uri, run_id, ["train/loss", "val/loss", "val/usable_auc"])
     pngs = tracking.plots(cfg.work_dir / "plots", dataset.outputs, logits, targets, mask, curves)
     tracking.log_files(cfg.tracking_uri, run_id, pngs, "plots")
@@ -319,4 +380,5 @@ def _finish_run(cfg: TrainConfig, trainer: L.Trainer, module: QCModule, checkpoi
                        output_map=output_map, metrics=final,
                        counts={name: dataset.counts(name) for name in ("train", "val", "test")},
                        dataset_hash=dataset.digest(), epochs_run=len(curves["val/loss"]),
-                       arch=cfg.arch, preprocessing=cfg.preprocess.as_dict())
+                       arch=cfg.arch, preprocessing=cfg.preprocess.as_dict(),
+                       champion_version=None if champion is None else champion[0])

@@ -56,12 +56,14 @@ def cancel_run(run_id: int):
 
 @blp.route("/projects/<int:project_id>/training-runs/<int:run_id>/promote", methods=["POST"])
 @body(blp, PROMOTE_BODY)
-@answers(blp, 200, OPEN, description="run, comparison (metric, candidate, champion), forced, previous_champion")
+@answers(blp, 200, OPEN, description="run, comparison (metric, candidate, champion, same_split, reason), forced, "
+                                    "previous_champion")
 @permission("project", "admin")
 def promote_run(project_id: int, run_id: int):
     """Make the run's model the champion. Refused (409, with the comparison) unless it beats the champion
-    on a held-out metric (best_test_usable_auc, else best_val_usable_auc); body {"force": true} promotes
-    anyway and is recorded in the audit log."""
+    on usable AUC: both scored on the run's own held-out split when the run scored the current champion
+    there (same_split true), else each run's best_test_usable_auc (or best_val_usable_auc) on its own
+    split; body {"force": true} promotes anyway and is recorded in the audit log."""
     return training.promote_run(project_id, run_id, current_user, json_object().get("force", False))
 
 

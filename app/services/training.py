@@ -409,9 +409,12 @@ def _record_result(run_id: int, project: Project, params: dict[str, Any], output
     """The ModelVersion row and the finished run; the alias just given moves off any older row."""
     db.session.execute(update(ModelVersion).where(ModelVersion.registry_name == project.model_name,
                                                   ModelVersion.alias == result.alias).values(alias=None))
+    metrics = dict(result.metrics)
+    if result.champion_version is not None:  # which champion the champion_<split>_usable_* scores belong to
+        metrics["champion_version"] = result.champion_version
     model_version = ModelVersion(project_id=project.id, registry_name=project.model_name, version=result.version,
                                  alias=result.alias, mlflow_run_id=result.run_id, output_map=result.output_map,
-                                 metrics=result.metrics)
+                                 metrics=metrics)
     db.session.add(model_version)
     db.session.flush()
     run = get_run(run_id)
@@ -419,7 +422,7 @@ def _record_result(run_id: int, project: Project, params: dict[str, Any], output
                   "outputs": [o.key for o in outputs],
                   "skipped_outputs": skipped, "dataset_hash": result.dataset_hash,
                   "mlflow_experiment_id": result.experiment_id}
-    run.metrics = {**result.metrics, "epochs_run": result.epochs_run}
+    run.metrics = {**metrics, "epochs_run": result.epochs_run}
     run.mlflow_run_id, run.model_version_id = result.run_id, model_version.id
     run.state, run.finished_at = "succeeded", utcnow()
     db.session.commit()
@@ -442,8 +445,10 @@ def _withdraw(tracking_uri: str, model_name: str, result, error: str) -> None:
 
 # --- promotion ------------------------------------------------------------------------------------
 
-# Held-out metrics a candidate is compared on with the champion, best first: the first one both have.
+# Held-out metrics a candidate is compared on with the champion when it carries no score of the
+# current champion on its own split, best first: the first one both have (each on its own run's split).
 PROMOTION_METRICS = ("best_test_usable_auc", "best_val_usable_auc")
+SPLIT_NAMES = {"test": "test", "val": "validation"}
 
 
 def _finite(value: Any) -> bool:
@@ -451,19 +456,45 @@ def _finite(value: Any) -> bool:
         and abs(value) != float("inf")
 
 
-def compare_metrics(candidate: dict[str, Any], champion: dict[str, Any] | None) -> dict[str, Any]:
-    """Candidate against champion on the first PROMOTION_METRICS entry both logged; "better" means strictly higher."""
-    if champion is None:
-        return {"metric": None, "candidate": None, "champion": None, "better": True,
-                "reason": "there is no champion yet"}
+def _verdict(metric: str, ours: float, theirs: float, same_split: bool, note: str) -> dict[str, Any]:
+    """One comparison whose reason names the metric and how it was measured (shown on the page and in a 409)."""
+    better = ours > theirs
+    return {"metric": metric, "candidate": ours, "champion": theirs, "better": better, "same_split": same_split,
+            "reason": f"{metric} {ours:.4f} {'>' if better else '<='} {theirs:.4f}, {note}"}
+
+
+def compare_metrics(run_id: int, candidate: dict[str, Any], champion_version: str | None,
+                    champion: dict[str, Any] | None) -> dict[str, Any]:
+    """Candidate against champion; "better" means strictly higher usable AUC.
+
+    When the candidate's run scored this very champion version on its own held-out split
+    (``champion_<split>_usable_auc``, written by training), both are compared on those frames;
+    otherwise on the first PROMOTION_METRICS entry both logged, each on its own run's split, and
+    the reason says why that weaker comparison was made.
+    """
+    if champion_version is None:
+        return {"metric": None, "candidate": None, "champion": None, "better": True, "same_split": False,
+                "champion_version": None, "reason": "there is no champion yet"}
+    scored = candidate.get("champion_version")
+    if scored == champion_version:
+        for split, name in SPLIT_NAMES.items():
+            ours, theirs = candidate.get(f"best_{split}_usable_auc"), candidate.get(f"champion_{split}_usable_auc")
+            if _finite(ours) and _finite(theirs):
+                return {**_verdict(f"usable AUC on run {run_id}'s {name} split", float(ours), float(theirs), True,
+                                   "both models scored on the same frames"), "champion_version": champion_version}
+    if scored == champion_version:
+        why = f"run {run_id}'s held-out splits gave no usable AUC of champion v{champion_version}"
+    elif scored:
+        why = f"run {run_id} scored champion v{scored} on its split, not the current v{champion_version}"
+    else:
+        why = f"run {run_id} has no score of champion v{champion_version} on its split"
     for metric in PROMOTION_METRICS:
-        if _finite(candidate.get(metric)) and _finite(champion.get(metric)):
-            ours, theirs = float(candidate[metric]), float(champion[metric])
-            better = ours > theirs
-            return {"metric": metric, "candidate": ours, "champion": theirs, "better": better,
-                    "reason": f"{metric} {ours:.4f} {'>' if better else '<='} {theirs:.4f}"}
-    return {"metric": None, "candidate": None, "champion": None, "better": False,
-            "reason": f"the candidate and the champion share none of the held-out metrics "
+        if _finite(candidate.get(metric)) and _finite((champion or {}).get(metric)):
+            return {**_verdict(metric, float(candidate[metric]), float(champion[metric]), False,
+                               f"each on its own run's split: {why}"), "champion_version": champion_version}
+    return {"metric": None, "candidate": None, "champion": None, "better": False, "same_split": False,
+            "champion_version": champion_version,
+            "reason": f"{why}, and the candidate and the champion share none of the held-out metrics "
                       f"{', '.join(PROMOTION_METRICS)}"}
 
 
@@ -491,18 +522,18 @@ def promotion_preview(run: dict[str, Any], champion: ModelVersion | None) -> dic
     version = run.get("model_version")
     if not version or version["alias"] == "champion":
         return None
-    theirs = None if champion is None else champion.metrics or {}
-    comparison = compare_metrics(run.get("metrics") or {}, theirs)
-    comparison["champion_version"] = None if champion is None else champion.version
-    return comparison
+    return compare_metrics(run["id"], run.get("metrics") or {}, None if champion is None else champion.version,
+                           None if champion is None else champion.metrics or {})
 
 
 def promote_run(project_id: int, run_id: int, user: User | None, force: Any = False) -> dict[str, Any]:
-    """Make the run's model version the champion if it beats the current one on a held-out metric.
+    """Make the run's model version the champion if it beats the current one on held-out usable AUC.
 
-    The champion is read from the MLflow registry (the alias serving and "from champion" use), its
-    metrics from qcloop's row for that version or else from its MLflow run. Not better: Conflict,
-    unless ``force`` (recorded in the audit log as ``model.force_promote``).
+    The champion is read from the MLflow registry (the alias serving and "from champion" use). The
+    comparison is on the candidate's own held-out split when its run scored that champion there
+    (see :func:`compare_metrics`); otherwise on the champion's metrics from qcloop's row for that
+    version or else from its MLflow run. Not better: Conflict, unless ``force`` (recorded in the
+    audit log as ``model.force_promote``).
     """
     from mlflow.exceptions import MlflowException
 
@@ -526,8 +557,7 @@ def promote_run(project_id: int, run_id: int, user: User | None, force: Any = Fa
         champion_metrics = None if current is None else (
             champion_row.metrics if champion_row is not None and champion_row.metrics
             else registry.version_metrics(uri, name, current))
-        comparison = compare_metrics(candidate.metrics or {}, champion_metrics)
-        comparison["champion_version"] = current
+        comparison = compare_metrics(run.id, candidate.metrics or {}, current, champion_metrics)
         if not comparison["better"] and not force:
             raise Conflict(f"{name} version {candidate.version} is not better than the champion (version {current}): "
                            f"{comparison['reason']}; an admin may promote it anyway with force",

@@ -66,6 +66,7 @@ def test_two_epoch_run_is_tracked_registered_and_restartable_from_champion(app, 
     assert [o["key"] for o in run["model_version"]["output_map"]] == ["usable", "ghosting_motion"]
     assert run["params"]["outputs"] == ["usable", "ghosting_motion"] and "lesions" in run["params"]["skipped_outputs"]
     assert {"best_val_loss", "best_val_usable_auc", "epochs_run"} <= set(run["metrics"])
+    assert "champion_version" not in run["metrics"]  # there was no champion to score
 
     mlflow_client = MlflowClient(tracking_uri=app.config["MLFLOW_TRACKING_URI"])
     mlflow_run = mlflow_client.get_run(run["mlflow_run_id"])
@@ -94,8 +95,19 @@ def test_two_epoch_run_is_tracked_registered_and_restartable_from_champion(app, 
                         json={"epochs": 1, "from": "champion", **SMALL}, headers=headers).get_json()
     assert again["state"] == "succeeded", again["error"]
     assert again["model_version"]["version"] == "2" and again["model_version"]["alias"] == "challenger"
-    kept = json.loads(mlflow_client.get_run(again["mlflow_run_id"]).data.params["init_kept_outputs"])
-    assert kept == ["usable", "ghosting_motion"]
+    again_run = mlflow_client.get_run(again["mlflow_run_id"]).data
+    assert json.loads(again_run.params["init_kept_outputs"]) == ["usable", "ghosting_motion"]
+    # The champion (version 1) was scored on run 2's test split, which is run 1's (same decisions and seed):
+    # the same model on the same frames gives run 1's own test AUC.
+    assert again["metrics"]["champion_version"] == "1" and again_run.params["champion_version"] == "1"
+    assert again["metrics"]["champion_test_usable_auc"] == pytest.approx(run["metrics"]["best_test_usable_auc"])
+    assert again_run.metrics["champion_test_usable_auc"] == again["metrics"]["champion_test_usable_auc"]
+    assert db.session.get(ModelVersion, again["model_version"]["id"]).metrics["champion_version"] == "1"
+    promoted = client.post(f"/api/v1/projects/{project.id}/training-runs/{again['id']}/promote",
+                           json={"force": True}, headers=headers).get_json()
+    assert promoted["comparison"]["same_split"] is True
+    assert promoted["comparison"]["metric"] == f"usable AUC on run {again['id']}'s test split"
+    assert promoted["comparison"]["champion"] == again["metrics"]["champion_test_usable_auc"]
 
 
 @pytest.mark.slow
@@ -331,7 +343,8 @@ def _registered_run(app, project, version_metrics: dict, alias: str | None) -> T
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
     mlflow_run = client.create_run(experiment_id)
     for key, value in version_metrics.items():
-        client.log_metric(mlflow_run.info.run_id, key, value)
+        if key != "champion_version":  # kept with the metrics in qcloop, a parameter in MLflow
+            client.log_metric(mlflow_run.info.run_id, key, value)
     client.set_terminated(mlflow_run.info.run_id, "FINISHED")
     version = str(client.create_model_version(name, app.config["MLFLOW_ARTIFACT_ROOT"],
                                               run_id=mlflow_run.info.run_id).version)
@@ -378,8 +391,9 @@ def test_promote_refuses_a_model_that_is_not_better_unless_forced(app, client, f
     body = refused.get_json()
     assert "not better than the champion (version 1)" in body["detail"] and "force" in body["detail"]
     assert body["comparison"] == {"metric": "best_test_usable_auc", "candidate": 0.85, "champion": 0.90,
-                                  "better": False, "champion_version": "1",
-                                  "reason": "best_test_usable_auc 0.8500 <= 0.9000"}
+                                  "better": False, "champion_version": "1", "same_split": False,
+                                  "reason": "best_test_usable_auc 0.8500 <= 0.9000, each on its own run's split: "
+                                            f"run {worse.id} has no score of champion v1 on its split"}
     assert _aliases(app, project.model_name) == {"champion": "1", "challenger": "2"}
     assert _audit("model.promote", project.id) == [] and _audit("model.force_promote", project.id) == []
     assert client.post(url, json={"force": "yes"}, headers=headers).status_code == 400
@@ -413,8 +427,10 @@ def test_promote_a_better_model_and_the_buttons_on_the_training_page(app, client
 
     login(client, admin.username)
     page = _text(client.get(f"/projects/{project.id}/training"))
-    assert "vs champion v1: best_test_usable_auc 0.8800 &gt; 0.7500 (better)" in page
-    assert "vs champion v1: best_val_usable_auc 0.7000 &lt;= 0.8000 (not better)" in page
+    assert ("vs champion v1: best_test_usable_auc 0.8800 &gt; 0.7500, each on its own run&#39;s split: "
+            f"run {better.id} has no score of champion v1 on its split (better)") in page
+    assert ("vs champion v1: best_val_usable_auc 0.7000 &lt;= 0.8000, each on its own run&#39;s split: "
+            f"run {worse.id} has no score of champion v1 on its split (not better)") in page
     assert page.count(">Promote</button>") == 1 and page.count(">Promote anyway</button>") == 1
     collaborator = factory.member(project, "collaborator")
     page = _text(login(app.test_client(), collaborator.username).get(f"/projects/{project.id}/training"))
@@ -459,3 +475,46 @@ def test_promote_without_a_champion_and_with_the_mlflow_store_gone(make_app, mlf
         assert down.status_code == 503 and "missing or not writable" in down.get_json()["detail"]
         assert db.session.get(ModelVersion, second.model_version_id).alias is None
         db.session.rollback()
+
+
+def test_promotion_compares_on_the_candidates_split_when_it_scored_the_current_champion(app, client, factory):
+    project, admin = _labelled_project(factory, n_scans=0)
+    _registered_run(app, project, {"best_val_usable_auc": 0.80, "best_test_usable_auc": 0.80}, "champion")
+    # Beats the champion's AUC from the champion's own split, not the champion's AUC on this run's split.
+    lucky = _registered_run(app, project, {"best_test_usable_auc": 0.85, "champion_test_usable_auc": 0.90,
+                                           "champion_version": "1"}, "challenger")
+    # Below the champion's own-split AUC, above the champion's AUC on this run's (harder) split.
+    harder = _registered_run(app, project, {"best_test_usable_auc": 0.75, "champion_test_usable_auc": 0.70,
+                                            "champion_version": "1"}, None)
+    # No test split: both scored on its validation split.
+    no_test = _registered_run(app, project, {"best_val_usable_auc": 0.60, "champion_val_usable_auc": 0.65,
+                                             "champion_version": "1"}, None)
+    login(client, admin.username)
+    page = _text(client.get(f"/projects/{project.id}/training"))
+    assert (f"vs champion v1: usable AUC on run {lucky.id}&#39;s test split 0.8500 &lt;= 0.9000, both models scored "
+            "on the same frames (not better)") in page
+    assert f"usable AUC on run {harder.id}&#39;s test split 0.7500 &gt; 0.7000" in page
+    assert f"usable AUC on run {no_test.id}&#39;s validation split 0.6000 &lt;= 0.6500" in page
+
+    headers = token_headers(client, admin.username)
+    base = f"/api/v1/projects/{project.id}/training-runs"
+    refused = client.post(f"{base}/{lucky.id}/promote", json={}, headers=headers)
+    assert refused.status_code == 409
+    assert f"usable AUC on run {lucky.id}'s test split 0.8500 <= 0.9000" in refused.get_json()["detail"]
+    assert refused.get_json()["comparison"] == {
+        "metric": f"usable AUC on run {lucky.id}'s test split", "candidate": 0.85, "champion": 0.90, "better": False,
+        "same_split": True, "champion_version": "1",
+        "reason": f"usable AUC on run {lucky.id}'s test split 0.8500 <= 0.9000, both models scored on the same frames"}
+    promoted = client.post(f"{base}/{harder.id}/promote", json={}, headers=headers).get_json()
+    assert promoted["forced"] is False and promoted["comparison"]["same_split"] is True
+    assert _aliases(app, project.model_name) == {"champion": "3", "challenger": "2"}
+
+    # The champion is now version 3: version 1's score on run 2's split no longer decides; the fallback says so.
+    fallback = client.post(f"{base}/{lucky.id}/promote", json={}, headers=headers).get_json()
+    assert fallback["comparison"] == {
+        "metric": "best_test_usable_auc", "candidate": 0.85, "champion": 0.75, "better": True, "same_split": False,
+        "champion_version": "3",
+        "reason": f"best_test_usable_auc 0.8500 > 0.7500, each on its own run's split: run {lucky.id} scored "
+                  "champion v1 on its split, not the current v3"}
+    [event] = [e for e in _audit("model.promote", project.id) if e.details["version"] == "2"]
+    assert event.details["comparison"]["same_split"] is False

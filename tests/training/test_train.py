@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from app.services.phantoms import brain_phantom
+from models import registry
 from tests.training.conftest import GHOSTING, T0, ghosting_records
 from training.data import USABLE, DatasetError, DecisionRecord, FrameRecord, LabelSettings, ScanRecord, build_dataset
 from training.tracking import TrackingError
@@ -100,3 +101,30 @@ def test_two_dimensional_images_train_with_the_torchvision_backbone(tmp_path, st
     result = train(_config(tmp_path, store, dataset, "qcloop-2d", arch="resnet18_2d", epochs=1, batch_size=4,
                            preprocess=PreprocessConfig(spatial_size=(32, 32))))
     assert result.arch == "resnet18_2d" and result.output_map == [USABLE.as_dict()]
+
+
+def test_the_champion_is_scored_on_the_new_runs_split_through_its_own_preprocessing(tmp_path, store, records,
+                                                                                   monkeypatch):
+    # No test split: both models are scored on the validation split, here the same subjects for both runs.
+    dataset = build_dataset(records[:20], [USABLE, GHOSTING], LabelSettings(), seed=0, test_fraction=0.0)
+    champion = train(_config(tmp_path / "a", store, dataset, "qcloop-same-split", epochs=1,
+                             preprocess=PreprocessConfig(spatial_size=(24, 24, 24))))
+    assert champion.champion_version is None and not any(k.startswith("champion_") for k in champion.metrics)
+    candidate = train(_config(tmp_path / "b", store, dataset, "qcloop-same-split", epochs=1))
+    # The champion read the frames at its own 24^3, so it scored exactly what it scored on itself.
+    assert candidate.champion_version == "1"
+    assert candidate.metrics["champion_val_usable_auc"] == pytest.approx(champion.metrics["best_val_usable_auc"])
+    assert candidate.metrics["champion_val_usable_bacc"] == pytest.approx(champion.metrics["best_val_usable_bacc"])
+    logged = MlflowClient(tracking_uri=store[0]).get_run(candidate.run_id).data
+    assert logged.params["champion_version"] == "1" and logged.params["champion_split"] == "val"
+    assert logged.metrics["champion_val_usable_auc"] == candidate.metrics["champion_val_usable_auc"]
+
+    def unloadable(*args, **kwargs):
+        raise RuntimeError("pickled class not found")
+
+    monkeypatch.setattr(registry, "load", unloadable)
+    stands = train(_config(tmp_path / "c", store, dataset, "qcloop-same-split", epochs=1))
+    assert stands.version == "3" and stands.champion_version is None
+    assert not any(k.startswith("champion_") for k in stands.metrics)
+    params = MlflowClient(tracking_uri=store[0]).get_run(stands.run_id).data.params
+    assert params["champion_score_error"] == "RuntimeError: pickled class not found"
