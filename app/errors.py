@@ -76,4 +76,5 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(err: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
+        db.session.rollback()  # a failed statement must not poison what else shares this session
         return _answer(500, "internal", "internal error; it has been logged")

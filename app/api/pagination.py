@@ -7,8 +7,8 @@ from flask import request
 from marshmallow import Schema, fields, validate
 from sqlalchemy import Select
 
+from app.db import MAX_ID
 from app.db import page as page_of_rows
-from app.services.access import MAX_ID
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

@@ -1,6 +1,6 @@
 """The ORM: one module per aggregate; import everything from here."""
 from app.db.audit import AuditEvent
-from app.db.base import db, page, utcnow
+from app.db.base import MAX_ID, db, page, utcnow
 from app.db.decisions import ARTIFACT_STATES, NOTE_MAX_LENGTH, AppendOnlyError, Decision, DecisionArtifact
 from app.db.jobs import JOB_STATES, Job
 from app.db.ml import Evaluation, ModelVersion, TrainingRun
@@ -9,7 +9,7 @@ from app.db.users import ROLES, ApiToken, Invitation, Membership, User
 from app.db.vocabulary import DECISION_MEANINGS, ArtifactEntry, DecisionOption
 
 __all__ = [
-    "ARTIFACT_STATES", "DECISION_MEANINGS", "JOB_STATES", "NOTE_MAX_LENGTH", "ROLES",
+    "ARTIFACT_STATES", "DECISION_MEANINGS", "JOB_STATES", "MAX_ID", "NOTE_MAX_LENGTH", "ROLES",
     "AppendOnlyError", "ApiToken", "ArtifactEntry", "AuditEvent", "Decision", "DecisionArtifact",
     "DecisionOption", "Evaluation", "Experiment", "Frame", "Invitation", "Job", "Membership",
     "ModelVersion", "Project", "Scan", "TrainingRun", "User", "db", "page", "utcnow",

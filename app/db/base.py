@@ -23,6 +23,11 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 
 
+# Ids are INTEGER columns: the largest PostgreSQL holds (SQLite holds more). A larger id names nothing,
+# and comparing with it would be a database error, not a miss.
+MAX_ID = 2**31 - 1
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

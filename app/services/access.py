@@ -3,13 +3,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app.db import ROLES, Decision, Experiment, Frame, Job, Membership, Project, Scan, TrainingRun, User, db
+from app.db import MAX_ID, ROLES, Decision, Experiment, Frame, Job, Membership, Project, Scan, TrainingRun, User, db
 from app.services.errors import Forbidden, NotFound, Unauthorized
 
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
-# The largest id a database column holds (SQLite and PostgreSQL bigint); a larger one names nothing.
-MAX_ID = 2**63 - 1
-
 # URL argument name -> query giving the id of the project that owns the object.
 _OWNER_QUERIES = {
     "project_id": None,

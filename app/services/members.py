@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import Select, func, select
 from werkzeug.routing import BuildError
 
-from app.db import ROLES, Experiment, Membership, Project, Scan, User, db
+from app.db import MAX_ID, ROLES, Experiment, Membership, Project, Scan, User, db
 from app.services import audit, mail, projects, users
 from app.services.errors import Conflict, InvalidInput, NotFound
 
@@ -122,7 +122,10 @@ def send_scan_email(scan_id: int, sender: User, to: list, message: str, subject:
     for entry in to:
         if isinstance(entry, bool) or not isinstance(entry, (int, str)):
             raise InvalidInput("to must list user ids or usernames", field="to")
-        user = db.session.get(User, entry) if isinstance(entry, int) else users.find_user(entry)
+        if isinstance(entry, int):
+            user = db.session.get(User, entry) if 0 < entry <= MAX_ID else None
+        else:
+            user = users.find_user(entry)
         if user is None or role_of(project.id, user.id) is None:
             raise InvalidInput(f"{entry!r} is not a member of project {project.name}", field="to")
         if not user.email:

@@ -17,7 +17,7 @@ from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import joinedload, selectinload
 
 from app.db import (
-    NOTE_MAX_LENGTH, Decision, DecisionArtifact, Evaluation, Experiment, Frame, Membership, ModelVersion, Project,
+    MAX_ID, NOTE_MAX_LENGTH, Decision, DecisionArtifact, Evaluation, Experiment, Frame, Membership, ModelVersion, Project,
     Scan, User, db, utcnow,
 )
 from app.services import access, audit, decisions, vocabulary
@@ -200,7 +200,7 @@ def _int_field(body: dict, name: str) -> int:
         number = int(value)
     except ValueError as err:
         raise InvalidInput(f"{name} must be an id", field=name) from err
-    if not 0 < number <= access.MAX_ID:
+    if not 0 < number <= MAX_ID:
         raise InvalidInput(f"{name} must be an id", field=name)
     return number
 

@@ -136,3 +136,15 @@ def test_api_conforms_to_its_description_under_generated_input(queued_app, fuzz_
                 failures.append(f"{operation.label} ({mode.value}): {_describe(err)}")
     assert len(operations) > 40
     assert not failures, f"{len(failures)} operations answered outside their description:\n" + "\n\n".join(failures)
+
+
+def test_ids_past_an_integer_column_name_nothing(queued_app, fuzz_world):
+    """PostgreSQL refuses to compare an INTEGER column with 2**31: such ids are misses, never 500s."""
+    client, headers, big = queued_app.test_client(), fuzz_world.headers, 2**31
+    assert client.get(f"/api/v1/projects/{big}", headers=headers).status_code == 404
+    assert client.get(f"/api/v1/scans?project={big}", headers=headers).status_code == 400
+    assert client.post("/api/v1/scan-decisions", json={"scan": big, "decision": "U"}, headers=headers).status_code == 400
+    mail = client.post(f"/api/v1/scans/{fuzz_world.ids['scan_id']}/email", json={"to": [big], "message": ""},
+                       headers=headers)
+    assert mail.status_code == 400 and mail.get_json()["field"] == "to"
+    assert client.get(f"/api/v1/projects/{fuzz_world.ids['project_id']}", headers=headers).status_code == 200
