@@ -10,7 +10,7 @@ from app.services.transfer.csvfile import CsvSink, CsvSource
 from app.services.transfer.model import (
     ARTIFACT_STATES, FULL_CSV_FIELDS, DecisionIn, Document, EvaluationIn, ExperimentIn, FrameIn, ModelVersionIn,
     ScanIn, clean, format_location, format_time, parse_frame_number, parse_location, parse_scan_type, parse_time,
-    set_once,
+    set_once, shared,
 )
 
 COLUMNS = [
@@ -130,7 +130,7 @@ def _row(document: Document, where: str, row: dict[str, str], artifact_columns: 
         scan_type = parse_scan_type(clean(row.get("scan_type")), where, "scan_type", problems)
         set_once(scan, "scan_type", scan_type, where, "scan_type", problems)
         set_once(scan, "subject_id", clean(row.get("subject_id")), where, "subject_id", problems)
-        set_once(scan, "session_id", clean(row.get("session_id")), where, "session_id", problems)
+        set_once(scan, "session_id", shared(clean(row.get("session_id"))), where, "session_id", problems)
         set_once(scan, "link", clean(row.get("scan_link")), where, "scan_link", problems)
         scan.archived = _flag(row.get("archived"), where, "archived", problems)
     elif record == "frame":

@@ -6,7 +6,7 @@ from typing import Callable, Iterator
 from app.services.transfer.csvfile import CsvSink, CsvSource
 from app.services.transfer.model import (
     MIQA_CSV_FIELDS, DecisionIn, Document, ExperimentIn, FrameIn, ScanIn, clean, format_location, format_time, parse_frame_number,
-    parse_location, parse_scan_type, parse_time, set_once, split_names,
+    parse_location, parse_scan_type, parse_time, set_once, shared, split_names,
 )
 
 COLUMNS = [
@@ -65,7 +65,7 @@ def _row(document: Document, where: str, row: dict[str, str], unlisted: str) -> 
         scan = experiment.scans[names["scan_name"]] = ScanIn(where, names["scan_name"])
     set_once(scan, "scan_type", scan_type, where, "scan_type", problems)
     set_once(scan, "subject_id", clean(row.get("subject_id")), where, "subject_id", problems)
-    set_once(scan, "session_id", clean(row.get("session_id")), where, "session_id", problems)
+    set_once(scan, "session_id", shared(clean(row.get("session_id"))), where, "session_id", problems)
     set_once(scan, "link", clean(row.get("scan_link")), where, "scan_link", problems)
     if number is not None and location is not None:
         if number in scan.frames:

@@ -7,8 +7,10 @@ number or a JSON path) so later checks can name the place and the field of a pro
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 from app.services.errors import InvalidInput
@@ -101,6 +103,15 @@ class DecisionIn:
     # The state of entries the file does not name: MIQA lists present ones only.
     unlisted: str = "undefined"
     source: str = "import"
+
+    def __post_init__(self) -> None:
+        # A file repeats its few codes, reviewers, notes and artifact names on every scan: one copy each.
+        self.code = sys.intern(self.code)
+        self.creator = shared(self.creator)
+        self.note = sys.intern(self.note)
+        self.present = tuple(map(sys.intern, self.present))
+        self.absent = tuple(map(sys.intern, self.absent))
+        self.undefined = tuple(map(sys.intern, self.undefined))
 
     def identity(self) -> tuple:
         return (self.code, (self.creator or "").lower(), self.created)
@@ -200,6 +211,11 @@ class Document:
 
 # --- value parsing shared by the readers ---------------------------------------------------------
 
+def shared(text: str | None) -> str | None:
+    """One copy of a text that many rows repeat (a reviewer, a session), so a big file holds it once."""
+    return None if text is None else sys.intern(text)
+
+
 def clean(value: Any) -> str | None:
     """A cell's text, or None when it is empty."""
     if value is None:
@@ -277,15 +293,21 @@ def parse_location(value: Any, where: str, field_name: str, problems: Problems) 
             problems.error(where, field_name, f"{value!r} needs integer i, j and k")
             return None
     else:
-        match = _LOCATION.match(str(value))
-        if not match:
+        ijk = _ijk(str(value))
+        if ijk is None:
             problems.error(where, field_name, f"{value!r} is not of the form i=..;j=..;k=..")
             return None
-        ijk = tuple(int(group) for group in match.groups())
     if any(n < 0 for n in ijk):
         problems.error(where, field_name, f"{value!r} has a negative index")
         return None
     return ijk  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=4096)
+def _ijk(text: str) -> tuple[int, int, int] | None:
+    """Cached, so decisions pointing at the same voxel share one tuple."""
+    match = _LOCATION.match(text)
+    return None if match is None else tuple(int(group) for group in match.groups())  # type: ignore[return-value]
 
 
 def split_names(value: Any) -> tuple[str, ...]:
