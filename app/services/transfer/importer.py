@@ -15,7 +15,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator
 
 from flask import current_app
 from sqlalchemy import bindparam, insert, select, update
@@ -90,7 +91,7 @@ def read_document(path: Path, filename: str | None = None, progress: Progress = 
 
 # --- planning ------------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(slots=True)
 class ResolvedDecision:
     experiment: str
     scan: str
@@ -199,6 +200,8 @@ class _Planner:
         # MIQA's partial_brain_coverage, read as full_brain_coverage flipped, unless the project names it itself.
         self._inverted = {alias: target for alias, target in MIQA_INVERTED.items()
                           if target in self.entry_keys and alias not in self._entry_lookup}
+        # Decisions naming the same artifacts share one states dict (apply only reads it).
+        self._states: dict[tuple, dict[str, str]] = {}
         self.roles = {} if project is None else dict(db.session.execute(
             select(Membership.user_id, Membership.role).where(Membership.project_id == pid)).all())
         if self.actor is not None and project is None and getattr(self.actor, "is_authenticated", False):
@@ -360,6 +363,9 @@ class _Planner:
                 continue
             plan.evaluations.append((ein.name, sin.name, evaluation, evaluation.model))
             self.count("evaluations_added")
+        # The plan now holds what the scan's frames and decisions say: free the file's copies.
+        sin.frames.clear()
+        sin.decisions.clear()
 
     # decisions
 
@@ -369,6 +375,28 @@ class _Planner:
         if key is None:
             self.problems.error(d.where, d.fields["decision"],
                                 f"unknown decision {d.code!r} (known: {', '.join(self.option_keys)})")
+        states = self._decision_states(d)
+        if len(d.note) > NOTE_MAX_LENGTH:
+            self.problems.error(d.where, d.fields["note"], f"longer than {NOTE_MAX_LENGTH} characters")
+        creator_id = self.logins.get(d.creator.lower()) if d.creator else None
+        if d.role_given:
+            role = d.role
+            if role is not None and role not in ROLES:
+                self.problems.error(d.where, d.fields["role"], f"{role!r} is not one of {', '.join(ROLES)}")
+        else:
+            role = self.roles.get(creator_id) if creator_id else None
+        if self.problems.error_count > errors_before:
+            return None
+        return ResolvedDecision(experiment, scan, key, creator_id, None if creator_id else d.creator, role, d.note,
+                                d.created or self.now, d.location, states, d.source)
+
+    def _decision_states(self, d: DecisionIn) -> dict[str, str]:
+        """Every entry's state for a decision; problems with its artifact names are errors at its place."""
+        key = (d.present, d.absent, d.undefined, d.unlisted)
+        states = self._states.get(key)
+        if states is not None:
+            return states
+        errors_before = self.problems.error_count
         states = {k: d.unlisted for k in self.entry_keys}
         for target in self._inverted.values():  # MIQA not marking partial coverage says coverage is full
             states[target] = FLIPPED[d.unlisted]
@@ -384,19 +412,9 @@ class _Planner:
                     self.problems.error(d.where, d.fields["artifacts"], f"artifact {name!r} is given two states")
                 else:
                     states[entry] = given[entry] = value
-        if len(d.note) > NOTE_MAX_LENGTH:
-            self.problems.error(d.where, d.fields["note"], f"longer than {NOTE_MAX_LENGTH} characters")
-        creator_id = self.logins.get(d.creator.lower()) if d.creator else None
-        if d.role_given:
-            role = d.role
-            if role is not None and role not in ROLES:
-                self.problems.error(d.where, d.fields["role"], f"{role!r} is not one of {', '.join(ROLES)}")
-        else:
-            role = self.roles.get(creator_id) if creator_id else None
-        if self.problems.error_count > errors_before:
-            return None
-        return ResolvedDecision(experiment, scan, key, creator_id, None if creator_id else d.creator, role, d.note,
-                                d.created or self.now, d.location, states, d.source)
+        if self.problems.error_count == errors_before:
+            self._states[key] = states
+        return states
 
     @staticmethod
     def _same(resolved: ResolvedDecision, d: DecisionIn, other: tuple) -> bool:
@@ -457,6 +475,8 @@ class _Planner:
 
 def build_plan(document: Document, *, mode: str, target: Project | None, actor: User | None,
                progress: Progress = _no_progress) -> Plan:
+    """Check the document against the database and plan the writes; it consumes the document's frames
+    and decisions as it goes, so a big file is not held twice (as read and as planned)."""
     if mode not in MODES:
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}", field="mode")
     document.problems.raise_if_any()
@@ -467,9 +487,11 @@ def build_plan(document: Document, *, mode: str, target: Project | None, actor: 
 
 # --- writing -------------------------------------------------------------------------------------
 
-def _batches(rows: list, size: int = BATCH):
-    for start in range(0, len(rows), size):
-        yield rows[start:start + size]
+def _batches(rows: Iterable, size: int = BATCH) -> Iterator[list]:
+    """Lists of at most ``size`` rows, so no statement carries more than one batch of parameters."""
+    iterator = iter(rows)
+    while batch := list(islice(iterator, size)):
+        yield batch
 
 
 def _bulk_update(model, rows: list[dict[str, Any]]) -> None:
@@ -568,9 +590,10 @@ def _insert_decisions(plan: ProjectPlan, pid: int, scan_ids: dict, progress: Pro
                  "location_k": d.location[2] if d.location else None,
                  "source": d.source, "created_at": d.created} for d in batch]
         ids = db.session.execute(statement, rows).scalars().all()
-        db.session.execute(insert(DecisionArtifact.__table__), [
-            {"decision_id": decision_id, "entry_id": entries[key], "state": state}
-            for decision_id, d in zip(ids, batch) for key, state in d.states.items()])
+        # A decision carries every entry's state: insert those a batch at a time too.
+        for states in _batches({"decision_id": decision_id, "entry_id": entries[key], "state": state}
+                               for decision_id, d in zip(ids, batch) for key, state in d.states.items()):
+            db.session.execute(insert(DecisionArtifact.__table__), states)
         progress(0.2 + 0.75 * min(1.0, (done + 1) * BATCH / total), f"decisions {min(total, (done + 1) * BATCH)}/{total}")
 
 
