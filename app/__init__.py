@@ -47,8 +47,10 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
 
     from app.queue import init_queue
+    from app.static_assets import init_static
 
     init_queue(app)
+    init_static(app)
 
     from app.errors import register_error_handlers
     from app.auth import init_auth
