@@ -33,6 +33,19 @@ def crosshair(page) -> list[float]:
     return page.evaluate("Array.from(window.qcloop.nv.scene.crosshairPos)")
 
 
+def _drag(page, box: dict, start: tuple[float, float], end: tuple[float, float], button: str = "left",
+          key: str | None = None) -> None:
+    """Drag across the viewer between two points given as fractions of its box, holding a key if named."""
+    if key:
+        page.keyboard.down(key)
+    page.mouse.move(box["x"] + box["width"] * start[0], box["y"] + box["height"] * start[1])
+    page.mouse.down(button=button)
+    page.mouse.move(box["x"] + box["width"] * end[0], box["y"] + box["height"] * end[1], steps=8)
+    page.mouse.up(button=button)
+    if key:
+        page.keyboard.up(key)
+
+
 @pytest.fixture
 def review_world(app, factory):
     project = factory.project("neuro")
@@ -80,29 +93,16 @@ def test_tier1_decides_by_keyboard_a_second_reviewer_is_locked_out_and_tier2_com
     page.fill("#level", "700")
     page.press("#level", "Tab")
     assert page.evaluate(cal_js) == [200, 1200]
-    page.keyboard.down("Control")
-    page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.3)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.2, steps=8)
-    page.mouse.up()
-    page.keyboard.up("Control")
+    _drag(page, box, (0.25, 0.3), (0.3, 0.2), key="Control")
     dragged = page.evaluate(cal_js)
     assert dragged != [200, 1200]
     shown = float(page.input_value("#window")), float(page.input_value("#level"))
     assert shown == pytest.approx((dragged[1] - dragged[0], (dragged[0] + dragged[1]) / 2), rel=1e-3)
     assert page.evaluate("window.qcloop.state.poi") is None  # a drag is not a point of interest
-    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)  # right-drag windows too
-    page.mouse.down(button="right")
-    page.mouse.move(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.25, steps=8)
-    page.mouse.up(button="right")
+    _drag(page, box, (0.3, 0.3), (0.35, 0.25), button="right")  # right-drag windows too
     assert page.evaluate(cal_js) != dragged
     pan = page.evaluate("Array.from(window.qcloop.nv.scene.pan2Dxyzmm)")  # shift-drag pans, = zooms
-    page.keyboard.down("Shift")
-    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35, steps=8)
-    page.mouse.up()
-    page.keyboard.up("Shift")
+    _drag(page, box, (0.3, 0.3), (0.35, 0.35), key="Shift")
     panned = page.evaluate("Array.from(window.qcloop.nv.scene.pan2Dxyzmm)")
     assert panned[:3] != pan[:3]
     page.keyboard.press("=")
