@@ -32,7 +32,8 @@ from training.data import USABLE, LabelSettings, build_dataset  # noqa: E402
 from training.datamodule import QCDataModule  # noqa: E402
 from training.module import QCModule  # noqa: E402
 from training.train import ProgressReporter, build_trainer  # noqa: E402
-from training.transforms import AugmentConfig, PreprocessConfig  # noqa: E402
+from models.preprocessing import PreprocessConfig  # noqa: E402
+from training.transforms import AugmentConfig  # noqa: E402
 
 NO_AUGMENT = AugmentConfig(flip_prob=0.0, affine_prob=0.0, noise_prob=0.0)
 

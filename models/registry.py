@@ -1,7 +1,7 @@
 """The MLflow model registry as training needs it: aliases, never the deprecated stages.
 
 A project's model is registered under ``Project.model_name``. The first version trained
-becomes ``champion``; later versions are ``challenger`` until someone promotes them
+becomes ``champion`` when its held-out usable AUC is defined and above chance; later versions are ``challenger`` until someone promotes them
 (:func:`promote`). A run can start from ``models:/<name>@champion``.
 """
 from __future__ import annotations
@@ -28,9 +28,11 @@ def alias_version(tracking_uri: str, name: str, alias: str = CHAMPION) -> str | 
         return None
 
 
-def assign_new_version(tracking_uri: str, name: str, version: str) -> str:
-    """Alias a freshly registered version: champion when there is none yet, else challenger."""
-    alias = CHALLENGER if alias_version(tracking_uri, name, CHAMPION) else CHAMPION
+def assign_new_version(tracking_uri: str, name: str, version: str, may_be_champion: bool = True) -> str:
+    """Alias a freshly registered version: champion when there is none yet and it passed the
+    caller's gate (a defined held-out metric above chance), else challenger."""
+    first = may_be_champion and not alias_version(tracking_uri, name, CHAMPION)
+    alias = CHAMPION if first else CHALLENGER
     _client(tracking_uri).set_registered_model_alias(name, alias, version)
     return alias
 

@@ -8,7 +8,8 @@ either left out of the usable output (``questionable="exclude"``) or counts as n
 with a sample weight (``questionable=0.3``). Each artifact output reads the decision's
 state for its entry: present -> 1, absent -> 0, undefined -> masked out of the loss.
 Frames of one scan share the scan's label. Subjects, not frames, are split into
-train/validation/test, stratified by their usable label, with a seeded generator.
+train/validation/test (or cross-validation folds, see :func:`build_dataset`), stratified by
+each subject's rarest label, with a seeded generator.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import hashlib
 import io
 import random
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -26,6 +27,7 @@ USABLE_MEANINGS = {"usable": 1.0, "usable_extra": 1.0, "unusable": 0.0}
 LABEL_RULES = ("tier2_then_newest", "newest")
 TIER2_ROLES = ("tier2", "admin")
 SPLITS = ("train", "val", "test")
+EVALUATIONS = ("auto", "holdout", "cv")
 
 
 class DatasetError(ValueError):
@@ -112,6 +114,7 @@ class Item:
     mask: list[float]
     weight: float
     split: str = ""
+    fold: int = -1
 
     def sample(self) -> dict[str, Any]:
         """The dict the transforms and the data loader see."""
@@ -121,12 +124,42 @@ class Item:
 
 @dataclass
 class Dataset:
+    """Labelled items and how they are evaluated: a holdout split (``Item.split``) or
+    cross-validation folds (``Item.fold``; every item's split is then "cv")."""
+
     outputs: list[Output]
     items: list[Item]
     seed: int
+    evaluation: str = "holdout"
+    evaluation_reason: str = ""
+    folds: int = 0
 
     def split(self, name: str) -> list[Item]:
         return [item for item in self.items if item.split == name]
+
+    def fold(self, k: int) -> Dataset:
+        """Fold ``k`` of a cross-validated set as a holdout: its scans are "test", the rest "train"."""
+        items = [replace(item, split="test" if item.fold == k else "train") for item in self.items]
+        return Dataset(self.outputs, items, self.seed, "holdout", f"cross-validation fold {k + 1}/{self.folds}")
+
+    def everything(self) -> Dataset:
+        """Every item in "train": the final model of a cross-validated run."""
+        return Dataset(self.outputs, [replace(item, split="train") for item in self.items], self.seed, "holdout",
+                       "final model on every labelled scan")
+
+    def one_class_splits(self, splits: Sequence[str]) -> list[str]:
+        """'output X: test split has no present label' for every split that lacks a class of an output
+        that has both overall (an output short of labels altogether is check_dataset's to refuse)."""
+        found = []
+        both = {key for key, count in self.counts().items() if min(count.values()) > 0}
+        for split in splits:
+            for key, count in self.counts(split).items():
+                if key not in both:
+                    continue
+                lacking = [name for name in ("present", "absent") if count[name] == 0]
+                if lacking:
+                    found.append(f"output {key!r}: {split} split has no {' or '.join(lacking)} label")
+        return found
 
     def counts(self, split: str | None = None) -> dict[str, dict[str, int]]:
         """Per output key: how many examples are present (1) and absent (0)."""
@@ -142,12 +175,12 @@ class Dataset:
         """CSV of every frame: ids, file, checksum, split, weight and one column per output (empty = masked)."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["frame_id", "scan_id", "subject", "path", "checksum", "split", "weight",
+        writer.writerow(["frame_id", "scan_id", "subject", "path", "checksum", "split", "fold", "weight",
                          *[o.key for o in self.outputs]])
         for item in sorted(self.items, key=lambda i: i.frame_id):
             labels = [("" if not m else int(t)) for t, m in zip(item.targets, item.mask)]
             writer.writerow([item.frame_id, item.scan_id, item.subject, item.path, item.checksum, item.split,
-                             item.weight, *labels])
+                             "" if item.fold < 0 else item.fold, item.weight, *labels])
         return buffer.getvalue()
 
     def write_manifest(self, path: Path) -> Path:
@@ -155,10 +188,12 @@ class Dataset:
         return path
 
     def digest(self) -> str:
-        """A hash of what was trained on: file checksums, labels and split (not file locations)."""
+        """A hash of what was trained on: each file's identity (its checksum; for a frame without
+        one, its location), labels, split and fold."""
         digest = hashlib.sha256("|".join(o.key for o in self.outputs).encode())
         for item in sorted(self.items, key=lambda i: i.frame_id):
-            digest.update(f"{item.checksum}:{item.targets}:{item.mask}:{item.weight}:{item.split}\n".encode())
+            identity = item.checksum or f"unchecked:{item.path}"
+            digest.update(f"{identity}:{item.targets}:{item.mask}:{item.weight}:{item.split}:{item.fold}\n".encode())
         return digest.hexdigest()[:16]
 
 
@@ -222,38 +257,103 @@ def label_counts(items: Iterable[Item], outputs: Sequence[Output]) -> dict[str, 
     return counts
 
 
-def split_subjects(items: list[Item], fractions: tuple[float, float], seed: int) -> None:
-    """Assign each subject to train/val/test (grouped, stratified by usable label, seeded) in place."""
-    val_fraction, test_fraction = fractions
+def _strata(by_subject: dict[str, list[Item]], outputs: Sequence[Output]) -> dict[str, list[str]]:
+    """Subjects grouped by their rarest label: the (output, class) fewest subjects share, so that
+    scarce positives of any output spread over the splits rather than only the usable label's."""
+    labels: dict[str, set[tuple[int, float]]] = {}
+    frequency: dict[tuple[int, float], int] = defaultdict(int)
+    for subject, subject_items in by_subject.items():
+        found = {(index, float(item.targets[index] >= 0.5)) for item in subject_items
+                 for index in range(len(outputs)) if item.mask[index]}
+        labels[subject] = found
+        for label in found:
+            frequency[label] += 1
+    strata: dict[str, list[str]] = defaultdict(list)
+    for subject in sorted(by_subject):
+        rarest = min(labels[subject], key=lambda label: (frequency[label], label), default=None)
+        strata[str(rarest)].append(subject)
+    return strata
+
+
+def _deal(items: list[Item], outputs: Sequence[Output], pattern: Sequence[str], seed: int) -> dict[str, str]:
+    """Subject -> slot: subjects shuffled within their stratum, strata one after another, dealt
+    along ``pattern`` cyclically (so every stratum spreads over the slots in the pattern's proportions)."""
     by_subject: dict[str, list[Item]] = defaultdict(list)
     for item in items:
         by_subject[item.subject].append(item)
-    strata: dict[str, list[str]] = defaultdict(list)
-    for subject, subject_items in sorted(by_subject.items()):
-        first = subject_items[0]
-        strata[str(first.targets[0]) if first.mask and first.mask[0] else "none"].append(subject)
     rng = random.Random(seed)
-    for _, subjects in sorted(strata.items()):
+    order = []
+    for _, subjects in sorted(_strata(by_subject, outputs).items()):
         rng.shuffle(subjects)
-        n = len(subjects)
-        n_test = round(n * test_fraction) if n >= 3 else 0
-        n_val = round(n * val_fraction) if n >= 3 else 0
-        if n >= 3 and val_fraction > 0 and n_val == 0:
-            n_val = 1
-        for index, subject in enumerate(subjects):
-            split = "test" if index < n_test else "val" if index < n_test + n_val else "train"
-            for item in by_subject[subject]:
-                item.split = split
+        order.extend(subjects)
+    return {subject: pattern[index % len(pattern)] for index, subject in enumerate(order)}
+
+
+def split_subjects(items: list[Item], outputs: Sequence[Output], fractions: tuple[float, float], seed: int) -> None:
+    """Assign each subject to train/val/test in place: grouped by subject, stratified by label, seeded."""
+    val_fraction, test_fraction = fractions
+    slots = 20
+    counts = {"test": round(slots * test_fraction),
+              "val": max(1, round(slots * val_fraction)) if val_fraction > 0 else 0}
+    counts["train"] = slots - counts["test"] - counts["val"]
+    # each split's places spread evenly over the pattern, so a short stratum still reaches every split
+    places = sorted(((j + 0.5) / n + offset, name) for offset, (name, n) in zip((0.0, 1e-6, 2e-6), counts.items())
+                    for j in range(n))
+    pattern = [name for _, name in places]
+    assigned = _deal(items, outputs, pattern, seed)
+    for item in items:
+        item.split = assigned[item.subject]
+
+
+def assign_folds(items: list[Item], outputs: Sequence[Output], folds: int, seed: int) -> None:
+    """Cross-validation folds in place (``Item.fold``): grouped by subject, stratified by label, seeded."""
+    assigned = _deal(items, outputs, [str(k) for k in range(folds)], seed)
+    for item in items:
+        item.fold = int(assigned[item.subject])
 
 
 def build_dataset(scans: Iterable[ScanRecord], outputs: Sequence[Output], settings: LabelSettings, *,
-                  seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15) -> Dataset:
-    """Label every frame, then split subjects; raises DatasetError when nothing is labelled."""
+                  seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15,
+                  evaluation: str = "auto", folds: int = 5, holdout_min_subjects: int = 200) -> Dataset:
+    """Label every frame, then plan its evaluation; raises DatasetError when nothing is labelled.
+
+    ``evaluation``: "holdout" splits subjects into train/val/test; "cv" assigns ``folds``
+    cross-validation folds (each scan scored once by a model that never saw it); "auto" takes
+    the holdout split only when there are at least ``holdout_min_subjects`` labelled subjects
+    and its validation and test splits hold both classes of every output, else cross-validation,
+    and says why in ``Dataset.evaluation_reason``.
+    """
+    if evaluation not in EVALUATIONS:
+        raise DatasetError(f"evaluation must be one of {', '.join(EVALUATIONS)}, not {evaluation!r}")
     items = label_items(scans, outputs, settings)
     if not items:
         raise DatasetError("no scan has a settled decision that judges any output: nothing to train on")
-    split_subjects(items, (val_fraction, test_fraction), seed)
-    return Dataset(list(outputs), items, seed)
+    dataset = Dataset(list(outputs), items, seed)
+    split_subjects(items, outputs, (val_fraction, test_fraction), seed)
+    subjects = len({item.subject for item in items})
+    missing = dataset.one_class_splits(("val", "test") if test_fraction > 0 else ("val",))
+    if evaluation == "holdout":
+        if missing:
+            raise DatasetError(f"a held-out split cannot hold both classes: {'; '.join(missing)}; "
+                               "use cross-validation (evaluation 'cv' or 'auto')")
+        dataset.evaluation, dataset.evaluation_reason = "holdout", "holdout split asked for"
+        return dataset
+    if evaluation == "auto" and not missing and subjects >= holdout_min_subjects:
+        dataset.evaluation, dataset.evaluation_reason = "holdout", (
+            f"{subjects} labelled subjects, and validation and test splits hold both classes of every output")
+        return dataset
+    folds = max(2, min(folds, subjects))
+    assign_folds(items, outputs, folds, seed)
+    for item in items:
+        item.split = "cv"
+    dataset.evaluation, dataset.folds = "cv", folds
+    if evaluation == "cv":
+        dataset.evaluation_reason = "cross-validation asked for"
+    elif missing:
+        dataset.evaluation_reason = f"a held-out split could not hold both classes ({'; '.join(missing)})"
+    else:
+        dataset.evaluation_reason = f"{subjects} labelled subjects (holdout from {holdout_min_subjects})"
+    return dataset
 
 
 def check_dataset(dataset: Dataset, min_per_class: int) -> None:
@@ -266,12 +366,10 @@ def check_dataset(dataset: Dataset, min_per_class: int) -> None:
         elif min(count.values()) < min_per_class:
             problems.append(f"output {key!r} has too few labels ({count['present']} present, {count['absent']} "
                             f"absent; at least {min_per_class} of each needed)")
-    train = dataset.counts("train")
-    for key, count in train.items():
-        if not problems and (count["present"] == 0 or count["absent"] == 0):
-            problems.append(f"output {key!r} has one class only in the training split")
-    if not dataset.split("val"):
-        problems.append("too few subjects for a validation split")
+    if dataset.evaluation == "holdout":
+        for key, count in dataset.counts("train").items():
+            if not problems and (count["present"] == 0 or count["absent"] == 0):
+                problems.append(f"output {key!r} has one class only in the training split")
     if problems:
         raise DatasetError("; ".join(problems))
 

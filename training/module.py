@@ -3,7 +3,9 @@
 Every output is a binary logit (usable, then each artifact). A target that nobody judged
 has mask 0 and contributes nothing to the loss or its gradient. Positive classes are
 weighted by negatives/positives of the training split, and questionable decisions by the
-project's weight on the usable output.
+project's weight on the usable output. A tiled network is evaluated on whole volumes (one
+per batch): the mean of its tiles' outputs, as serving computes it. A warm-started network
+can train its pretrained layers at a fraction of the head's learning rate.
 """
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ import math
 from typing import Any, Sequence
 
 import lightning as L
-import numpy as np
 import torch
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch import nn
 from torch.nn import functional as F
 
+from models.inference import volume_outputs
+from models.networks import head
+from models.preprocessing import PreprocessConfig
 from training.data import Output
+from training.metrics import epoch_metrics
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
@@ -34,29 +38,16 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
     return (losses * weights).sum() / mask.sum().clamp(min=1.0)
 
 
-def epoch_metrics(outputs: Sequence[Output], logits: np.ndarray, targets: np.ndarray,
-                  mask: np.ndarray) -> dict[str, float]:
-    """Usable AUC and balanced accuracy, and each artifact's AUC where both classes are present."""
-    metrics: dict[str, float] = {}
-    for index, output in enumerate(outputs):
-        judged = mask[:, index] > 0
-        y, score = targets[judged, index], logits[judged, index]
-        if len(np.unique(y)) < 2:
-            continue
-        metrics[f"{output.key}_auc"] = float(roc_auc_score(y, score))
-        if output.kind == "usable":
-            metrics["usable_bacc"] = float(balanced_accuracy_score(y, score > 0))
-    return metrics
-
-
 class QCModule(L.LightningModule):
     """Trains ``net`` on the masked loss; logs train/loss, val/loss, val/usable_auc, val/<key>_auc."""
 
     def __init__(self, net: nn.Module, outputs: Sequence[dict[str, Any]], pos_weight: Sequence[float],
-                 lr: float = 1e-3, weight_decay: float = 1e-4) -> None:
+                 lr: float = 1e-3, weight_decay: float = 1e-4, preprocessing: dict[str, Any] | None = None,
+                 backbone_lr_factor: float = 1.0) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
         self.net = net
+        self.preprocessing = PreprocessConfig.from_dict(preprocessing) if preprocessing else PreprocessConfig()
         self.outputs = [Output.from_dict(o) for o in outputs]
         self.register_buffer("pos_weight", torch.tensor(list(pos_weight), dtype=torch.float32))
         self._collected: dict[str, list[tuple[torch.Tensor, ...]]] = {"val": [], "test": []}
@@ -76,8 +67,15 @@ class QCModule(L.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["image"]), sync_dist=True)
         return loss
 
+    def evaluate(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of whole volumes (tiled: one volume whose tiles are averaged)."""
+        if not self.preprocessing.tiled:
+            return self(image)
+        return torch.stack([volume_outputs(self.net, volume, self.preprocessing) for volume in image])
+
     def _eval_step(self, split: str, batch: dict[str, torch.Tensor]) -> None:
-        loss, logits = self.model_step(batch)
+        logits = self.evaluate(batch["image"])
+        loss = masked_bce(logits, batch["targets"], batch["mask"], batch["weight"], self.pos_weight)
         self.log(f"{split}/loss", loss, on_epoch=True, batch_size=len(batch["image"]), sync_dist=True)
         self._collected[split].append((logits.detach().cpu(), batch["targets"].cpu(), batch["mask"].cpu()))
 
@@ -103,4 +101,10 @@ class QCModule(L.LightningModule):
         self._eval_epoch_end("test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        lr, factor = self.hparams.lr, self.hparams.backbone_lr_factor
+        if factor == 1.0:
+            return torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=self.hparams.weight_decay)
+        head_params = {id(p) for p in head(self.net)[2].parameters()}
+        groups = [{"params": [p for p in self.net.parameters() if id(p) in head_params], "lr": lr},
+                  {"params": [p for p in self.net.parameters() if id(p) not in head_params], "lr": lr * factor}]
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay)

@@ -1,82 +1,43 @@
 """MONAI dictionary transforms: deterministic preprocessing (cached on disk), then random
 artifact synthesis and augmentation applied to the cached tensors at every epoch.
 
-Preprocessing: load, channel first, orient to RAS, optionally resample to a spacing, scale
-intensities between two percentiles to 0..1, then resize (or pad/crop) to the network's
-input shape. Its output is cached under ``cache_dir`` keyed by the file's checksum and the
-preprocessing settings, so a changed file or setting never reads a stale tensor, and labels
-(which change with every decision) are never part of what is cached.
+Preprocessing is :func:`models.preprocessing.preprocess` (one definition shared with serving).
+Its output is cached under ``cache_dir`` keyed by the file's content (checksum), its size and
+change time, and the preprocessing settings, so a changed file or setting never reads a stale
+tensor and two different files never share a key; a frame without a checksum is preprocessed
+on every read, never cached. Labels (which change with every decision) are never cached.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
-import json
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
+from monai.data import Dataset as MonaiDataset
 from monai.data import PersistentDataset
 from monai.transforms import (
     Compose,
-    EnsureChannelFirstd,
     EnsureTyped,
     GibbsNoise,
-    LoadImaged,
     MapTransform,
-    Orientationd,
     RandAffined,
     RandBiasField,
     RandFlipd,
     RandGaussianNoised,
     RandomizableTransform,
-    ResizeWithPadOrCropd,
-    Resized,
-    ScaleIntensityRangePercentilesd,
-    Spacingd,
+    RandSpatialCropd,
 )
 
+from models.preprocessing import PreprocessConfig, preprocess
 from training.data import Item, Output
 
 # Which synthetic artifact marks which artifact entry (by key) as present.
 SYNTHESIZABLE = ("inhomogeneity", "ghosting_motion", "truncation_artifact", "swap_wraparound")
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """What turns a file into the network's input tensor; part of every cache key and model's metadata."""
-
-    spatial_size: tuple[int, ...] = (64, 64, 64)
-    pixdim: tuple[float, ...] | None = None  # resample to this spacing (mm); None keeps the native grid
-    percentiles: tuple[float, float] = (1.0, 99.0)
-    fit: str = "resize"  # "resize" or "pad_crop" to reach spatial_size
-    orientation: str = "RAS"
-
-    def __post_init__(self) -> None:
-        if self.fit not in ("resize", "pad_crop"):
-            raise ValueError(f"fit must be 'resize' or 'pad_crop', not {self.fit!r}")
-        if len(self.spatial_size) not in (2, 3):
-            raise ValueError("spatial_size must have 2 or 3 dimensions")
-
-    @property
-    def spatial_dims(self) -> int:
-        return len(self.spatial_size)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PreprocessConfig:
-        values = dict(data)
-        for name in ("spatial_size", "pixdim", "percentiles"):
-            if values.get(name) is not None:
-                values[name] = tuple(values[name])
-        return cls(**values)
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -99,47 +60,49 @@ class AugmentConfig:
             raise ValueError("synthesis_usable must be 'mask' or 'unusable'")
 
 
-def preprocess(config: PreprocessConfig) -> Compose:
-    """The deterministic file -> tensor chain (its result is what the disk cache stores)."""
-    keys = ["image"]
-    steps: list[Callable] = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys)]
-    if config.spatial_dims == 3:
-        steps.append(Orientationd(keys, axcodes=config.orientation))
-    if config.pixdim is not None:
-        steps.append(Spacingd(keys, pixdim=config.pixdim, mode="bilinear"))
-    steps.append(_SingleChanneld(keys))
-    lower, upper = config.percentiles
-    steps.append(ScaleIntensityRangePercentilesd(keys, lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True))
-    if config.fit == "resize":
-        steps.append(Resized(keys, spatial_size=config.spatial_size, mode="area"))
-    else:
-        steps.append(ResizeWithPadOrCropd(keys, spatial_size=config.spatial_size))
-    steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=False))
-    return Compose(steps)
-
-
-class _SingleChanneld(MapTransform):
-    """Average colour or multi-echo channels into one (the networks take one channel)."""
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        out = dict(data)
-        for key in self.key_iterator(out):
-            if out[key].shape[0] > 1:
-                out[key] = out[key].mean(dim=0, keepdim=True)
-        return out
+def file_identity(path: str, checksum: str) -> str:
+    """What names a file's content for caches: its checksum plus size and change time (a file
+    rewritten in place under an old checksum still gets a new key)."""
+    stat = os.stat(path)
+    return f"{checksum}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 def cache_key(item: Mapping[str, Any], config: PreprocessConfig) -> bytes:
-    """The on-disk cache key: file checksum plus preprocessing settings (never the labels)."""
-    return hashlib.sha256(f"{item['checksum']}|{config.digest()}".encode()).hexdigest().encode()
+    """The on-disk cache key: the file's identity plus preprocessing settings (never the labels)."""
+    if not item.get("checksum"):
+        raise ValueError(f"{item['image']} has no checksum: it cannot be cached")
+    identity = file_identity(item["image"], item["checksum"])
+    return hashlib.sha256(f"{identity}|{config.digest()}".encode()).hexdigest().encode()
 
 
-def cached_volumes(items: Sequence[Item], config: PreprocessConfig, cache_dir: Path) -> PersistentDataset:
-    """Preprocessed image tensors of the items, computed once per (checksum, settings) and kept on disk."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    data = [{"image": item.path, "checksum": item.checksum} for item in items]
-    return PersistentDataset(data, transform=preprocess(config), cache_dir=cache_dir,
-                             hash_func=functools.partial(cache_key, config=config))
+class CachedVolumes(torch.utils.data.Dataset):
+    """Preprocessed image tensors: on disk per file identity and settings, or (no checksum) made on every read."""
+
+    def __init__(self, items: Sequence[Item], config: PreprocessConfig, cache_dir: Path) -> None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        chain = preprocess(config)
+        data = [{"image": item.path, "checksum": item.checksum} for item in items]
+        self.where = [(bool(d["checksum"]), index) for index, d in enumerate(data)]
+        cached = [d for d in data if d["checksum"]]
+        self.cached = PersistentDataset(cached, transform=chain, cache_dir=cache_dir,
+                                        hash_func=functools.partial(cache_key, config=config))
+        self.uncached = MonaiDataset([d for d in data if not d["checksum"]], transform=chain)
+        positions = {True: 0, False: 0}
+        for slot, (has_checksum, _) in enumerate(self.where):
+            self.where[slot] = (has_checksum, positions[has_checksum])
+            positions[has_checksum] += 1
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        has_checksum, position = self.where[index]
+        return (self.cached if has_checksum else self.uncached)[position]
+
+
+def cached_volumes(items: Sequence[Item], config: PreprocessConfig, cache_dir: Path) -> CachedVolumes:
+    """Preprocessed image tensors of the items, computed once per (file identity, settings) and kept on disk."""
+    return CachedVolumes(items, config, cache_dir)
 
 
 # --- artifact synthesis ---------------------------------------------------------------------------
@@ -214,12 +177,16 @@ class ArtifactSynthesisd(RandomizableTransform, MapTransform):
         return out
 
 
-def augment(outputs: Sequence[Output], config: AugmentConfig, spatial_dims: int) -> Compose:
-    """Training-time randomness: synthesis first (on the clean cached tensor), then augmentation."""
+def augment(outputs: Sequence[Output], config: AugmentConfig, preprocessing: PreprocessConfig) -> Compose:
+    """Training-time randomness: synthesis first (on the clean cached tensor), then for a tiled
+    network one tile-sized crop at a random place, then augmentation."""
     keys = ["image"]
+    spatial_dims = preprocessing.spatial_dims
     steps: list[Callable] = []
     if config.synthesis:
         steps.append(ArtifactSynthesisd(outputs, config))
+    if preprocessing.tiled:
+        steps.append(RandSpatialCropd(keys, roi_size=preprocessing.spatial_size, random_size=False))
     if config.flip_prob > 0:
         steps.append(RandFlipd(keys, prob=config.flip_prob, spatial_axis=0))
     if config.affine_prob > 0:
@@ -238,7 +205,7 @@ class LabelledVolumes(torch.utils.data.Dataset):
     training loop then costs no file reads per step).
     """
 
-    def __init__(self, items: Sequence[Item], volumes: PersistentDataset, transform: Compose | None = None,
+    def __init__(self, items: Sequence[Item], volumes: CachedVolumes, transform: Compose | None = None,
                  in_memory: bool = False) -> None:
         self.items, self.volumes, self.transform = list(items), volumes, transform
         self.memory: dict[int, torch.Tensor] | None = {} if in_memory else None

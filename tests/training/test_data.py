@@ -72,7 +72,8 @@ def _scans(n_subjects=20, scans_per_subject=2, frames=2):
 def test_frames_share_the_label_and_subjects_never_straddle_splits():
     scans = _scans()
     scans.append(scan(99, "unjudged", []))  # no decision: left out
-    dataset = build_dataset(scans, OUTPUTS, LabelSettings(), seed=3)
+    dataset = build_dataset(scans, OUTPUTS, LabelSettings(), seed=3, evaluation="holdout")
+    assert dataset.evaluation == "holdout"
     assert len(dataset.items) == 20 * 2 * 2
     splits_of = {}
     for item in dataset.items:
@@ -83,10 +84,10 @@ def test_frames_share_the_label_and_subjects_never_straddle_splits():
     assert {len(dataset.split(name)) > 0 for name in ("train", "val", "test")} == {True}
     for name in ("val", "test"):  # stratified: both classes on every side
         assert min(dataset.counts(name)["usable"].values()) > 0
-    again = build_dataset(scans, OUTPUTS, LabelSettings(), seed=3)
+    again = build_dataset(scans, OUTPUTS, LabelSettings(), seed=3, evaluation="holdout")
     assert [i.split for i in again.items] == [i.split for i in dataset.items]
     assert again.digest() == dataset.digest()
-    other_seed = build_dataset(scans, OUTPUTS, LabelSettings(), seed=4)
+    other_seed = build_dataset(scans, OUTPUTS, LabelSettings(), seed=4, evaluation="holdout")
     assert [i.split for i in other_seed.items] != [i.split for i in dataset.items]
 
 
@@ -94,7 +95,7 @@ def test_manifest_leaves_masked_labels_empty_and_hash_follows_labels(tmp_path):
     scans = _scans(n_subjects=6, scans_per_subject=1, frames=1)
     dataset = build_dataset(scans, OUTPUTS, LabelSettings(), seed=0)
     lines = dataset.write_manifest(tmp_path / "manifest.csv").read_text().splitlines()
-    assert lines[0] == "frame_id,scan_id,subject,path,checksum,split,weight,usable,ghosting_motion,lesions"
+    assert lines[0] == "frame_id,scan_id,subject,path,checksum,split,fold,weight,usable,ghosting_motion,lesions"
     assert lines[1].endswith(",1,0,") and lines[2].endswith(",0,1,")
     scans[0] = scan(0, "sub0", [decision("unusable", "tier2", ghosting="present")])
     assert build_dataset(scans, OUTPUTS, LabelSettings(), seed=0).digest() != dataset.digest()
@@ -112,3 +113,44 @@ def test_checks_name_too_few_labels_one_class_and_select_outputs_skips_thin_arti
         build_dataset([scan(1, "a", [decision("questionable")])], [USABLE], LabelSettings())
     kept, skipped = select_outputs(_scans(n_subjects=6, scans_per_subject=1), OUTPUTS, LabelSettings(), 2)
     assert kept == [USABLE, GHOSTING] and skipped == {"lesions": "0 present / 0 absent"}
+
+
+def test_small_projects_are_cross_validated_in_folds_grouped_by_subject_and_stratified():
+    """40 scans cannot give a 15% test split both classes of a rare artifact: auto picks k-fold CV and says why."""
+    scans = _scans(n_subjects=20, scans_per_subject=2, frames=1)
+    for index in (0, 4, 8):  # three subjects (six scans) with lesions present, the rest absent
+        for offset in (0, 1):
+            old = scans[index * 2 + offset]
+            scans[index * 2 + offset] = scan(old.scan_id, old.subject, [decision(
+                old.decisions[0].meaning, "tier2", old.scan_id, ghosting=old.decisions[0].artifacts[GHOSTING.entry_id],
+                lesions="present")])
+    for old_index, old in enumerate(scans):
+        if old.decisions[0].artifacts[LESIONS.entry_id] == "undefined":
+            scans[old_index] = scan(old.scan_id, old.subject, [decision(
+                old.decisions[0].meaning, "tier2", old.scan_id, ghosting=old.decisions[0].artifacts[GHOSTING.entry_id],
+                lesions="absent")])
+    dataset = build_dataset(scans, OUTPUTS, LabelSettings(), seed=1)
+    assert dataset.evaluation == "cv" and dataset.folds == 5
+    assert "lesions" in dataset.evaluation_reason or "labelled subjects" in dataset.evaluation_reason
+    folds_of = {}
+    for item in dataset.items:
+        folds_of.setdefault(item.subject, set()).add(item.fold)
+    assert all(len(folds) == 1 for folds in folds_of.values())
+    lesion_folds = {item.fold for item in dataset.items if item.targets[2] == 1 and item.mask[2]}
+    assert len(lesion_folds) == 3  # the three lesion subjects spread over three folds, not bunched in one
+    for k in range(5):
+        fold = dataset.fold(k)
+        assert fold.split("test") and fold.split("train") and not fold.split("val")
+        assert not {i.subject for i in fold.split("test")} & {i.subject for i in fold.split("train")}
+    with pytest.raises(DatasetError, match="cannot hold both classes"):
+        build_dataset(scans, OUTPUTS, LabelSettings(), seed=1, evaluation="holdout")
+
+
+def test_dataset_hash_covers_file_identity():
+    scans = _scans(n_subjects=6, scans_per_subject=1, frames=1)
+    dataset = build_dataset(scans, OUTPUTS, LabelSettings(), seed=0)
+    changed = list(scans)
+    frame = changed[0].frames[0]
+    changed[0] = ScanRecord(changed[0].scan_id, changed[0].subject,
+                            (FrameRecord(frame.frame_id, frame.path, "another-checksum"),), changed[0].decisions)
+    assert build_dataset(changed, OUTPUTS, LabelSettings(), seed=0).digest() != dataset.digest()

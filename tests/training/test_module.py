@@ -6,7 +6,8 @@ import torch
 
 from tests.training.conftest import GHOSTING, LESIONS
 from training.data import USABLE
-from training.module import epoch_metrics, masked_bce
+from training.metrics import epoch_metrics
+from training.module import masked_bce
 
 
 def test_not_judged_targets_change_neither_loss_nor_gradient():

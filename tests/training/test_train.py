@@ -10,11 +10,12 @@ from mlflow import MlflowClient
 
 from app.services.phantoms import brain_phantom
 from models import registry
-from tests.training.conftest import GHOSTING, T0, ghosting_records
+from tests.training.conftest import GHOSTING, LESIONS, T0, ghosting_records
 from training.data import USABLE, DatasetError, DecisionRecord, FrameRecord, LabelSettings, ScanRecord, build_dataset
 from training.tracking import TrackingError
-from training.train import TrainConfig, TrainingCancelled, train
-from training.transforms import AugmentConfig, PreprocessConfig
+from training.train import TrainConfig, TrainingCancelled, first_champion_gate, train
+from models.preprocessing import PreprocessConfig
+from training.transforms import AugmentConfig
 
 NO_AUGMENT = AugmentConfig(flip_prob=0.5, affine_prob=0.0, noise_prob=0.0)
 
@@ -41,16 +42,26 @@ def _config(tmp_path, store, dataset, name, **overrides):
 
 
 @pytest.mark.slow
-def test_ghosting_versus_clean_is_learned_on_held_out_subjects(tmp_path, store, records):
-    dataset = build_dataset(records, [USABLE, GHOSTING], LabelSettings(), seed=0)
+def test_ghosting_versus_clean_is_learned_and_cross_validated_with_intervals(tmp_path, store, records):
+    """40 scans: a 15% test split would hold 6; auto cross-validates, every scan scored by a model that never saw it."""
+    dataset = build_dataset(records, [USABLE, GHOSTING, LESIONS], LabelSettings(), seed=0)
+    assert dataset.evaluation == "cv" and dataset.folds == 5
     reports = []
     result = train(_config(tmp_path, store, dataset, "qcloop-learnable", progress=reports.append))
-    assert result.metrics["best_test_usable_auc"] >= 0.9
-    assert result.metrics["best_test_ghosting_motion_auc"] >= 0.9
-    assert result.alias == "champion" and result.version == "1"
-    assert reports and reports[-1]["epoch"] >= 1 and "train/step_loss" in reports[-1]["metrics"]
-    test_subjects = {item.subject for item in dataset.split("test")}
-    assert test_subjects and not test_subjects & {item.subject for item in dataset.split("train")}
+    metrics = result.metrics
+    assert result.evaluation == "cv" and metrics["heldout_scans"] == 40
+    assert metrics["heldout_usable_auc"] >= 0.9 and metrics["heldout_ghosting_motion_auc"] >= 0.9
+    assert metrics["heldout_usable_auc_low"] <= metrics["heldout_usable_auc"] <= metrics["heldout_usable_auc_high"]
+    assert metrics["heldout_usable_n_present"] == 20 and metrics["heldout_usable_n_absent"] == 20
+    # nobody judged lesions: its AUC is undefined (absent), never a bare 0.5
+    assert "heldout_lesions_auc" not in metrics and metrics["heldout_lesions_n_present"] == 0
+    assert all(value != 0.5 for key, value in metrics.items() if key.endswith("_auc"))
+    assert result.alias == "champion" and result.version == "1" and result.gate.startswith("first champion")
+    phases = [r["phase"] for r in reports]
+    assert "fold 1/5" in phases and "final model" in phases
+    assert reports[-1]["fraction"] == pytest.approx(1.0)
+    finished = [r["finished_epoch"] for r in reports if r["finished_epoch"]]
+    assert finished and all("train/loss" in f and "epoch" in f for f in finished)
 
 
 def test_cancel_from_progress_stops_training_and_registers_nothing(tmp_path, store, records):
@@ -106,18 +117,22 @@ def test_two_dimensional_images_train_with_the_torchvision_backbone(tmp_path, st
 def test_the_champion_is_scored_on_the_new_runs_split_through_its_own_preprocessing(tmp_path, store, records,
                                                                                    monkeypatch):
     # No test split: both models are scored on the validation split, here the same subjects for both runs.
-    dataset = build_dataset(records[:20], [USABLE, GHOSTING], LabelSettings(), seed=0, test_fraction=0.0)
-    champion = train(_config(tmp_path / "a", store, dataset, "qcloop-same-split", epochs=1,
+    dataset = build_dataset(records[:20], [USABLE, GHOSTING], LabelSettings(), seed=0, test_fraction=0.0,
+                            evaluation="holdout")
+    champion = train(_config(tmp_path / "a", store, dataset, "qcloop-same-split", epochs=2,
                              preprocess=PreprocessConfig(spatial_size=(24, 24, 24))))
     assert champion.champion_version is None and not any(k.startswith("champion_") for k in champion.metrics)
+    assert champion.metrics["heldout_is_validation"] == 1.0
+    if champion.alias != "champion":  # this test is about scoring the champion, not about the gate
+        registry.promote(store[0], "qcloop-same-split", champion.version)
     candidate = train(_config(tmp_path / "b", store, dataset, "qcloop-same-split", epochs=1))
     # The champion read the frames at its own 24^3, so it scored exactly what it scored on itself.
     assert candidate.champion_version == "1"
-    assert candidate.metrics["champion_val_usable_auc"] == pytest.approx(champion.metrics["best_val_usable_auc"])
-    assert candidate.metrics["champion_val_usable_bacc"] == pytest.approx(champion.metrics["best_val_usable_bacc"])
+    for key in ("usable_auc", "usable_bacc", "usable_auc_low", "usable_auc_high"):
+        assert candidate.metrics[f"champion_heldout_{key}"] == pytest.approx(champion.metrics[f"heldout_{key}"])
     logged = MlflowClient(tracking_uri=store[0]).get_run(candidate.run_id).data
-    assert logged.params["champion_version"] == "1" and logged.params["champion_split"] == "val"
-    assert logged.metrics["champion_val_usable_auc"] == candidate.metrics["champion_val_usable_auc"]
+    assert logged.params["champion_version"] == "1"
+    assert logged.metrics["champion_heldout_usable_auc"] == candidate.metrics["champion_heldout_usable_auc"]
 
     def unloadable(*args, **kwargs):
         raise RuntimeError("pickled class not found")
@@ -128,3 +143,9 @@ def test_the_champion_is_scored_on_the_new_runs_split_through_its_own_preprocess
     assert not any(k.startswith("champion_") for k in stands.metrics)
     params = MlflowClient(tracking_uri=store[0]).get_run(stands.run_id).data.params
     assert params["champion_score_error"] == "RuntimeError: pickled class not found"
+
+
+def test_the_first_champion_needs_a_defined_held_out_auc_above_chance(store):
+    assert first_champion_gate({}) == (False, "its held-out usable AUC is undefined (the held-out scans lack a class)")
+    assert first_champion_gate({"heldout_usable_auc": 0.5})[0] is False
+    assert first_champion_gate({"heldout_usable_auc": 0.74})[0] is True

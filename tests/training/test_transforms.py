@@ -5,17 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from models.preprocessing import PreprocessConfig, preprocess
 from tests.training.conftest import GHOSTING, LESIONS, write_volume
 from training.data import USABLE, Item
-from training.transforms import (
-    SYNTHESIZERS,
-    ArtifactSynthesisd,
-    AugmentConfig,
-    PreprocessConfig,
-    cache_key,
-    cached_volumes,
-    preprocess,
-)
+from training.transforms import SYNTHESIZERS, ArtifactSynthesisd, AugmentConfig, cache_key, cached_volumes
 
 
 def _item(path, checksum):
@@ -37,8 +30,9 @@ def test_cache_is_keyed_by_checksum_and_settings_never_labels(tmp_path):
     path = tmp_path / "a.nii.gz"
     checksum = write_volume(path, seed=1, artifact=None)
     small, other = PreprocessConfig(spatial_size=(16, 16, 16)), PreprocessConfig(spatial_size=(24, 24, 24))
-    assert cache_key({"checksum": checksum}, small) != cache_key({"checksum": checksum}, other)
-    assert cache_key({"checksum": checksum}, small) != cache_key({"checksum": "0" * 64}, small)
+    named = {"image": str(path), "checksum": checksum}
+    assert cache_key(named, small) != cache_key(named, other)
+    assert cache_key(named, small) != cache_key({**named, "checksum": "0" * 64}, small)
     cache = tmp_path / "cache"
     first = cached_volumes([_item(path, checksum)], small, cache)[0]["image"]
     assert len(list(cache.glob("*.pt"))) == 1
@@ -75,3 +69,26 @@ def test_synthesis_marks_the_artifact_present_and_the_usable_target_unknown():
     assert torch.equal(never(dict(sample))["image"], sample["image"])
     with pytest.raises(ValueError, match="no synthetic artifact for lesions"):
         AugmentConfig(synthesis={"lesions": 0.5})
+
+
+def test_frames_without_checksum_are_never_cached_and_never_share_a_tensor(tmp_path):
+    """The importer once left checksums empty: every file then hit one cache entry, the first scan's tensor."""
+    paths = [tmp_path / f"{name}.nii.gz" for name in "abc"]
+    for seed, path in enumerate(paths):
+        write_volume(path, seed=seed, artifact="ghosting" if seed == 1 else None)
+    config, cache = PreprocessConfig(spatial_size=(16, 16, 16)), tmp_path / "cache"
+    with pytest.raises(ValueError, match="no checksum"):
+        cache_key({"image": str(paths[0]), "checksum": ""}, config)
+    volumes = cached_volumes([_item(path, "") for path in paths], config, cache)
+    tensors = [volumes[index]["image"] for index in range(3)]
+    assert not torch.equal(tensors[0], tensors[1]) and not torch.equal(tensors[1], tensors[2])
+    assert not list(cache.glob("*.pt"))
+
+
+def test_a_file_rewritten_in_place_gets_a_new_cache_key(tmp_path):
+    path = tmp_path / "a.nii.gz"
+    checksum = write_volume(path, seed=1, artifact=None)
+    config = PreprocessConfig(spatial_size=(16, 16, 16))
+    before = cache_key({"image": str(path), "checksum": checksum}, config)
+    write_volume(path, seed=2, artifact="ghosting")
+    assert cache_key({"image": str(path), "checksum": checksum}, config) != before
