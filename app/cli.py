@@ -220,7 +220,7 @@ def demo(admin_username: str) -> None:
 
 
 
-# --- training (issue 6) ---------------------------------------------------------------------------
+# --- training ------------------------------------------------------------------------------------
 
 def _follow_job(job_id: int, queued_hint_s: float = 30.0) -> "Job":  # noqa: F821
     """Print a line whenever the job's progress message changes, until it ends; returns the final row."""
@@ -247,18 +247,33 @@ def _follow_job(job_id: int, queued_hint_s: float = 30.0) -> "Job":  # noqa: F82
 
 @cli.command()
 @click.option("--project", "project_name", required=True, help="Project name.")
-@click.option("--epochs", type=int, default=None, help="Maximum epochs (default 20; early stopping may end sooner).")
+@click.option("--epochs", type=int, default=None,
+              help="Epochs (default 30; a holdout run may stop early on its validation AUC).")
 @click.option("--from", "init", type=click.Choice(["scratch", "champion", "miqa"]), default="scratch",
-              show_default=True, help="Start from random weights, the registered champion or MIQA's weights.")
-@click.option("--arch", default=None, help="Network (default densenet121 for 3-D, resnet18_2d for 2-D images).")
+              show_default=True, help="Start from random weights, the registered champion or MIQA's weights "
+                                      "(MIQA's preprocessing and tiles come with them).")
+@click.option("--arch", default=None, help="Network: miqa (default for 3-D, MIQA's small classifier), densenet_small, "
+                                           "resnet_small, densenet121, resnet18; resnet18_2d for 2-D images.")
+@click.option("--fit", type=click.Choice(["resize", "pad_crop", "tiles"]), default=None,
+              help="How a volume reaches the input shape: resized whole (default), padded/cropped, or native-grid "
+                   "tiles averaged as MIQA does.")
 @click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None, help="Learning rate (default 0.001).")
+@click.option("--patience", type=int, default=None, help="Epochs without a better validation AUC before a holdout "
+                                                          "run stops (default 8).")
+@click.option("--seed", type=int, default=None, help="Seed of the split, the folds, the weights and augmentation.")
+@click.option("--evaluation", type=click.Choice(["auto", "holdout", "cv"]), default=None,
+              help="Held-out metrics from a test split or k-fold cross-validation (auto: cross-validation "
+                   "below 200 labelled subjects or when a split would lack a class).")
+@click.option("--folds", type=int, default=None, help="Cross-validation folds (default 5).")
 @click.option("--spatial-size", default=None, help="Network input shape, e.g. 64,64,64 (default 64^3 / 224^2).")
 @click.option("--synthesize", multiple=True, help="Artifact key to synthesize on clean volumes (p=0.2); repeatable.")
 @click.option("--inline", is_flag=True, help="Train in this process instead of the worker.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Print progress until the run ends (else print the run id and return).")
-def train(project_name: str, epochs: int | None, init: str, arch: str | None, batch_size: int | None,
-          spatial_size: str | None, synthesize: tuple[str, ...], inline: bool, wait: bool) -> None:
+def train(project_name: str, epochs: int | None, init: str, arch: str | None, fit: str | None,
+          batch_size: int | None, lr: float | None, patience: int | None, seed: int | None, evaluation: str | None,
+          folds: int | None, spatial_size: str | None, synthesize: tuple[str, ...], inline: bool, wait: bool) -> None:
     """Retrain the project's model on its reviewer decisions.
 
     By default the run goes to the job queue (a `qcloop worker` trains it) and this command
@@ -277,7 +292,8 @@ def train(project_name: str, epochs: int | None, init: str, arch: str | None, ba
     if project is None:
         raise click.ClickException(f"no project named {project_name!r}")
     body: dict = {"from": init}
-    for name, value in (("epochs", epochs), ("arch", arch), ("batch_size", batch_size)):
+    for name, value in (("epochs", epochs), ("arch", arch), ("fit", fit), ("batch_size", batch_size), ("lr", lr),
+                        ("patience", patience), ("seed", seed), ("evaluation", evaluation), ("folds", folds)):
         if value is not None:
             body[name] = value
     if spatial_size:
@@ -314,12 +330,27 @@ def train(project_name: str, epochs: int | None, init: str, arch: str | None, ba
     if job.state != "succeeded":
         raise click.ClickException(f"training run {run.id} {job.state}: {summary['error'] or job.message}")
     version = summary["model_version"]
-    click.echo(f"registered {version['registry_name']} version {version['version']} ({version['alias']}); "
-               f"MLflow run {summary['mlflow_run_id']}; metrics: "
-               + ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items() if k.endswith("auc")))
+    click.echo(f"registered {version['registry_name']} version {version['version']} ({version['alias']})")
+    _print_report(summary["report"])
 
 
-# --- import, export and sync (issue 4) -----------------------------------------------------------
+def _print_report(report: dict) -> None:
+    """The run's own account: evaluation, held-out AUCs with intervals, outputs left out, gate, MLflow."""
+    if report["evaluation"]:
+        click.echo(f"evaluated by {report['evaluation']}")
+    if report["heldout"]:
+        click.echo(f"held-out AUC on {report['heldout_scans']} scans:")
+        for line in report["heldout"]:
+            click.echo(f"  {line['output']}: {line['auc']}")
+    for line in report["skipped_outputs"]:
+        click.echo(f"not trained: {line['output']}: {line['reason']}")
+    if report["champion_gate"]:
+        click.echo(report["champion_gate"])
+    if report["mlflow"]:
+        click.echo(f"open in MLflow: {report['mlflow']}")
+
+
+# --- import, export and sync ---------------------------------------------------------------------
 
 class _ProgressLine:
     """Prints "[ 42%] message" whenever the whole percent or the message changes."""

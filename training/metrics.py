@@ -10,7 +10,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from training.data import Output
 
@@ -20,6 +19,8 @@ CONFIDENCE = 0.95
 def epoch_metrics(outputs: Sequence[Output], logits: np.ndarray, targets: np.ndarray,
                   mask: np.ndarray) -> dict[str, float]:
     """Usable AUC and balanced accuracy, and each artifact's AUC, where both classes are present."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
     metrics: dict[str, float] = {}
     for index, output in enumerate(outputs):
         judged = mask[:, index] > 0
@@ -38,6 +39,8 @@ def auc_interval(y: np.ndarray, score: np.ndarray, groups: np.ndarray | None = N
 
     None when the AUC is undefined or no resample holds both classes often enough.
     """
+    from sklearn.metrics import roc_auc_score
+
     y, score = np.asarray(y, dtype=float), np.asarray(score, dtype=float)
     if len(np.unique(y)) < 2:
         return None
@@ -61,6 +64,8 @@ def heldout_metrics(outputs: Sequence[Output], logits: np.ndarray, targets: np.n
                     groups: Sequence[str], seed: int = 0) -> dict[str, float]:
     """Per output: AUC with its interval (``<key>_auc``, ``_auc_low``, ``_auc_high``), the count of
     judged scans per class (``<key>_n_present``, ``_n_absent``), and the usable balanced accuracy."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
     metrics: dict[str, float] = {}
     groups = np.asarray(groups)
     for index, output in enumerate(outputs):

@@ -25,9 +25,11 @@ SETTINGS_BODY = {"application/json": {"schema": {"type": "object", "additionalPr
 @answers(blp, 201, RunOut)
 @permission("project", "admin")
 def start_run(project_id: int):
-    """Start a run. Body (all optional): epochs, from (scratch|miqa|champion), arch, batch_size, lr,
-    patience, seed, spatial_size, min_labels, artifacts ("auto" or keys), synthesis ({key: probability}),
-    val_fraction, test_fraction. Bad data fails the run (state "failed", error says why)."""
+    """Start a run. Body (all optional): epochs, from (scratch|miqa|champion), arch, fit (resize|pad_crop|tiles),
+    batch_size, lr, weight_decay, patience, seed, spatial_size, min_labels, artifacts ("auto" or keys),
+    synthesis ({key: probability}), evaluation (auto|holdout|cv), folds, val_fraction, test_fraction.
+    Bad data fails the run (state "failed", error says why). The answer's ``report`` says how the run
+    was evaluated, each output's held-out AUC with its 95% interval, outputs left out and why."""
     run = training.start_run(projects.get_project(project_id), current_user, json_object())
     return training.run_json(run), 201
 
@@ -61,9 +63,10 @@ def cancel_run(run_id: int):
 @permission("project", "admin")
 def promote_run(project_id: int, run_id: int):
     """Make the run's model the champion. Refused (409, with the comparison) unless it beats the champion
-    on usable AUC: both scored on the run's own held-out split when the run scored the current champion
-    there (same_split true), else each run's best_test_usable_auc (or best_val_usable_auc) on its own
-    split; body {"force": true} promotes anyway and is recorded in the audit log."""
+    on held-out usable AUC: both scored on the run's own held-out scans when the run scored the current
+    champion there (same_split true), else each run's heldout_usable_auc on its own held-out scans; a
+    run without a defined held-out usable AUC is refused. Body {"force": true} promotes anyway and is
+    recorded in the audit log."""
     return training.promote_run(project_id, run_id, current_user, json_object().get("force", False))
 
 

@@ -19,11 +19,14 @@ from app.db import Decision, Experiment, Job, ModelVersion, Project, Scan, Train
 from app.services import audit, jobs, projects, vocabulary
 from app.services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from app.storage import StorageError, local_copy, resolve
+from training.metrics import defined
 
 log = logging.getLogger(__name__)
 
 INITS = ("scratch", "miqa", "champion")
-ARCHS_3D = ("densenet121", "densenet_small", "resnet18", "resnet_small", "miqa")
+ARCHS_3D = ("miqa", "densenet_small", "resnet_small", "densenet121", "resnet18")
+EVALUATIONS = ("auto", "holdout", "cv")
+FITS = ("resize", "pad_crop", "tiles")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
@@ -35,13 +38,17 @@ class _Spec:
 
 
 _PARAMS = {
-    "epochs": _Spec(int, 20, lambda v: 1 <= v <= 1000, "epochs must be an integer from 1 to 1000"),
+    "epochs": _Spec(int, 30, lambda v: 1 <= v <= 1000, "epochs must be an integer from 1 to 1000"),
     "from": _Spec(str, "scratch", lambda v: v in INITS, f"from must be one of {', '.join(INITS)}"),
     "arch": _Spec((str, type(None)), None, lambda v: v is None or v in ARCHS_3D + ("resnet18_2d",),
                   f"arch must be one of {', '.join(ARCHS_3D + ('resnet18_2d',))}"),
     "batch_size": _Spec(int, 8, lambda v: 1 <= v <= 512, "batch_size must be an integer from 1 to 512"),
     "lr": _Spec((float, int), 1e-3, lambda v: 0 < v < 1, "lr must be a number in (0, 1)"),
-    "patience": _Spec(int, 5, lambda v: 1 <= v <= 1000, "patience must be an integer from 1 to 1000"),
+    "patience": _Spec(int, 8, lambda v: 1 <= v <= 1000, "patience must be an integer from 1 to 1000"),
+    "weight_decay": _Spec((float, int), 1e-2, lambda v: 0 <= v < 1, "weight_decay must be a number in [0, 1)"),
+    "evaluation": _Spec(str, "auto", lambda v: v in EVALUATIONS, f"evaluation must be one of {', '.join(EVALUATIONS)}"),
+    "folds": _Spec(int, 5, lambda v: 2 <= v <= 20, "folds must be an integer from 2 to 20"),
+    "fit": _Spec(str, "resize", lambda v: v in FITS, f"fit must be one of {', '.join(FITS)}"),
     "seed": _Spec(int, 0, lambda v: 0 <= v < 2**31, "seed must be a non-negative integer"),
     "spatial_size": _Spec((list, type(None)), None,
                           lambda v: v is None or (len(v) in (2, 3) and all(isinstance(n, int) and 8 <= n <= 512
@@ -256,6 +263,43 @@ def mlflow_url(run: TrainingRun) -> str | None:
     return f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{run.mlflow_run_id}"
 
 
+def mlflow_how_to_open(run: TrainingRun) -> str | None:
+    """Where to see the run in MLflow: its URL, or for a local store the command that serves it."""
+    url = mlflow_url(run)
+    if url or not run.mlflow_run_id:
+        return url
+    uri = current_app.config["MLFLOW_TRACKING_URI"]
+    experiment = (run.params or {}).get("mlflow_experiment_id", "0")
+    return (f"mlflow ui --backend-store-uri {uri} --port 5000, then open "
+            f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{run.mlflow_run_id}")
+
+
+def run_report(run: TrainingRun) -> dict[str, Any]:
+    """What a run says about itself in words (the CLI prints it, the training page shows it): how it was
+    evaluated, each output's held-out AUC with its interval (or why it is undefined), the outputs left
+    out and why, whether it became the first champion, and how to open it in MLflow."""
+    from training.metrics import describe_auc
+
+    params, metrics = run.params or {}, run.metrics or {}
+    evaluation = params.get("evaluation_used")
+    if evaluation == "cv":
+        how = (f"{params.get('folds')}-fold cross-validation (each scan scored by a model that never saw it) "
+               f"because {params.get('evaluation_reason')}")
+    elif evaluation == "holdout":
+        how = f"held-out test split: {params.get('evaluation_reason')}"
+    else:
+        how = None
+    scans = metrics.get("heldout_scans")
+    heldout = [{"output": key, "auc": describe_auc(metrics, key, "heldout_")} for key in params.get("outputs", [])] \
+        if evaluation else []
+    minimum = params.get("min_labels")
+    skipped = [{"output": key, "reason": f"too few labels ({counts}; at least {minimum} of each needed)"}
+               for key, counts in (params.get("skipped_outputs") or {}).items()]
+    return {"evaluation": how, "heldout_scans": int(scans) if defined(scans) else None, "heldout": heldout,
+            "skipped_outputs": skipped, "champion_gate": params.get("champion_gate"),
+            "mlflow": mlflow_how_to_open(run)}
+
+
 def run_json(run: TrainingRun) -> dict[str, Any]:
     job = db.session.get(Job, run.job_id) if run.job_id else None
     state = run.state
@@ -267,6 +311,7 @@ def run_json(run: TrainingRun) -> dict[str, Any]:
         "error": run.error or (job.error if job is not None and state == "failed" else None),
         "progress": job.progress if job is not None else 0.0, "message": job.message if job is not None else "",
         "job_id": run.job_id, "mlflow_run_id": run.mlflow_run_id, "mlflow_url": mlflow_url(run),
+        "report": run_report(run),
         "model_version": None if version is None else {
             "id": version.id, "registry_name": version.registry_name, "version": version.version,
             "alias": version.alias, "output_map": version.output_map},
@@ -279,10 +324,24 @@ def run_json(run: TrainingRun) -> dict[str, Any]:
 # --- the job --------------------------------------------------------------------------------------
 
 def _message(report: dict[str, Any]) -> str:
-    shown = {k: v for k, v in report.get("metrics", {}).items()
-             if k in ("train/step_loss", "val/loss", "val/usable_auc", "val/usable_bacc")}
-    metrics = " ".join(f"{k} {v:.3f}" for k, v in shown.items())
-    return f"epoch {report['epoch']}/{report['epochs']} step {report['step']}/{report['steps']} {metrics}".strip()
+    """'fold 2/5 · epoch 3/30 step 2/5 loss 0.412 · epoch 2: train loss 0.45, val loss 0.50, val usable AUC 0.81':
+    the running step's loss, then the metrics of the last finished epoch, each labelled with its epoch."""
+    parts = [report["phase"]] if report.get("phase") else []
+    running = f"epoch {report['epoch']}/{report['epochs']} step {report['step']}/{report['steps']}"
+    loss = report.get("metrics", {}).get("train/step_loss")
+    parts.append(running + (f" loss {loss:.3f}" if loss is not None else ""))
+    finished = report.get("finished_epoch") or {}
+    names = (("train/loss", "train loss"), ("val/loss", "val loss"), ("val/usable_auc", "val usable AUC"))
+    shown = [f"{label} {finished[key]:.3f}" for key, label in names if key in finished]
+    if shown:
+        parts.append(f"epoch {finished['epoch']}: " + ", ".join(shown))
+    return " · ".join(parts)
+
+
+def _evaluation_line(dataset) -> str:
+    if dataset.evaluation == "cv":
+        return f"{dataset.folds}-fold cross-validation because {dataset.evaluation_reason}"
+    return f"held-out test split ({dataset.evaluation_reason})"
 
 
 def _end_run(run_id: int, state: str, error: str | None) -> None:
@@ -327,7 +386,8 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
     from training.data import build_dataset, check_dataset, select_outputs
     from training.tracking import check_store
     from training.train import TrainConfig, TrainingCancelled, train
-    from training.transforms import AugmentConfig, PreprocessConfig
+    from models.preprocessing import PreprocessConfig
+    from training.transforms import AugmentConfig
 
     config = current_app.config
     project = projects.get_project(run.project_id)
@@ -341,13 +401,18 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
     else:
         outputs = [o for o in candidates if o.kind == "usable" or o.key in params["artifacts"]]
         skipped = {}
+    if skipped:  # said at once: the page and the CLI show what will not be trained and why
+        row = get_run(run.id)
+        row.params = {**row.params, "skipped_outputs": skipped}
+        db.session.commit()
     dataset = build_dataset(scans, outputs, settings, seed=params["seed"], val_fraction=params["val_fraction"],
-                            test_fraction=params["test_fraction"])
+                            test_fraction=params["test_fraction"], evaluation=params["evaluation"],
+                            folds=params["folds"])
     check_dataset(dataset, params["min_labels"])
     check_store(config["MLFLOW_TRACKING_URI"])
     version_at_start = vocabulary.vocabulary_version(project.id)
     two_d = is_2d(project.id)
-    arch = params["arch"] or ("resnet18_2d" if two_d else "densenet121")
+    arch = params["arch"] or ("resnet18_2d" if two_d else "miqa")
     spatial = tuple(params["spatial_size"] or ((224, 224) if two_d else (64, 64, 64)))
     app = current_app._get_current_object()
 
@@ -378,10 +443,11 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
     cfg = TrainConfig(
         dataset=dataset, tracking_uri=config["MLFLOW_TRACKING_URI"], artifact_root=config["MLFLOW_ARTIFACT_ROOT"],
         experiment=project.model_name, model_name=project.model_name, work_dir=work_dir,
-        cache_dir=Path(config["CACHE_DIR"]) / "training", preprocess=PreprocessConfig(spatial_size=spatial),
+        cache_dir=Path(config["CACHE_DIR"]) / "training", preprocess=PreprocessConfig(spatial_size=spatial, fit=params["fit"]),
         augmentation=AugmentConfig(synthesis={k: float(v) for k, v in params["synthesis"].items() if v > 0}),
         arch=arch, init=params["from"], miqa_weights=config.get("MIQA_WEIGHTS") or None, epochs=params["epochs"],
-        batch_size=params["batch_size"], lr=float(params["lr"]), patience=params["patience"], seed=params["seed"],
+        batch_size=params["batch_size"], lr=float(params["lr"]), weight_decay=float(params["weight_decay"]),
+        patience=params["patience"], seed=params["seed"],
         accelerator=config["TRAIN_ACCELERATOR"], devices=config["TRAIN_DEVICES"], strategy=config["TRAIN_STRATEGY"],
         num_workers=config["TRAIN_NUM_WORKERS"], run_name=f"{project.name} run {run.id}",
         params={"project": project.name, "qcloop_run_id": run.id, "vocabulary_version": version_at_start,
@@ -390,7 +456,9 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
         tags={"qcloop.project": project.name, "qcloop.run_id": str(run.id)},
         progress=progress, before_register=vocabulary_unchanged, on_run_opened=mlflow_run_opened,
     )
-    ctx.progress(0.03, f"training {', '.join(o.key for o in outputs)} on {len(dataset.split('train'))} frames")
+    left_out = f"; left out (too few labels): {', '.join(f'{k} ({v})' for k, v in skipped.items())}" if skipped else ""
+    ctx.progress(0.03, f"training {', '.join(o.key for o in outputs)} on {len(dataset.items)} frames; "
+                       f"{_evaluation_line(dataset)}{left_out}")
     result = train(cfg)
     try:
         model_version = _record_result(run.id, project, params, outputs, skipped, result)
@@ -419,9 +487,10 @@ def _record_result(run_id: int, project: Project, params: dict[str, Any], output
     db.session.flush()
     run = get_run(run_id)
     run.params = {**params, "arch": result.arch, "spatial_size": list(result.preprocessing["spatial_size"]),
-                  "outputs": [o.key for o in outputs],
+                  "preprocessing": result.preprocessing, "outputs": [o.key for o in outputs],
                   "skipped_outputs": skipped, "dataset_hash": result.dataset_hash,
-                  "mlflow_experiment_id": result.experiment_id}
+                  "evaluation_used": result.evaluation, "evaluation_reason": result.evaluation_reason,
+                  "champion_gate": result.gate, "mlflow_experiment_id": result.experiment_id}
     run.metrics = {**metrics, "epochs_run": result.epochs_run}
     run.mlflow_run_id, run.model_version_id = result.run_id, model_version.id
     run.state, run.finished_at = "succeeded", utcnow()
@@ -445,15 +514,9 @@ def _withdraw(tracking_uri: str, model_name: str, result, error: str) -> None:
 
 # --- promotion ------------------------------------------------------------------------------------
 
-# Held-out metrics a candidate is compared on with the champion when it carries no score of the
-# current champion on its own split, best first: the first one both have (each on its own run's split).
-PROMOTION_METRICS = ("best_test_usable_auc", "best_val_usable_auc")
-SPLIT_NAMES = {"test": "test", "val": "validation"}
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
-        and abs(value) != float("inf")
+# The held-out metric a candidate is compared on with the champion when it carries no score of the
+# current champion on its own held-out scans (each then on its own run's held-out scans).
+PROMOTION_METRIC = "heldout_usable_auc"
 
 
 def _verdict(metric: str, ours: float, theirs: float, same_split: bool, note: str) -> dict[str, Any]:
@@ -467,35 +530,35 @@ def compare_metrics(run_id: int, candidate: dict[str, Any], champion_version: st
                     champion: dict[str, Any] | None) -> dict[str, Any]:
     """Candidate against champion; "better" means strictly higher usable AUC.
 
-    When the candidate's run scored this very champion version on its own held-out split
-    (``champion_<split>_usable_auc``, written by training), both are compared on those frames;
-    otherwise on the first PROMOTION_METRICS entry both logged, each on its own run's split, and
-    the reason says why that weaker comparison was made.
+    The candidate needs a defined held-out usable AUC. When its run scored this very champion
+    version on the same held-out scans (``champion_heldout_usable_auc``, written by training),
+    both are compared there; otherwise each on its own run's held-out scans, and the reason says
+    why that weaker comparison was made.
     """
     if champion_version is None:
         return {"metric": None, "candidate": None, "champion": None, "better": True, "same_split": False,
                 "champion_version": None, "reason": "there is no champion yet"}
     scored = candidate.get("champion_version")
+    ours, theirs = candidate.get(PROMOTION_METRIC), candidate.get(f"champion_{PROMOTION_METRIC}")
+    if not defined(ours):
+        return {"metric": None, "candidate": None, "champion": None, "better": False, "same_split": False,
+                "champion_version": champion_version,
+                "reason": f"run {run_id} has no defined held-out usable AUC (its held-out scans lack a class)"}
+    if scored == champion_version and defined(theirs):
+        return {**_verdict(f"usable AUC on run {run_id}'s held-out scans", float(ours), float(theirs), True,
+                           "both models scored on the same scans"), "champion_version": champion_version}
     if scored == champion_version:
-        for split, name in SPLIT_NAMES.items():
-            ours, theirs = candidate.get(f"best_{split}_usable_auc"), candidate.get(f"champion_{split}_usable_auc")
-            if _finite(ours) and _finite(theirs):
-                return {**_verdict(f"usable AUC on run {run_id}'s {name} split", float(ours), float(theirs), True,
-                                   "both models scored on the same frames"), "champion_version": champion_version}
-    if scored == champion_version:
-        why = f"run {run_id}'s held-out splits gave no usable AUC of champion v{champion_version}"
+        why = f"run {run_id}'s held-out scans gave no usable AUC of champion v{champion_version}"
     elif scored:
-        why = f"run {run_id} scored champion v{scored} on its split, not the current v{champion_version}"
+        why = f"run {run_id} scored champion v{scored} on its held-out scans, not the current v{champion_version}"
     else:
-        why = f"run {run_id} has no score of champion v{champion_version} on its split"
-    for metric in PROMOTION_METRICS:
-        if _finite(candidate.get(metric)) and _finite((champion or {}).get(metric)):
-            return {**_verdict(metric, float(candidate[metric]), float(champion[metric]), False,
-                               f"each on its own run's split: {why}"), "champion_version": champion_version}
+        why = f"run {run_id} has no score of champion v{champion_version} on its held-out scans"
+    if defined((champion or {}).get(PROMOTION_METRIC)):
+        return {**_verdict(PROMOTION_METRIC, float(ours), float(champion[PROMOTION_METRIC]), False,
+                           f"each on its own run's held-out scans: {why}"), "champion_version": champion_version}
     return {"metric": None, "candidate": None, "champion": None, "better": False, "same_split": False,
             "champion_version": champion_version,
-            "reason": f"{why}, and the candidate and the champion share none of the held-out metrics "
-                      f"{', '.join(PROMOTION_METRICS)}"}
+            "reason": f"{why}, and the champion has no held-out usable AUC ({PROMOTION_METRIC})"}
 
 
 def _candidate(project_id: int, run_id: int) -> tuple[TrainingRun, ModelVersion]:

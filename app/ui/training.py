@@ -27,8 +27,9 @@ def _form_body(form) -> dict:
             body["lr"] = float(form["lr"])
         except ValueError:
             body["lr"] = form["lr"]
-    if form.get("arch"):
-        body["arch"] = form["arch"]
+    for name in ("arch", "evaluation"):
+        if form.get(name):
+            body[name] = form[name]
     body["synthesis"] = {key: SYNTHESIS_PROBABILITY for key in form.getlist("synthesis")}
     return body
 

@@ -57,15 +57,23 @@ def _registered_versions(app, name):
 def test_two_epoch_run_is_tracked_registered_and_restartable_from_champion(app, client, factory):
     project, admin = _labelled_project(factory, n_scans=12)
     headers = token_headers(client, admin.username)
-    response = client.post(f"/api/v1/projects/{project.id}/training-runs", json={"epochs": 2, **SMALL},
+    response = client.post(f"/api/v1/projects/{project.id}/training-runs", json={"epochs": 6, "lr": 3e-3, **SMALL},
                            headers=headers)
     assert response.status_code == 201, response.get_json()
     run = response.get_json()
     assert run["state"] == "succeeded", run["error"]
-    assert run["model_version"]["alias"] == "champion"
+    assert run["model_version"]["alias"] == "champion", run["report"]
     assert [o["key"] for o in run["model_version"]["output_map"]] == ["usable", "ghosting_motion"]
     assert run["params"]["outputs"] == ["usable", "ghosting_motion"] and "lesions" in run["params"]["skipped_outputs"]
-    assert {"best_val_loss", "best_val_usable_auc", "epochs_run"} <= set(run["metrics"])
+    assert {"heldout_usable_auc", "heldout_usable_auc_low", "heldout_usable_auc_high", "epochs_run"} <= set(run["metrics"])
+    assert run["params"]["evaluation_used"] == "cv" and run["metrics"]["heldout_scans"] == 12
+    report = run["report"]
+    assert report["evaluation"].startswith("5-fold cross-validation") and report["heldout_scans"] == 12
+    assert [line["output"] for line in report["heldout"]] == ["usable", "ghosting_motion"]
+    assert "95% CI" in report["heldout"][0]["auc"] and "6 present, 6 absent" in report["heldout"][0]["auc"]
+    skipped = {line["output"]: line["reason"] for line in report["skipped_outputs"]}
+    assert skipped["lesions"] == "too few labels (0 present / 0 absent; at least 2 of each needed)"
+    assert report["champion_gate"].startswith("first champion") and "mlflow ui --backend-store-uri" in report["mlflow"]
     assert "champion_version" not in run["metrics"]  # there was no champion to score
 
     mlflow_client = MlflowClient(tracking_uri=app.config["MLFLOW_TRACKING_URI"])
@@ -73,8 +81,9 @@ def test_two_epoch_run_is_tracked_registered_and_restartable_from_champion(app, 
     params = mlflow_run.data.params
     assert params["vocabulary_version"] == vocabulary.vocabulary_version(project.id)
     assert {"dataset_hash", "counts", "split", "code_version", "epochs", "batch_size", "arch", "lr"} <= set(params)
-    assert json.loads(params["counts"])["train"]["ghosting_motion"]["present"] > 0
-    assert {"train/loss", "val/loss", "best_val_usable_auc"} <= set(mlflow_run.data.metrics)
+    assert json.loads(params["counts"])["cv"]["ghosting_motion"] == {"present": 6, "absent": 6}
+    assert params["evaluation"] == "cv" and params["folds"] == "5"
+    assert {"train/loss", "heldout_usable_auc", "fold1_usable_auc"} <= set(mlflow_run.data.metrics)
     assert mlflow_run.info.status == "FINISHED"
     artifacts = {a.path for a in mlflow_client.list_artifacts(run["mlflow_run_id"])}
     artifacts |= {a.path for a in mlflow_client.list_artifacts(run["mlflow_run_id"], "plots")}
@@ -82,7 +91,7 @@ def test_two_epoch_run_is_tracked_registered_and_restartable_from_champion(app, 
             "plots/learning_curves.png"} <= artifacts
     manifest = mlflow_client.download_artifacts(run["mlflow_run_id"], "manifest.csv")
     lines = open(manifest).read().splitlines()
-    assert lines[0].startswith("frame_id,scan_id,subject,path,checksum,split,weight,usable,ghosting_motion")
+    assert lines[0].startswith("frame_id,scan_id,subject,path,checksum,split,fold,weight,usable,ghosting_motion")
     assert len(lines) == 13
     versions = _registered_versions(app, project.model_name)
     assert len(versions) == 1 and json.loads(versions[0].tags["output_map"])[1]["key"] == "ghosting_motion"
@@ -97,17 +106,16 @@ def test_two_epoch_run_is_tracked_registered_and_restartable_from_champion(app, 
     assert again["model_version"]["version"] == "2" and again["model_version"]["alias"] == "challenger"
     again_run = mlflow_client.get_run(again["mlflow_run_id"]).data
     assert json.loads(again_run.params["init_kept_outputs"]) == ["usable", "ghosting_motion"]
-    # The champion (version 1) was scored on run 2's test split, which is run 1's (same decisions and seed):
-    # the same model on the same frames gives run 1's own test AUC.
+    # The champion (version 1) was scored on run 2's held-out scans (all 12, cross-validated).
     assert again["metrics"]["champion_version"] == "1" and again_run.params["champion_version"] == "1"
-    assert again["metrics"]["champion_test_usable_auc"] == pytest.approx(run["metrics"]["best_test_usable_auc"])
-    assert again_run.metrics["champion_test_usable_auc"] == again["metrics"]["champion_test_usable_auc"]
+    assert 0 <= again["metrics"]["champion_heldout_usable_auc"] <= 1
+    assert again_run.metrics["champion_heldout_usable_auc"] == again["metrics"]["champion_heldout_usable_auc"]
     assert db.session.get(ModelVersion, again["model_version"]["id"]).metrics["champion_version"] == "1"
     promoted = client.post(f"/api/v1/projects/{project.id}/training-runs/{again['id']}/promote",
                            json={"force": True}, headers=headers).get_json()
     assert promoted["comparison"]["same_split"] is True
-    assert promoted["comparison"]["metric"] == f"usable AUC on run {again['id']}'s test split"
-    assert promoted["comparison"]["champion"] == again["metrics"]["champion_test_usable_auc"]
+    assert promoted["comparison"]["metric"] == f"usable AUC on run {again['id']}'s held-out scans"
+    assert promoted["comparison"]["champion"] == again["metrics"]["champion_heldout_usable_auc"]
 
 
 @pytest.mark.slow
@@ -380,8 +388,8 @@ def _audit(action: str, project_id: int) -> list[AuditEvent]:
 def test_promote_refuses_a_model_that_is_not_better_unless_forced(app, client, factory):
     project, admin = _labelled_project(factory, n_scans=0)
     tier2 = factory.member(project, "tier2")
-    _registered_run(app, project, {"best_val_usable_auc": 0.92, "best_test_usable_auc": 0.90}, "champion")
-    worse = _registered_run(app, project, {"best_val_usable_auc": 0.95, "best_test_usable_auc": 0.85}, "challenger")
+    _registered_run(app, project, {"heldout_usable_auc": 0.90}, "champion")
+    worse = _registered_run(app, project, {"heldout_usable_auc": 0.85}, "challenger")
     url = f"/api/v1/projects/{project.id}/training-runs/{worse.id}/promote"
     headers = token_headers(client, admin.username)
 
@@ -390,10 +398,10 @@ def test_promote_refuses_a_model_that_is_not_better_unless_forced(app, client, f
     assert refused.status_code == 409
     body = refused.get_json()
     assert "not better than the champion (version 1)" in body["detail"] and "force" in body["detail"]
-    assert body["comparison"] == {"metric": "best_test_usable_auc", "candidate": 0.85, "champion": 0.90,
+    assert body["comparison"] == {"metric": "heldout_usable_auc", "candidate": 0.85, "champion": 0.90,
                                   "better": False, "champion_version": "1", "same_split": False,
-                                  "reason": "best_test_usable_auc 0.8500 <= 0.9000, each on its own run's split: "
-                                            f"run {worse.id} has no score of champion v1 on its split"}
+                                  "reason": "heldout_usable_auc 0.8500 <= 0.9000, each on its own run's held-out "
+                                            f"scans: run {worse.id} has no score of champion v1 on its held-out scans"}
     assert _aliases(app, project.model_name) == {"champion": "1", "challenger": "2"}
     assert _audit("model.promote", project.id) == [] and _audit("model.force_promote", project.id) == []
     assert client.post(url, json={"force": "yes"}, headers=headers).status_code == 400
@@ -417,9 +425,9 @@ def test_promote_refuses_a_model_that_is_not_better_unless_forced(app, client, f
 
 def test_promote_a_better_model_and_the_buttons_on_the_training_page(app, client, factory):
     project, admin = _labelled_project(factory, n_scans=0)
-    _registered_run(app, project, {"best_val_usable_auc": 0.80, "best_test_usable_auc": 0.75}, "champion")
-    worse = _registered_run(app, project, {"best_val_usable_auc": 0.70}, None)  # no test metric: val compared
-    better = _registered_run(app, project, {"best_val_usable_auc": 0.85, "best_test_usable_auc": 0.88}, "challenger")
+    _registered_run(app, project, {"heldout_usable_auc": 0.75}, "champion")
+    worse = _registered_run(app, project, {"heldout_usable_auc": 0.70}, None)
+    better = _registered_run(app, project, {"heldout_usable_auc": 0.88}, "challenger")
     failed = TrainingRun(project_id=project.id, state="failed", params={}, error="too few labels")
     other_project, _ = _labelled_project(factory, n_scans=0)
     db.session.add(failed)
@@ -427,10 +435,10 @@ def test_promote_a_better_model_and_the_buttons_on_the_training_page(app, client
 
     login(client, admin.username)
     page = _text(client.get(f"/projects/{project.id}/training"))
-    assert ("vs champion v1: best_test_usable_auc 0.8800 &gt; 0.7500, each on its own run&#39;s split: "
-            f"run {better.id} has no score of champion v1 on its split (better)") in page
-    assert ("vs champion v1: best_val_usable_auc 0.7000 &lt;= 0.8000, each on its own run&#39;s split: "
-            f"run {worse.id} has no score of champion v1 on its split (not better)") in page
+    assert ("vs champion v1: heldout_usable_auc 0.8800 &gt; 0.7500, each on its own run&#39;s held-out scans: "
+            f"run {better.id} has no score of champion v1 on its held-out scans (better)") in page
+    assert ("vs champion v1: heldout_usable_auc 0.7000 &lt;= 0.7500, each on its own run&#39;s held-out scans: "
+            f"run {worse.id} has no score of champion v1 on its held-out scans (not better)") in page
     assert page.count(">Promote</button>") == 1 and page.count(">Promote anyway</button>") == 1
     collaborator = factory.member(project, "collaborator")
     page = _text(login(app.test_client(), collaborator.username).get(f"/projects/{project.id}/training"))
@@ -445,7 +453,7 @@ def test_promote_a_better_model_and_the_buttons_on_the_training_page(app, client
     assert response.status_code == 302
     assert _aliases(app, project.model_name) == {"champion": "3"}
     [event] = _audit("model.promote", project.id)
-    assert event.details["comparison"]["metric"] == "best_test_usable_auc" and event.details["version"] == "3"
+    assert event.details["comparison"]["metric"] == "heldout_usable_auc" and event.details["version"] == "3"
     assert _audit("model.force_promote", project.id) == []
     page = _text(client.get(f"/projects/{project.id}/training"))
     assert "is now the champion" in page and f"{project.model_name} v3 (champion)" in page
@@ -461,14 +469,14 @@ def test_promote_without_a_champion_and_with_the_mlflow_store_gone(make_app, mlf
     with app.app_context():
         factory = Factory(app)
         project, admin = _labelled_project(factory, n_scans=0)
-        first = _registered_run(app, project, {"best_val_usable_auc": 0.6}, None)
+        first = _registered_run(app, project, {"heldout_usable_auc": 0.6}, None)
         client = app.test_client()
         headers = token_headers(client, admin.username)
         url = f"/api/v1/projects/{project.id}/training-runs/{first.id}/promote"
         answer = client.post(url, json={}, headers=headers).get_json()
         assert answer["comparison"]["reason"] == "there is no champion yet" and answer["forced"] is False
         assert _aliases(app, project.model_name) == {"champion": "1"}
-        second = _registered_run(app, project, {"best_val_usable_auc": 0.9}, None)
+        second = _registered_run(app, project, {"heldout_usable_auc": 0.9}, None)
         app.config["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'gone' / 'mlflow.db'}"
         down = client.post(f"/api/v1/projects/{project.id}/training-runs/{second.id}/promote", json={},
                            headers=headers)
@@ -479,32 +487,33 @@ def test_promote_without_a_champion_and_with_the_mlflow_store_gone(make_app, mlf
 
 def test_promotion_compares_on_the_candidates_split_when_it_scored_the_current_champion(app, client, factory):
     project, admin = _labelled_project(factory, n_scans=0)
-    _registered_run(app, project, {"best_val_usable_auc": 0.80, "best_test_usable_auc": 0.80}, "champion")
-    # Beats the champion's AUC from the champion's own split, not the champion's AUC on this run's split.
-    lucky = _registered_run(app, project, {"best_test_usable_auc": 0.85, "champion_test_usable_auc": 0.90,
+    _registered_run(app, project, {"heldout_usable_auc": 0.80}, "champion")
+    # Beats the champion's AUC from the champion's own held-out scans, not its AUC on this run's.
+    lucky = _registered_run(app, project, {"heldout_usable_auc": 0.85, "champion_heldout_usable_auc": 0.90,
                                            "champion_version": "1"}, "challenger")
-    # Below the champion's own-split AUC, above the champion's AUC on this run's (harder) split.
-    harder = _registered_run(app, project, {"best_test_usable_auc": 0.75, "champion_test_usable_auc": 0.70,
+    # Below the champion's own held-out AUC, above the champion's AUC on this run's (harder) scans.
+    harder = _registered_run(app, project, {"heldout_usable_auc": 0.75, "champion_heldout_usable_auc": 0.70,
                                             "champion_version": "1"}, None)
-    # No test split: both scored on its validation split.
-    no_test = _registered_run(app, project, {"best_val_usable_auc": 0.60, "champion_val_usable_auc": 0.65,
-                                             "champion_version": "1"}, None)
+    # A one-class held-out set: the AUC is undefined, so the run cannot be promoted on it.
+    undefined = _registered_run(app, project, {"champion_heldout_usable_auc": 0.65, "champion_version": "1"}, None)
     login(client, admin.username)
     page = _text(client.get(f"/projects/{project.id}/training"))
-    assert (f"vs champion v1: usable AUC on run {lucky.id}&#39;s test split 0.8500 &lt;= 0.9000, both models scored "
-            "on the same frames (not better)") in page
-    assert f"usable AUC on run {harder.id}&#39;s test split 0.7500 &gt; 0.7000" in page
-    assert f"usable AUC on run {no_test.id}&#39;s validation split 0.6000 &lt;= 0.6500" in page
+    assert (f"vs champion v1: usable AUC on run {lucky.id}&#39;s held-out scans 0.8500 &lt;= 0.9000, both models "
+            "scored on the same scans (not better)") in page
+    assert f"usable AUC on run {harder.id}&#39;s held-out scans 0.7500 &gt; 0.7000" in page
+    assert (f"run {undefined.id} has no defined held-out usable AUC (its held-out scans lack a class) "
+            "(not better)") in page
 
     headers = token_headers(client, admin.username)
     base = f"/api/v1/projects/{project.id}/training-runs"
     refused = client.post(f"{base}/{lucky.id}/promote", json={}, headers=headers)
     assert refused.status_code == 409
-    assert f"usable AUC on run {lucky.id}'s test split 0.8500 <= 0.9000" in refused.get_json()["detail"]
+    assert f"usable AUC on run {lucky.id}'s held-out scans 0.8500 <= 0.9000" in refused.get_json()["detail"]
     assert refused.get_json()["comparison"] == {
-        "metric": f"usable AUC on run {lucky.id}'s test split", "candidate": 0.85, "champion": 0.90, "better": False,
-        "same_split": True, "champion_version": "1",
-        "reason": f"usable AUC on run {lucky.id}'s test split 0.8500 <= 0.9000, both models scored on the same frames"}
+        "metric": f"usable AUC on run {lucky.id}'s held-out scans", "candidate": 0.85, "champion": 0.90,
+        "better": False, "same_split": True, "champion_version": "1",
+        "reason": f"usable AUC on run {lucky.id}'s held-out scans 0.8500 <= 0.9000, both models scored on the same "
+                  "scans"}
     promoted = client.post(f"{base}/{harder.id}/promote", json={}, headers=headers).get_json()
     assert promoted["forced"] is False and promoted["comparison"]["same_split"] is True
     assert _aliases(app, project.model_name) == {"champion": "3", "challenger": "2"}
@@ -512,9 +521,9 @@ def test_promotion_compares_on_the_candidates_split_when_it_scored_the_current_c
     # The champion is now version 3: version 1's score on run 2's split no longer decides; the fallback says so.
     fallback = client.post(f"{base}/{lucky.id}/promote", json={}, headers=headers).get_json()
     assert fallback["comparison"] == {
-        "metric": "best_test_usable_auc", "candidate": 0.85, "champion": 0.75, "better": True, "same_split": False,
+        "metric": "heldout_usable_auc", "candidate": 0.85, "champion": 0.75, "better": True, "same_split": False,
         "champion_version": "3",
-        "reason": f"best_test_usable_auc 0.8500 > 0.7500, each on its own run's split: run {lucky.id} scored "
-                  "champion v1 on its split, not the current v3"}
+        "reason": f"heldout_usable_auc 0.8500 > 0.7500, each on its own run's held-out scans: run {lucky.id} scored "
+                  "champion v1 on its held-out scans, not the current v3"}
     [event] = [e for e in _audit("model.promote", project.id) if e.details["version"] == "2"]
     assert event.details["comparison"]["same_split"] is False
