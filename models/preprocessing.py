@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Hashable, Mapping
 
@@ -113,7 +114,8 @@ def preprocess(config: PreprocessConfig) -> Compose:
     keys = ["image"]
     steps: list[Callable] = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys)]
     if config.spatial_dims == 3:
-        steps.append(Orientationd(keys, axcodes=config.orientation))
+        # nibabel's axis labels (RAS+ world): "LPS" means axis 0 toward patient left, whatever MONAI's default
+        steps.append(Orientationd(keys, axcodes=config.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
     if config.pixdim is not None:
         steps.append(Spacingd(keys, pixdim=config.pixdim, mode="bilinear"))
     steps.append(_SingleChanneld(keys))
@@ -131,6 +133,21 @@ def preprocess(config: PreprocessConfig) -> Compose:
         steps.append(SpatialPadd(keys, spatial_size=config.spatial_size, method="end", mode="edge"))
     steps.append(EnsureTyped(keys, dtype=torch.float32, track_meta=False))
     return Compose(steps)
+
+
+def file_identity(path: str, checksum: str) -> str:
+    """What names a file's content for caches: its checksum plus size and change time (a file
+    rewritten in place under an old checksum still gets a new name)."""
+    stat = os.stat(path)
+    return f"{checksum}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def cache_name(path: str, checksum: str, config: PreprocessConfig) -> str:
+    """The cache entry of a file's preprocessed tensor: its identity plus the settings. A file without
+    a checksum has no name (ValueError): it is preprocessed each time, never shares an entry."""
+    if not checksum:
+        raise ValueError(f"{path} has no checksum: it cannot be cached")
+    return hashlib.sha256(f"{file_identity(path, checksum)}|{config.digest()}".encode()).hexdigest()
 
 
 def tile_starts(n: int, size: int) -> list[int]:

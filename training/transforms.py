@@ -10,8 +10,6 @@ on every read, never cached. Labels (which change with every decision) are never
 from __future__ import annotations
 
 import functools
-import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable, Mapping, Sequence
@@ -33,7 +31,7 @@ from monai.transforms import (
     RandSpatialCropd,
 )
 
-from models.preprocessing import PreprocessConfig, preprocess
+from models.preprocessing import PreprocessConfig, cache_name, preprocess
 from training.data import Item, Output
 
 # Which synthetic artifact marks which artifact entry (by key) as present.
@@ -60,19 +58,9 @@ class AugmentConfig:
             raise ValueError("synthesis_usable must be 'mask' or 'unusable'")
 
 
-def file_identity(path: str, checksum: str) -> str:
-    """What names a file's content for caches: its checksum plus size and change time (a file
-    rewritten in place under an old checksum still gets a new key)."""
-    stat = os.stat(path)
-    return f"{checksum}|{stat.st_size}|{stat.st_mtime_ns}"
-
-
 def cache_key(item: Mapping[str, Any], config: PreprocessConfig) -> bytes:
     """The on-disk cache key: the file's identity plus preprocessing settings (never the labels)."""
-    if not item.get("checksum"):
-        raise ValueError(f"{item['image']} has no checksum: it cannot be cached")
-    identity = file_identity(item["image"], item["checksum"])
-    return hashlib.sha256(f"{identity}|{config.digest()}".encode()).hexdigest().encode()
+    return cache_name(item["image"], item["checksum"], config).encode()
 
 
 class CachedVolumes(torch.utils.data.Dataset):
