@@ -1,6 +1,7 @@
 """The repository sync cycle: export the project's state (keeping the previous export as a
 timestamped backup), find image files in the site's tree that no frame points at yet, write
-them as MIQA CSV rows and import those in merge mode. Run twice, the second run adds nothing."""
+them as MIQA CSV rows and import those in merge mode (committed, with a "frames.checksum" job for the
+new files). Run twice, the second run adds nothing."""
 from __future__ import annotations
 
 import csv
@@ -16,7 +17,7 @@ from werkzeug.utils import secure_filename
 
 from app.db import Experiment, Frame, Project, Scan, db
 from app.services.errors import InvalidInput
-from app.services.transfer import exporter, importer, miqa_csv
+from app.services.transfer import exporter, importer, miqa_csv, tasks
 from app.services.transfer.model import SCAN_TYPES
 from app.storage import Roots, StorageError, relative_location, resolve
 
@@ -123,4 +124,5 @@ def sync(project: Project, source: Path, pattern: str | None = None,
     report["summary"] = importer.import_file(
         rows_file, project=project, mode="merge", actor=None,
         progress=lambda fraction, message: progress(0.4 + 0.6 * fraction, message))
+    tasks.queue_checksums(report["summary"])
     return report

@@ -1,4 +1,5 @@
-"""Running imports: small files at once, large ones as "transfer.import" background jobs.
+"""Running imports: small files at once, large ones as "transfer.import" background jobs; either
+way the files of added or moved frames are then hashed in a "frames.checksum" job.
 
 Uploaded import files wait in the instance folder (``imports/``) under a random name until
 imported, so a preview (dry run) can be applied later without uploading the file again.
@@ -15,7 +16,7 @@ from typing import Any, BinaryIO
 from flask import current_app
 
 from app.db import Job, Project, User, db
-from app.services import jobs
+from app.services import frames, jobs, projects
 from app.services.errors import InvalidInput, NotFound
 from app.services.transfer import importer
 
@@ -80,8 +81,17 @@ def run_import(token: str, *, project: Project | None, mode: str, dry_run: bool,
     else:
         db.session.commit()
         path.unlink(missing_ok=True)
+        queue_checksums(summary, actor)
     summary["token"] = token if dry_run else None
     return summary
+
+
+def queue_checksums(summary: dict[str, Any], actor: User | None = None) -> list[Job]:
+    """After a committed import that added frames or moved them to other files: hash those files in the worker."""
+    if summary["dry_run"] or not (summary["counts"]["frames_added"] or summary["counts"]["frames_changed"]):
+        return []
+    found = (projects.find_project(name) for name in summary["projects"])
+    return frames.queue_checksums([project.id for project in found if project is not None], actor)
 
 
 def start_import(token: str, *, project: Project | None, mode: str, dry_run: bool, actor: User | None,
