@@ -3,6 +3,7 @@ a re-import that moves it, an upload), and training sees one tensor per file."""
 from __future__ import annotations
 
 import hashlib
+import io
 from itertools import combinations
 from pathlib import Path
 
@@ -135,3 +136,20 @@ def test_an_unreadable_file_is_counted_and_the_rest_still_filled(make_app, tmp_p
         (job,) = _checksum_jobs()
         assert job.state == "succeeded" and (job.result["filled"], job.result["unreadable"]) == (1, 1)
         assert "site/gone.nii.gz" in job.result["problems"][0]
+
+
+def test_uploads_under_names_a_path_makes_equal_keep_their_own_files(client, factory):
+    project, _ = _site(factory)
+    headers = token_headers(client, "rev1")
+    images = [_volume(factory.app.config["DATA_ROOT"], f"elsewhere/{n}.nii.gz", n).read_bytes() for n in (1, 2)]
+    bodies = []
+    for scan_name, image in zip(("my scan", "my_scan"), images):
+        answer = client.post("/api/v1/frames", headers=headers, content_type="multipart/form-data", data={
+            "project": str(project.id), "experiment": "uploads", "scan_name": scan_name,
+            "file": (io.BytesIO(image), "upload.nii.gz")})
+        assert answer.status_code == 201, answer.get_json()
+        bodies.append(answer.get_json())
+    assert bodies[0]["file_location"] != bodies[1]["file_location"]
+    for body, image in zip(bodies, images):
+        stored = Path(factory.app.config["DATA_ROOT"]) / body["file_location"]
+        assert stored.read_bytes() == image and body["checksum"] == hashlib.sha256(image).hexdigest()

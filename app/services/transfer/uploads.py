@@ -20,6 +20,17 @@ def _part(name: str) -> str:
     return secure_filename(name) or "x"
 
 
+def _location(scan: Scan, number: int, filename: str, roots: Roots) -> str:
+    """Where the upload is kept: a path by names, with the scan's id added when a file is there already
+    (names that differ only in characters a path cannot hold must not overwrite another frame's file)."""
+    experiment = scan.experiment
+    folder, name = ["uploads", str(experiment.project_id), _part(experiment.name)], f"{number}_{_part(filename)}"
+    relative = "/".join(folder + [_part(scan.name), name])
+    if (roots.data_root / relative).exists():
+        relative = "/".join(folder + [f"{_part(scan.name)}-{scan.id}", name])
+    return relative
+
+
 def _target_scan(user: User, form: Mapping[str, str]) -> Scan:
     """The scan named by ``scan`` (id), or by ``project`` (id) + ``experiment`` + ``scan_name`` (created if new)."""
     raw_scan = (form.get("scan") or "").strip()
@@ -57,10 +68,9 @@ def upload_frame(user: User, stream: BinaryIO | None, filename: str, form: Mappi
     scan = _target_scan(user, form)
     if any(frame.frame_number == number for frame in scan.frames):
         raise Conflict(f"scan {scan.name!r} already has frame {number}", field="frame_number")
-    experiment = scan.experiment
-    relative = "/".join(["uploads", str(experiment.project_id), _part(experiment.name), _part(scan.name),
-                         f"{number}_{_part(filename)}"])
-    path = save_upload(stream, relative, Roots.from_config())
+    roots = Roots.from_config()
+    relative = _location(scan, number, filename, roots)
+    path = save_upload(stream, relative, roots)
     try:
         return frames.register_frame(scan, number, relative)
     except Exception:
