@@ -1,5 +1,5 @@
 """Every frame's checksum is its file's SHA-256, however the frame arrived (import, large import, sync,
-a re-import that moves it, an upload), and training sees one tensor per file."""
+a re-import that moves it, an upload, a database from before), and training sees one tensor per file."""
 from __future__ import annotations
 
 import hashlib
@@ -7,16 +7,19 @@ import io
 from itertools import combinations
 from pathlib import Path
 
+import flask_migrate
 import nibabel as nib
 import numpy as np
 import torch
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from app import create_app
 from app.db import Frame, Job, db
-from app.services import training
+from app.services import projects, training
 from app.services.transfer import sync
 from tests.app.test_transfer_api import _upload
 from tests.app.transfer_helpers import write_csv
+from tests.conftest import _test_settings
 from tests.factories import Factory, token_headers
 
 
@@ -153,3 +156,23 @@ def test_uploads_under_names_a_path_makes_equal_keep_their_own_files(client, fac
     for body, image in zip(bodies, images):
         stored = Path(factory.app.config["DATA_ROOT"]) / body["file_location"]
         assert stored.read_bytes() == image and body["checksum"] == hashlib.sha256(image).hexdigest()
+
+
+def test_the_migration_fills_checksums_a_database_lacks(database_factory, tmp_path):
+    app = create_app(_test_settings(tmp_path / "instance", database_factory("identity")))
+    with app.app_context():
+        flask_migrate.upgrade(revision="0001")
+        path = _volume(app.config["DATA_ROOT"], "old/a.nii.gz", 1)
+        experiment = projects.get_or_create_experiment(projects.create_project("Old", None), "v1")
+        scan = projects.get_or_create_scan(experiment, "a")
+        projects.add_frame(scan, 0, "old/a.nii.gz")
+        projects.add_frame(scan, 1, "old/gone.nii.gz")
+        db.session.execute(update(Frame).values(checksum=None, size_bytes=None))
+        db.session.commit()
+        db.session.remove()
+
+        flask_migrate.upgrade()
+        assert _checksums() == {"old/a.nii.gz": (_sha(path), path.stat().st_size),
+                                "old/gone.nii.gz": (None, None)}
+        db.session.remove()
+        db.engine.dispose()
