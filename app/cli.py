@@ -1,4 +1,5 @@
-"""The ``qcloop`` command: serve, worker, db, users, demo (later issues add more)."""
+"""The ``qcloop`` command: serve, worker, db, users, demo, train, import, export, sync (models,
+evaluate and predict live in :mod:`app.cli_models`)."""
 from __future__ import annotations
 
 import logging
@@ -210,6 +211,15 @@ def demo(admin_username: str) -> None:
         f"demo project {summary['project']!r}: {summary['experiments']} experiments, "
         f"{summary['scans']} scans, {summary['frames']} frames ({summary['created_frames']} new)"
     )
+    run = demo_service.train_demo_model(summary["project"], click.echo)
+    if run is not None:
+        version = run["model_version"]
+        if version is None:
+            click.echo(f"the demo model did not train: {run['error']}")
+        else:
+            click.echo(f"{version['registry_name']} version {version['version']} ({version['alias']}) suggests on "
+                       "every scan")
+            _print_report(run["report"])
     if summary["admin_created"]:
         shown = password if generated else "the value of QCLOOP_ADMIN_PASSWORD"
         click.echo(f"log in at {current_app.config['BASE_URL']}/login as {admin_username} with password: {shown}")
@@ -222,7 +232,7 @@ def demo(admin_username: str) -> None:
 
 # --- training ------------------------------------------------------------------------------------
 
-def _follow_job(job_id: int, queued_hint_s: float = 30.0) -> "Job":  # noqa: F821
+def follow_job(job_id: int, queued_hint_s: float = 30.0) -> "Job":  # noqa: F821
     """Print a line whenever the job's progress message changes, until it ends; returns the final row."""
     import time
 
@@ -319,12 +329,12 @@ def train(project_name: str, epochs: int | None, init: str, arch: str | None, fi
 
         thread = threading.Thread(target=work, name="qcloop-train-inline")
         thread.start()
-        job = _follow_job(run.job_id)
+        job = follow_job(run.job_id)
         thread.join()
     elif not wait:
         return
     else:
-        job = _follow_job(run.job_id)
+        job = follow_job(run.job_id)
     database.session.expire_all()
     summary = training_service.run_json(training_service.get_run(run.id))
     if job.state != "succeeded":
@@ -413,7 +423,7 @@ def import_command(file: Path, project_name: str | None, mode: str, dry_run: boo
     """Import a MIQA CSV/JSON or qcloop full CSV/JSON file, all or nothing."""
     from app.db import db as database
     from app.services.errors import ServiceError
-    from app.services.transfer import importer
+    from app.services.transfer import importer, tasks
     from app.storage import StorageError
 
     preflight()
@@ -430,6 +440,7 @@ def import_command(file: Path, project_name: str | None, mode: str, dry_run: boo
         database.session.rollback()
     else:
         database.session.commit()
+        tasks.frames_added(summary)
     _print_summary(summary)
 
 
@@ -485,5 +496,9 @@ def sync_command(project_name: str, source: Path, pattern: str | None) -> None:
     _print_summary(report["summary"])
 
 
-if __name__ == "__main__":
-    cli()
+from app import cli_models  # noqa: E402,F401 - registers models, evaluate and predict on cli
+
+if __name__ == "__main__":  # `python -m app.cli`: the commands live on the imported module's group
+    from app.cli import cli as imported
+
+    imported()

@@ -69,6 +69,10 @@ class Config:
         self.TRAIN_NUM_WORKERS = parse_int(env.get("QCLOOP_TRAIN_NUM_WORKERS"), 0)
         # A local copy of MIQA's published weights (a run "from miqa" needs it; never downloaded).
         self.MIQA_WEIGHTS = env.get("QCLOOP_MIQA_WEIGHTS") or ""
+        # Scoring scans (evaluation jobs, predictions): torch threads (0 = torch's default) and the
+        # largest image file /predict accepts.
+        self.INFERENCE_THREADS = parse_int(env.get("QCLOOP_INFERENCE_THREADS"), 0)
+        self.PREDICT_MAX_BYTES = parse_int(env.get("QCLOOP_PREDICT_MAX_BYTES"), 512 * 1024 * 1024)
         self.QUEUE_URL = env.get("QCLOOP_QUEUE_URL") or f"sqlite:///{instance / 'queue.db'}"
         self.QUEUE_IMMEDIATE = parse_boolean(env.get("QCLOOP_QUEUE_IMMEDIATE"))
         self.BASE_URL = env.get("QCLOOP_BASE_URL") or "http://127.0.0.1:5000"

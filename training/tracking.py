@@ -87,6 +87,11 @@ def make_logger(uri: str, experiment: str, run_name: str, tags: dict[str, str]) 
                         log_model=False, synchronous=False)
 
 
+def open_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """A new run outside Lightning (a model registered without training, e.g. MIQA's); returns its id."""
+    return MlflowClient(tracking_uri=uri).create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+
+
 def code_version() -> str:
     """``git describe`` of the checkout when there is one, else the installed package version."""
     root = Path(__file__).resolve().parent.parent

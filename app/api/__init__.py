@@ -8,13 +8,13 @@ from app.auth.permissions import permission
 
 
 def init_api(app: Flask) -> Api:
-    from app.api import members, review, tokens, training, transfer, users, vocabulary, volumes
+    from app.api import members, models, review, tokens, training, transfer, users, vocabulary, volumes
 
     api = Api(app, spec_kwargs={"components": {"securitySchemes": {
         "Token": {"type": "apiKey", "in": "header", "name": "Authorization",
                   "description": "`Token <40 hex characters>` from POST /api-token-auth/"}}},
         "security": [{"Token": []}]})
-    for module in (users, vocabulary, tokens, members, training, transfer, review, volumes):
+    for module in (users, vocabulary, tokens, members, training, models, transfer, review, volumes):
         api.register_blueprint(module.blp, url_prefix="/api/v1")
     # The spec views are public; the permission-matrix test sees them declared.
     for endpoint, view in list(app.view_functions.items()):

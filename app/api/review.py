@@ -27,7 +27,7 @@ from app.api.bodies import json_object
 from app.api.pagination import PageArgs, id_field, paginate
 from app.auth.permissions import permission
 from app.db import Decision, Experiment, Frame, Project, Scan, db
-from app.services import decisions, review
+from app.services import decisions, evaluations, review
 
 blp = Blueprint("review", __name__, description="Projects, experiments, scans, frames and reviewer decisions")
 
@@ -91,18 +91,21 @@ def frame_json(frame: Frame) -> dict:
             "checksum": frame.checksum, "size_bytes": frame.size_bytes,
             "content_url": url_for("volumes.download", frame_id=frame.id),
             "volume_url": url_for("volumes.volume", frame_id=frame.id),
-            "preview_url": url_for("volumes.preview", frame_id=frame.id)}
+            "preview_url": url_for("volumes.preview", frame_id=frame.id),
+            "suggestion": evaluations.frame_suggestion(frame)}
 
 
 def scans_json(scans: list[Scan]) -> list[dict]:
     """Scans with frames, decisions (newest first) and state, in a fixed number of queries."""
     history = review.decisions_of([scan.id for scan in scans])
+    suggestions = evaluations.scan_suggestions(scans)
     return [{"id": scan.id, "name": scan.name, "experiment": scan.experiment_id, "scan_type": scan.scan_type,
              "subject_id": scan.subject_id, "session_id": scan.session_id, "scan_link": scan.link,
              "archived": scan.archived_at is not None,
              "frames": [{"id": f.id, "frame_number": f.frame_number} for f in scan.frames],
              "decisions": [review.decision_json(d) for d in history.get(scan.id, [])],
-             "state": decisions.scan_state(history[scan.id][0] if history.get(scan.id) else None)}
+             "state": decisions.scan_state(history[scan.id][0] if history.get(scan.id) else None),
+             "suggestion": suggestions[scan.id]}
             for scan in scans]
 
 

@@ -28,8 +28,16 @@ class ModelVersion(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+EVALUATION_STATES = ("pending", "scored", "failed")
+
+
 class Evaluation(db.Model):
-    """Scores of one model version for a scan (frame_id empty) or one of its frames; history kept."""
+    """Scores of one model version for a scan (frame_id empty) or one of its frames; history kept.
+
+    Rows an evaluation job writes are "pending" until the job completes, then "scored" (only
+    those are suggestions); a frame that could not be scored, or a failed job's rows, are
+    "failed" with the reason in ``error``.
+    """
 
     __tablename__ = "evaluations"
     __table_args__ = (Index("ix_evaluations_scan_model", "scan_id", "model_version_id"),)
@@ -40,6 +48,9 @@ class Evaluation(db.Model):
     frame_id: Mapped[int | None] = mapped_column(ForeignKey("frames.id", ondelete="CASCADE"), index=True)
     scores: Mapped[dict[str, float]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    state: Mapped[str] = mapped_column(String(16), default="scored", server_default="scored")
+    error: Mapped[str | None] = mapped_column(Text)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
 
     model_version: Mapped[ModelVersion] = relationship()
 

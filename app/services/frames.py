@@ -16,7 +16,7 @@ from flask import current_app
 from sqlalchemy import exists, select, update
 
 from app.db import Experiment, Frame, Job, Scan, User, db
-from app.services import imaging, jobs, projects
+from app.services import evaluations, imaging, jobs, projects
 from app.storage import Roots, local_copy, resolve
 from app.storage import checksum as file_checksum
 
@@ -107,12 +107,16 @@ def fill_checksums(project_id: int | None = None, frame_ids: list[int] | None = 
 
 @jobs.handler("frames.checksum")
 def _checksum_job(params: dict[str, Any], context: jobs.JobContext) -> dict[str, Any]:
-    return fill_checksums(project_id=params.get("project_id"), frame_ids=params.get("frame_ids"),
-                          progress=context.progress).as_dict()
+    report = fill_checksums(project_id=params.get("project_id"), frame_ids=params.get("frame_ids"),
+                            progress=context.progress).as_dict()
+    if params.get("project_id") is not None:  # the new frames have their identity: the champion scores them
+        evaluations.score_unscored(params["project_id"])
+    return report
 
 
-def queue_checksums(project_ids: Iterable[int], user: User | None = None) -> list[Job]:
-    """A "frames.checksum" job for each of the projects that has frames without a checksum.
+def frames_added(project_ids: Iterable[int], user: User | None = None) -> list[Job]:
+    """After frames were added or moved (committed): a "frames.checksum" job for each project with frames
+    lacking a checksum (it then has the champion score them), else straight an evaluation job.
 
     Enqueueing commits the session: call it once the frames' own changes are meant to stay.
     """
@@ -121,7 +125,8 @@ def queue_checksums(project_ids: Iterable[int], user: User | None = None) -> lis
         lacking = db.session.scalar(select(exists().where(
             Frame.checksum.is_(None), Frame.scan_id == Scan.id, Scan.experiment_id == Experiment.id,
             Experiment.project_id == project_id)))
-        if lacking:
-            queued.append(jobs.enqueue("frames.checksum", {"project_id": project_id}, project_id=project_id,
-                                       user=user))
+        job = jobs.enqueue("frames.checksum", {"project_id": project_id}, project_id=project_id, user=user) \
+            if lacking else evaluations.score_unscored(project_id, user)
+        if job is not None:
+            queued.append(job)
     return queued

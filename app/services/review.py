@@ -85,11 +85,12 @@ def champion(project_id: int) -> ModelVersion | None:
 
 def latest_evaluations(model: ModelVersion | None, scan_ids: Iterable[int] | Select,
                        frame_id: int | None = None) -> dict[int, Evaluation]:
-    """Scan id -> the newest evaluation by ``model`` (of ``frame_id`` or the scan itself when given)."""
+    """Scan id -> the newest scored evaluation by ``model`` (of ``frame_id`` or the scan itself when given);
+    rows of an evaluation job still running, or that failed, are not suggestions."""
     if model is None:
         return {}
     scan_filter = Evaluation.scan_id.in_(scan_ids if isinstance(scan_ids, Select) else list(scan_ids))
-    conditions = [Evaluation.model_version_id == model.id, scan_filter]
+    conditions = [Evaluation.model_version_id == model.id, scan_filter, Evaluation.state == "scored"]
     order = [Evaluation.created_at.desc(), Evaluation.id.desc()]
     if frame_id is not None:
         conditions.append(or_(Evaluation.frame_id == frame_id, Evaluation.frame_id.is_(None)))

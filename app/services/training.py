@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
 from app.db import Decision, Experiment, Job, ModelVersion, Project, Scan, TrainingRun, User, db, utcnow
-from app.services import audit, jobs, projects, vocabulary
+from app.services import audit, evaluations, frames, jobs, projects, vocabulary
 from app.services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from app.storage import StorageError, local_copy, resolve
 from training.metrics import defined
@@ -383,16 +383,17 @@ def run_training(params: dict[str, Any], ctx: jobs.JobContext) -> dict[str, Any]
 
 
 def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
+    from models.preprocessing import PreprocessConfig
     from training.data import build_dataset, check_dataset, select_outputs
     from training.tracking import check_store
     from training.train import TrainConfig, TrainingCancelled, train
-    from models.preprocessing import PreprocessConfig
     from training.transforms import AugmentConfig
 
     config = current_app.config
     project = projects.get_project(run.project_id)
     params = dict(run.params)
     ctx.progress(0.01, "checking labels, files and the MLflow store")
+    frames.fill_checksums(project_id=project.id)  # every frame trains under its content's identity
     settings = label_settings(project)
     scans = records(project.id)
     candidates = candidate_outputs(project.id)
@@ -468,6 +469,8 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
         _withdraw(cfg.tracking_uri, project.model_name, result, reason)
         raise RuntimeError(f"the database could not record {project.model_name} version {result.version} "
                            f"({reason}); the version was withdrawn from the registry") from err
+    if result.alias == "champion":  # the first champion scores every frame of the project
+        evaluations.score_unscored(project.id)
     return {"training_run_id": run.id, "model_version_id": model_version.id, "version": result.version,
             "alias": result.alias, "mlflow_run_id": result.run_id}
 
@@ -639,4 +642,5 @@ def promote_run(project_id: int, run_id: int, user: User | None, force: Any = Fa
     db.session.commit()
     log.info("%s version %s promoted to champion (was %s)%s", name, candidate.version, current,
              " by force" if forced else "")
+    evaluations.score_unscored(project_id, user)
     return {"run": run_json(run), "comparison": comparison, "forced": forced, "previous_champion": current}

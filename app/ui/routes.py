@@ -35,6 +35,7 @@ def project(project_id: int):
         tasks=review.task_overview(project, g.project_role), agreement=review.agreement(project_id),
         next_unreviewed=review.next_unreviewed(project_id), now=utcnow(),
         training_url=optional_url("ui.training_runs", project_id=project_id),
+        models_url=optional_url("ui.models_page", project_id=project_id),
         transfer_url=optional_url("admin.import_page", project_id=project_id) if g.project_role == "admin" else None)
 
 
@@ -102,4 +103,4 @@ def _prepare_volumes(scan: Scan, context: dict) -> None:
     volumes.prepare(frames)
 
 
-from app.ui import training  # noqa: E402,F401 - registers the training pages on bp
+from app.ui import models, training  # noqa: E402,F401 - registers the model and training pages on bp

@@ -36,6 +36,7 @@ DATA_DEPENDENT = {
     "POST /api/v1/projects/{project_id}/import": "the file's rows must name real scans and vocabulary",
     "POST /api/v1/global/import": "the file's rows must name real scans and vocabulary",
     "POST /api/v1/frames": "the file must be a readable image",
+    "POST /api/v1/projects/{project_id}/predict": "the file must be a readable NIfTI or NRRD image",
     "POST /api/v1/scan-decisions": "decision and artifact keys come from the project's vocabulary",
     "POST /api/v1/scans/{scan_id}/email": "recipients must be members of the scan's project",
 }

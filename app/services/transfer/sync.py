@@ -124,5 +124,5 @@ def sync(project: Project, source: Path, pattern: str | None = None,
     report["summary"] = importer.import_file(
         rows_file, project=project, mode="merge", actor=None,
         progress=lambda fraction, message: progress(0.4 + 0.6 * fraction, message))
-    tasks.queue_checksums(report["summary"])
+    tasks.frames_added(report["summary"])
     return report

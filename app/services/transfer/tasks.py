@@ -81,17 +81,18 @@ def run_import(token: str, *, project: Project | None, mode: str, dry_run: bool,
     else:
         db.session.commit()
         path.unlink(missing_ok=True)
-        queue_checksums(summary, actor)
+        frames_added(summary, actor)
     summary["token"] = token if dry_run else None
     return summary
 
 
-def queue_checksums(summary: dict[str, Any], actor: User | None = None) -> list[Job]:
-    """After a committed import that added frames or moved them to other files: hash those files in the worker."""
+def frames_added(summary: dict[str, Any], actor: User | None = None) -> list[Job]:
+    """After a committed import that added frames or moved them to other files: hash those files in the
+    worker, then have the champion score them (:func:`app.services.frames.frames_added`)."""
     if summary["dry_run"] or not (summary["counts"]["frames_added"] or summary["counts"]["frames_changed"]):
         return []
     found = (projects.find_project(name) for name in summary["projects"])
-    return frames.queue_checksums([project.id for project in found if project is not None], actor)
+    return frames.frames_added([project.id for project in found if project is not None], actor)
 
 
 def start_import(token: str, *, project: Project | None, mode: str, dry_run: bool, actor: User | None,

@@ -57,7 +57,7 @@ def _target_scan(user: User, form: Mapping[str, str]) -> Scan:
 
 
 def upload_frame(user: User, stream: BinaryIO | None, filename: str, form: Mapping[str, str]) -> Frame:
-    """Store an uploaded image as a frame of a scan; the caller commits."""
+    """Store an uploaded image as a frame of a scan and commit it; the champion then scores it."""
     if stream is None or not filename:
         raise InvalidInput("send the image as the multipart field 'file' (or MIQA's 'content')", field="file")
     if not filename.lower().endswith(UPLOADABLE):
@@ -72,7 +72,11 @@ def upload_frame(user: User, stream: BinaryIO | None, filename: str, form: Mappi
     relative = _location(scan, number, filename, roots)
     path = save_upload(stream, relative, roots)
     try:
-        return frames.register_frame(scan, number, relative)
+        frame = frames.register_frame(scan, number, relative)
+        db.session.commit()
     except Exception:
+        db.session.rollback()
         path.unlink(missing_ok=True)
         raise
+    frames.frames_added([scan.experiment.project_id], user)
+    return frame

@@ -376,6 +376,12 @@
         label.className = "score";
         label.textContent = ` model: ${hint.state} ${hint.score.toFixed(2)}`;
         node.append(label);
+      } else if (state.ctx.suggestion && !hint && current === "undefined") {
+        // the champion has no output for this entry (never trained on it): no number to show
+        const label = document.createElement("span");
+        label.className = "score none";
+        label.textContent = " model: no model yet";
+        node.append(label);
       }
       box.append(node);
     }

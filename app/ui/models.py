@@ -1,0 +1,62 @@
+"""The project's model page: versions, champion, agreement with reviewers, evaluation jobs, rollback."""
+from __future__ import annotations
+
+from flask import flash, g, redirect, render_template, url_for
+from flask_login import current_user
+
+from app.auth.permissions import permission
+from app.db import db
+from app.services import evaluations, model_versions, projects, training
+from app.services.errors import ServiceError
+from app.services.transfer.tasks import job_json
+from app.ui.routes import bp
+
+
+def _auc_points(versions: list[dict]) -> list[dict]:
+    """Oldest first, the versions with a held-out usable AUC, placed on a 0..1 axis for the SVG plot."""
+    found = [v for v in reversed(versions) if isinstance(v["heldout_usable_auc"], (int, float))]
+    step = 560 / max(1, len(found) - 1)
+    return [{**v, "x": 20 + index * step, "y": 170 - 150 * v["heldout_usable_auc"],
+             "y_low": 170 - 150 * (v["heldout_usable_auc_low"] if v["heldout_usable_auc_low"] is not None
+                                   else v["heldout_usable_auc"]),
+             "y_high": 170 - 150 * (v["heldout_usable_auc_high"] if v["heldout_usable_auc_high"] is not None
+                                    else v["heldout_usable_auc"])} for index, v in enumerate(found)]
+
+
+@bp.get("/projects/<int:project_id>/models")
+@permission("project", "collaborator")
+def models_page(project_id: int):
+    project = projects.get_project(project_id)
+    versions = model_versions.versions(project)
+    runs = {run.id: training.mlflow_how_to_open(run) for run in training.recent_runs(project_id, 200)}
+    for version in versions:
+        version["mlflow"] = runs.get(version["training_run_id"])
+    return render_template("models/versions.html", project=project, versions=versions, points=_auc_points(versions),
+                           agreement=model_versions.agreement(project), is_admin=g.project_role == "admin",
+                           jobs=[job_json(job) for job in model_versions.evaluation_jobs(project)])
+
+
+@bp.post("/projects/<int:project_id>/models/<int:version>/rollback")
+@permission("project", "admin")
+def models_rollback(project_id: int, version: int):
+    try:
+        row = model_versions.rollback(projects.get_project(project_id), str(version), current_user)
+    except ServiceError as err:
+        db.session.rollback()
+        flash(err.message, "error")
+    else:
+        flash(f"{row.registry_name} version {row.version} is the champion again", "info")
+    return redirect(url_for("ui.models_page", project_id=project_id))
+
+
+@bp.post("/projects/<int:project_id>/models/evaluate")
+@permission("project", "admin")
+def models_evaluate(project_id: int):
+    try:
+        job = evaluations.start(projects.get_project(project_id), current_user, {})
+    except ServiceError as err:
+        db.session.rollback()
+        flash(err.message, "error")
+    else:
+        flash(f"evaluation job {job.id}: {job.state}", "info")
+    return redirect(url_for("ui.models_page", project_id=project_id))
