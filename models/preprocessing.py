@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -38,6 +39,9 @@ from monai.transforms import (
     Spacingd,
     SpatialPadd,
 )
+
+# MONAI warns at every image reader it builds that an optional GPU DICOM decoder is missing.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 FITS = ("resize", "pad_crop", "tiles")
 SCALINGS = ("percentiles", "minmax")

@@ -1,4 +1,10 @@
-"""The demo project: phantom brain volumes with known artifacts, written as NIfTI under the data root."""
+"""The demo project: phantom brain volumes with known artifacts, written as NIfTI under the data root.
+
+Besides the scans waiting for review, the demo holds an earlier experiment already reviewed by
+two demo reviewers (accounts named as such, without a password), enough for a small model to
+train in about a minute: :func:`train_demo_model` trains it, and as the project's first
+champion it scores every scan, so a new user sees suggestions stamped with a version at once.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +32,15 @@ DEMO_TREE = {
                        ("sub-12_T1w", "T1", 2, "inhomogeneity"), ("sub-13_T1w", "T1", 1, None)],
 }
 VOXEL_MM = (3.0, 3.0, 3.0)
+# The reviewed history: 32 scans, every other one with an artifact (phantom name -> vocabulary key).
+HISTORY_EXPERIMENT = "site-A-2025-reviewed"
+HISTORY_SCANS = 32
+HISTORY_ARTIFACTS = {"ghosting": "ghosting_motion", "inhomogeneity": "inhomogeneity",
+                     "wraparound": "swap_wraparound", "truncation": "truncation_artifact"}
+DEMO_REVIEWERS = (("demo-reviewer-tier1", "tier1"), ("demo-reviewer-tier2", "tier2"))
+# A run that fits the demo in about a minute: MIQA's small classifier, 3-fold cross-validated, at
+# least 3 labels of each class.
+DEMO_TRAINING = {"epochs": 10, "min_labels": 3, "evaluation": "cv", "folds": 3}
 
 
 def write_phantom(path: Path, seed: int, artifact: str | None) -> None:
@@ -71,5 +86,64 @@ def build_demo(admin_username: str, admin_password: str) -> dict:
                     write_phantom(path, seed, artifact)
                 frame_service.register_frame(scan, number, relative_location(path))
                 created += 1
+    created += _build_history(project, data_root, counts)
     return {"project": project.name, "admin_created": admin_created, "created_frames": created, **counts}
+
+
+def _build_history(project, data_root: Path, counts: dict[str, int]) -> int:
+    """The reviewed experiment: phantoms with and without artifacts, each with a demo reviewer's decision."""
+    from app.services.decisions import record_decision
+
+    reviewers = []
+    for username, role in DEMO_REVIEWERS:
+        user = users.find_user(username) or users.create_user(username, None, first_name="Demo",
+                                                              last_name=f"reviewer ({role})")
+        projects.set_role(project, user, role, actor=None)
+        reviewers.append((user, role))
+    experiment = projects.get_or_create_experiment(project, HISTORY_EXPERIMENT)
+    counts["experiments"] += 1
+    kinds = list(HISTORY_ARTIFACTS)
+    created = 0
+    for index in range(HISTORY_SCANS):
+        artifact = kinds[(index // 2) % len(kinds)] if index % 2 else None
+        name = f"sub-h{index + 1:02d}_T1w"
+        scan = projects.get_or_create_scan(experiment, name, scan_type="T1", subject_id=name.split("_")[0],
+                                           session_id=HISTORY_EXPERIMENT)
+        counts["scans"] += 1
+        counts["frames"] += 1
+        if scan.frames:
+            continue
+        path = data_root / "demo" / HISTORY_EXPERIMENT / f"{name}.nii.gz"
+        if not path.exists():
+            write_phantom(path, 1000 + index, artifact)
+        frame_service.register_frame(scan, 0, relative_location(path))
+        created += 1
+        user, role = reviewers[index % len(reviewers)]
+        present = [HISTORY_ARTIFACTS[artifact]] if artifact else []
+        record_decision(scan, user, "UN" if artifact else "U", role=role, present=present,
+                        absent=[key for key in HISTORY_ARTIFACTS.values() if key not in present],
+                        note=f"demo: {artifact}" if artifact else "")
+    return created
+
+
+def train_demo_model(project_name: str, progress) -> dict | None:
+    """Train the demo's first model and let it score every scan (in this process); None when the
+    project already has a model version (a second `make demo` keeps what the first built)."""
+    from app.db import Job, ModelVersion
+    from app.services import jobs, training
+
+    project = projects.find_project(project_name)
+    if db.session.scalar(select(ModelVersion.id).where(ModelVersion.project_id == project.id).limit(1)):
+        return None
+    run = training.create_run(project, None, dict(DEMO_TRAINING))
+    progress(f"training the demo model (run {run.id}): about a minute")
+    jobs.run_job(run.job_id)
+    db.session.expire_all()
+    summary = training.run_json(training.get_run(run.id))
+    for job_id in db.session.scalars(select(Job.id).where(Job.project_id == project.id, Job.state == "queued",
+                                                          Job.kind.in_(("frames.checksum", "evaluation")))
+                                     .order_by(Job.id)):
+        progress(f"scoring the scans (job {job_id})")
+        jobs.run_job(job_id)
+    return summary
 

@@ -123,6 +123,9 @@ def rollback(project: Project, version: str, user: User | None) -> ModelVersion:
     try:
         registry.promote(uri, target.registry_name, target.version)
     except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise Conflict(f"{target.registry_name} version {target.version} is recorded here but not in the MLflow "
+                           "registry (deleted there?): it cannot be the champion") from err
         raise Unavailable(f"the MLflow registry refused the rollback: {str(err).splitlines()[0][:300]}") from err
     db.session.execute(update(ModelVersion).where(ModelVersion.registry_name == target.registry_name,
                                                   ModelVersion.alias == "champion").values(alias=None))

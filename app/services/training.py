@@ -48,7 +48,7 @@ _PARAMS = {
     "weight_decay": _Spec((float, int), 1e-2, lambda v: 0 <= v < 1, "weight_decay must be a number in [0, 1)"),
     "evaluation": _Spec(str, "auto", lambda v: v in EVALUATIONS, f"evaluation must be one of {', '.join(EVALUATIONS)}"),
     "folds": _Spec(int, 5, lambda v: 2 <= v <= 20, "folds must be an integer from 2 to 20"),
-    "fit": _Spec(str, "resize", lambda v: v in FITS, f"fit must be one of {', '.join(FITS)}"),
+    "fit": _Spec((str, type(None)), None, lambda v: v is None or v in FITS, f"fit must be one of {', '.join(FITS)}"),
     "seed": _Spec(int, 0, lambda v: 0 <= v < 2**31, "seed must be a non-negative integer"),
     "spatial_size": _Spec((list, type(None)), None,
                           lambda v: v is None or (len(v) in (2, 3) and all(isinstance(n, int) and 8 <= n <= 512
@@ -415,6 +415,8 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
     two_d = is_2d(project.id)
     arch = params["arch"] or ("resnet18_2d" if two_d else "miqa")
     spatial = tuple(params["spatial_size"] or ((224, 224) if two_d else (64, 64, 64)))
+    # 3-D: native-grid tiles (fine artifacts such as ghosting and ringing survive; no resizing away)
+    fit = params["fit"] or ("resize" if two_d else "tiles")
     app = current_app._get_current_object()
 
     def progress(report: dict[str, Any]) -> None:
@@ -444,7 +446,7 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
     cfg = TrainConfig(
         dataset=dataset, tracking_uri=config["MLFLOW_TRACKING_URI"], artifact_root=config["MLFLOW_ARTIFACT_ROOT"],
         experiment=project.model_name, model_name=project.model_name, work_dir=work_dir,
-        cache_dir=Path(config["CACHE_DIR"]) / "training", preprocess=PreprocessConfig(spatial_size=spatial, fit=params["fit"]),
+        cache_dir=Path(config["CACHE_DIR"]) / "training", preprocess=PreprocessConfig(spatial_size=spatial, fit=fit),
         augmentation=AugmentConfig(synthesis={k: float(v) for k, v in params["synthesis"].items() if v > 0}),
         arch=arch, init=params["from"], miqa_weights=config.get("MIQA_WEIGHTS") or None, epochs=params["epochs"],
         batch_size=params["batch_size"], lr=float(params["lr"]), weight_decay=float(params["weight_decay"]),

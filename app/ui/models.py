@@ -1,14 +1,13 @@
 """The project's model page: versions, champion, agreement with reviewers, evaluation jobs, rollback."""
 from __future__ import annotations
 
-from flask import flash, g, redirect, render_template, url_for
+from flask import g, redirect, render_template, url_for
 from flask_login import current_user
 
 from app.auth.permissions import permission
-from app.db import db
 from app.services import evaluations, model_versions, projects, training
-from app.services.errors import ServiceError
 from app.services.transfer.tasks import job_json
+from app.ui.flashing import flash_outcome
 from app.ui.routes import bp
 
 
@@ -39,24 +38,14 @@ def models_page(project_id: int):
 @bp.post("/projects/<int:project_id>/models/<int:version>/rollback")
 @permission("project", "admin")
 def models_rollback(project_id: int, version: int):
-    try:
-        row = model_versions.rollback(projects.get_project(project_id), str(version), current_user)
-    except ServiceError as err:
-        db.session.rollback()
-        flash(err.message, "error")
-    else:
-        flash(f"{row.registry_name} version {row.version} is the champion again", "info")
+    flash_outcome(lambda: model_versions.rollback(projects.get_project(project_id), str(version), current_user),
+                  lambda row: f"{row.registry_name} version {row.version} is the champion again")
     return redirect(url_for("ui.models_page", project_id=project_id))
 
 
 @bp.post("/projects/<int:project_id>/models/evaluate")
 @permission("project", "admin")
 def models_evaluate(project_id: int):
-    try:
-        job = evaluations.start(projects.get_project(project_id), current_user, {})
-    except ServiceError as err:
-        db.session.rollback()
-        flash(err.message, "error")
-    else:
-        flash(f"evaluation job {job.id}: {job.state}", "info")
+    flash_outcome(lambda: evaluations.start(projects.get_project(project_id), current_user, {}),
+                  lambda job: f"evaluation job {job.id}: {job.state}")
     return redirect(url_for("ui.models_page", project_id=project_id))

@@ -1,13 +1,12 @@
 """The project's training page: label counts per output, the Retrain form (admins) and the runs."""
 from __future__ import annotations
 
-from flask import flash, g, redirect, render_template, request, url_for
+from flask import g, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from app.auth.permissions import permission
-from app.db import db
 from app.services import projects, training
-from app.services.errors import ServiceError
+from app.ui.flashing import flash_outcome
 from app.ui.routes import bp
 
 SYNTHESIS_PROBABILITY = 0.2
@@ -57,41 +56,29 @@ def training_runs(project_id: int):
 def training_settings(project_id: int):
     changes = {key: request.form[key].strip() for key in ("label_rule", "questionable", "min_labels_per_class")
                if request.form.get(key, "").strip()}
-    try:
-        projects.update_settings(projects.get_project(project_id), changes, current_user)
-    except ServiceError as err:
-        db.session.rollback()
-        flash(err.message, "error")
-    else:
-        flash("training settings saved", "info")
+    flash_outcome(lambda: projects.update_settings(projects.get_project(project_id), changes, current_user),
+                  lambda _: "training settings saved")
     return redirect(url_for("ui.training_runs", project_id=project_id))
 
 
 @bp.post("/projects/<int:project_id>/training-runs/<int:run_id>/promote")
 @permission("project", "admin")
 def training_promote(project_id: int, run_id: int):
-    try:
-        result = training.promote_run(project_id, run_id, current_user, force=request.form.get("force") == "1")
-    except ServiceError as err:
-        db.session.rollback()
-        flash(err.message, "error")
-    else:
+    def promoted(result: dict) -> str:
         version = result["run"]["model_version"]
-        flash(f"{version['registry_name']} version {version['version']} is now the champion"
-              + (" (forced)" if result["forced"] else ""), "info")
+        return (f"{version['registry_name']} version {version['version']} is now the champion"
+                + (" (forced)" if result["forced"] else ""))
+
+    flash_outcome(lambda: training.promote_run(project_id, run_id, current_user,
+                                               force=request.form.get("force") == "1"), promoted)
     return redirect(url_for("ui.training_runs", project_id=project_id))
 
 
 @bp.post("/projects/<int:project_id>/training")
 @permission("project", "admin")
 def training_start(project_id: int):
-    try:
-        run = training.start_run(projects.get_project(project_id), current_user, _form_body(request.form))
-    except ServiceError as err:
-        db.session.rollback()
-        flash(err.message, "error")
-    else:
-        flash(f"training run {run.id} started", "info")
+    flash_outcome(lambda: training.start_run(projects.get_project(project_id), current_user, _form_body(request.form)),
+                  lambda run: f"training run {run.id} started")
     return redirect(url_for("ui.training_runs", project_id=project_id))
 
 
@@ -99,11 +86,5 @@ def training_start(project_id: int):
 @permission("project", "admin")
 def training_cancel(run_id: int):
     run = training.get_run(run_id)
-    try:
-        training.cancel_run(run)
-    except ServiceError as err:
-        db.session.rollback()
-        flash(err.message, "error")
-    else:
-        flash(f"training run {run.id} cancelled", "info")
+    flash_outcome(lambda: training.cancel_run(run), lambda _: f"training run {run.id} cancelled")
     return redirect(url_for("ui.training_runs", project_id=run.project_id))

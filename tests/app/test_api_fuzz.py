@@ -77,7 +77,7 @@ def fuzz_world(queued_app) -> FuzzWorld:
             "user_id": member.id, "token_id": spare_token.id, "invite_token": invite_token,
             "invitation_id": invitations.pending(project.id)[0].id,
             "option_id": vocabulary.decision_options(project.id)[0].id,
-            "entry_id": vocabulary.artifact_entries(project.id)[0].id,
+            "entry_id": vocabulary.artifact_entries(project.id)[0].id, "version": 1,
         }
         world.renew_token()
     return world

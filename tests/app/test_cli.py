@@ -7,7 +7,7 @@ import sys
 def _qcloop(*args, env=None, tmp_path=None):
     environment = {**os.environ, "QCLOOP_INSTANCE_PATH": str(tmp_path / "instance"), **(env or {})}
     return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, env=environment,
-                          timeout=300)
+                          timeout=900)
 
 
 def test_unreachable_database_is_one_clear_line(tmp_path):
@@ -41,6 +41,10 @@ def test_db_upgrade_users_and_demo_twice(tmp_path, database_factory):
     assert unknown.returncode == 1 and "no user named" in unknown.stderr
     first = _qcloop("demo", env=env, tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "3 experiments, 13 scans" in first.stdout and "(19 new)" in first.stdout
+    assert "4 experiments, 45 scans" in first.stdout and "(51 new)" in first.stdout
+    # the reviewed experiment trained the first model, which scored every scan
+    assert "qcloop-demo-brain-qc version 1 (champion) suggests on every scan" in first.stdout, first.stdout
+    assert "evaluated by 3-fold cross-validation" in first.stdout and "held-out AUC on 32 scans" in first.stdout
     second = _qcloop("demo", env=env, tmp_path=tmp_path)
     assert second.returncode == 0 and "(0 new)" in second.stdout and "existing password" in second.stdout
+    assert "suggests on every scan" not in second.stdout  # the model is kept

@@ -16,7 +16,7 @@ from typing import Callable
 from sqlalchemy import func, select
 
 from app.auth.permissions import declared_permission
-from app.db import ArtifactEntry, Decision, DecisionOption, Frame, Job, Scan, TrainingRun, db
+from app.db import ArtifactEntry, Decision, DecisionOption, Frame, Job, ModelVersion, Scan, TrainingRun, db
 from app.services import access, decisions, invitations, projects, users, vocabulary
 from tests.factories import PASSWORD, Factory
 
@@ -50,6 +50,7 @@ ARGUMENTS: dict[str, Callable[[World, str], object]] = {
     "reset_token": lambda w, a: w.secrets["reset"],
     "option_id": lambda w, a: w.ids["option"],
     "entry_id": lambda w, a: w.ids["entry"],
+    "version": lambda w, a: 1,
     "kind": lambda w, a: "decision",
     "filename": lambda w, a: "qcloop.css",
 }
@@ -90,6 +91,9 @@ def _populate(app) -> World:
     db.session.flush()
     run = TrainingRun(project_id=project.id, job_id=job.id, state="succeeded")
     db.session.add(run)
+    # a recorded model version (not in the MLflow registry: past the permission check, rollback answers 503)
+    db.session.add(ModelVersion(project_id=project.id, registry_name=project.model_name, version="1",
+                                output_map=[{"kind": "usable", "key": "usable", "entry_id": None}]))
     invitation, world.secrets["invite"] = invitations.invite("invitee@example.org", project, "tier1",
                                                               world.users["admin"])
     world.secrets["reset"] = users.password_reset_token(world.users["collaborator"])

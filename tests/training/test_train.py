@@ -149,3 +149,6 @@ def test_the_first_champion_needs_a_defined_held_out_auc_above_chance(store):
     assert first_champion_gate({}) == (False, "its held-out usable AUC is undefined (the held-out scans lack a class)")
     assert first_champion_gate({"heldout_usable_auc": 0.5})[0] is False
     assert first_champion_gate({"heldout_usable_auc": 0.74})[0] is True
+    assert first_champion_gate({"heldout_usable_auc": 0.51, "heldout_usable_auc_low": 0.33}) == (
+        False, "its held-out usable AUC 0.510 is not above chance (95% CI from 0.330)")
+    assert first_champion_gate({"heldout_usable_auc": 0.87, "heldout_usable_auc_low": 0.75})[0] is True
