@@ -342,6 +342,7 @@ def train(project_name: str, epochs: int | None, init: str, arch: str | None, fi
     version = summary["model_version"]
     click.echo(f"registered {version['registry_name']} version {version['version']} ({version['alias']})")
     _print_report(summary["report"])
+    cli_models.say_waiting_evaluations(project)
 
 
 def _print_report(report: dict) -> None:

@@ -32,6 +32,16 @@ def _service_call(function, *args):
         raise click.ClickException(err.message) from err
 
 
+def say_waiting_evaluations(project) -> None:
+    """Without a worker, the champion's evaluation job waits: say how to run it."""
+    from app.services import evaluations
+
+    waiting = evaluations.waiting_jobs(project.id)
+    if waiting:
+        click.echo(f"suggestions: evaluation job {', '.join(map(str, waiting))} waits for a worker (`qcloop worker`); "
+                   f"or score now with `qcloop evaluate --project {json.dumps(project.name)} --inline`")
+
+
 @cli.group()
 def models() -> None:
     """A project's model versions."""
@@ -52,6 +62,7 @@ def import_miqa(weights: Path, project_name: str) -> None:
     mapped = [o["key"] for o in row.output_map if o["kind"] == "usable" or o.get("entry_id") is not None]
     click.echo(f"registered {row.registry_name} version {row.version}{' (champion)' if row.alias else ''}; "
                f"outputs mapped to the project: {', '.join(mapped)}")
+    say_waiting_evaluations(project)
 
 
 @cli.command()

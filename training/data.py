@@ -349,10 +349,11 @@ def build_dataset(scans: Iterable[ScanRecord], outputs: Sequence[Output], settin
     dataset.evaluation, dataset.folds = "cv", folds
     if evaluation == "cv":
         dataset.evaluation_reason = "cross-validation asked for"
-    elif missing:
-        dataset.evaluation_reason = f"a held-out split could not hold both classes ({'; '.join(missing)})"
+    elif subjects < holdout_min_subjects:
+        dataset.evaluation_reason = (f"{subjects} labelled subjects are too few for a test split "
+                                     f"(from {holdout_min_subjects})")
     else:
-        dataset.evaluation_reason = f"{subjects} labelled subjects (holdout from {holdout_min_subjects})"
+        dataset.evaluation_reason = f"a held-out split could not hold both classes ({'; '.join(missing)})"
     return dataset
 
 

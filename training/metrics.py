@@ -99,3 +99,18 @@ def describe_auc(metrics: dict[str, float], key: str, prefix: str = "") -> str:
     low, high = metrics.get(f"{prefix}{key}_auc_low"), metrics.get(f"{prefix}{key}_auc_high")
     interval = f"95% CI {low:.3f}-{high:.3f}" if defined(low) and defined(high) else "no interval"
     return f"{auc:.3f} ({interval}{', ' + counts if counts else ''})"
+
+
+def first_champion_gate(metrics: dict[str, float]) -> tuple[bool, str]:
+    """Whether a version may become the first champion: a defined held-out usable AUC above chance,
+    its whole 95% interval above 0.5 when it has one (0.51 on 40 scans is not better than a coin)."""
+    auc, low = metrics.get("heldout_usable_auc"), metrics.get("heldout_usable_auc_low")
+    if not defined(auc):
+        return False, "its held-out usable AUC is undefined (the held-out scans lack a class)"
+    if defined(low):
+        if low <= 0.5:
+            return False, f"its held-out usable AUC {auc:.3f} is not above chance (95% CI from {low:.3f})"
+        return True, f"held-out usable AUC {auc:.3f} is above chance (95% CI from {low:.3f})"
+    if auc <= 0.5:
+        return False, f"its held-out usable AUC {auc:.3f} is not above chance (0.5)"
+    return True, f"held-out usable AUC {auc:.3f} is above chance (no interval)"

@@ -44,7 +44,7 @@ from models.preprocessing import MIQA, PreprocessConfig
 from training import tracking
 from training.data import Dataset, DatasetError
 from training.datamodule import QCDataModule
-from training.metrics import defined, epoch_metrics, heldout_metrics
+from training.metrics import defined, epoch_metrics, first_champion_gate, heldout_metrics
 from training.module import QCModule, masked_bce
 from training.transforms import AugmentConfig
 
@@ -509,21 +509,6 @@ def _cross_validate(cfg: TrainConfig, start: torch.nn.Module, logger,
     heldout = Dataset(dataset.outputs, [replace(item, split="test") for item in dataset.items], dataset.seed,
                       "cv", dataset.evaluation_reason, k)
     return _Outcome(final, heldout, logits, targets, mask, extra)
-
-
-def first_champion_gate(metrics: dict[str, float]) -> tuple[bool, str]:
-    """Whether a version may become the first champion: a defined held-out usable AUC above chance,
-    its whole 95% interval above 0.5 when it has one (0.51 on 40 scans is not better than a coin)."""
-    auc, low = metrics.get("heldout_usable_auc"), metrics.get("heldout_usable_auc_low")
-    if not defined(auc):
-        return False, "its held-out usable AUC is undefined (the held-out scans lack a class)"
-    if defined(low):
-        if low <= 0.5:
-            return False, f"its held-out usable AUC {auc:.3f} is not above chance (95% CI from {low:.3f})"
-        return True, f"held-out usable AUC {auc:.3f} is above chance (95% CI from {low:.3f})"
-    if auc <= 0.5:
-        return False, f"its held-out usable AUC {auc:.3f} is not above chance (0.5)"
-    return True, f"held-out usable AUC {auc:.3f} is above chance (no interval)"
 
 
 def _finish_run(cfg: TrainConfig, outcome: _Outcome, run_id: str, experiment_id: str,

@@ -292,3 +292,9 @@ def predict(project: Project, stream, filename: str, declared_length: int | None
         scores = project_scores(model, loaded.score(str(path)), entries)
     return {"model": model.registry_name, "version": model.version, "mlflow_run_id": model.mlflow_run_id,
             "scores": scores}
+
+
+def waiting_jobs(project_id: int) -> list[int]:
+    """Ids of the project's evaluation jobs still queued (a CLI run without a worker says so)."""
+    return list(db.session.scalars(select(Job.id).where(Job.project_id == project_id, Job.kind == "evaluation",
+                                                        Job.state == "queued").order_by(Job.id)))

@@ -19,7 +19,7 @@ from app.db import Decision, Experiment, Job, ModelVersion, Project, Scan, Train
 from app.services import audit, evaluations, frames, jobs, projects, vocabulary
 from app.services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from app.storage import StorageError, local_copy, resolve
-from training.metrics import defined
+from training.metrics import defined, first_champion_gate
 
 log = logging.getLogger(__name__)
 
@@ -541,8 +541,9 @@ def compare_metrics(run_id: int, candidate: dict[str, Any], champion_version: st
     why that weaker comparison was made.
     """
     if champion_version is None:
-        return {"metric": None, "candidate": None, "champion": None, "better": True, "same_split": False,
-                "champion_version": None, "reason": "there is no champion yet"}
+        eligible, why = first_champion_gate(candidate)
+        return {"metric": None, "candidate": None, "champion": None, "better": eligible, "same_split": False,
+                "champion_version": None, "reason": f"there is no champion yet; {why}"}
     scored = candidate.get("champion_version")
     ours, theirs = candidate.get(PROMOTION_METRIC), candidate.get(f"champion_{PROMOTION_METRIC}")
     if not defined(ours):
@@ -627,7 +628,8 @@ def promote_run(project_id: int, run_id: int, user: User | None, force: Any = Fa
             else registry.version_metrics(uri, name, current))
         comparison = compare_metrics(run.id, candidate.metrics or {}, current, champion_metrics)
         if not comparison["better"] and not force:
-            raise Conflict(f"{name} version {candidate.version} is not better than the champion (version {current}): "
+            against = "chance" if current is None else f"the champion (version {current})"
+            raise Conflict(f"{name} version {candidate.version} is not better than {against}: "
                            f"{comparison['reason']}; an admin may promote it anyway with force",
                            comparison=comparison)
         registry.promote(uri, name, candidate.version)

@@ -128,3 +128,38 @@ def test_evaluation_and_predict_refuse_bad_input(app, client, factory):
     assert fake.status_code == 400
     other = factory.project("Other", creator=admin)
     assert client.post(f"/api/v1/projects/{other.id}/models/1/rollback", json={}, headers=headers).status_code == 404
+
+
+def test_a_cancelled_evaluation_leaves_the_champions_suggestions_and_a_changed_vocabulary_is_refused(
+        app, client, factory, monkeypatch):
+    from app.db import ArtifactEntry
+    from app.services import jobs, model_versions
+
+    admin = factory.user(superuser=True)
+    headers = token_headers(client, admin.username)
+    project = factory.project("Guarded", creator=admin)
+    scans = [factory.scan(project, name=f"s{index}") for index in range(2)]
+    weights = SHARED_DATA / "miqa-weights" / "miqaT1-val0.pth"
+    first = model_versions.import_miqa(project, weights, admin)  # champion: scores both scans at once
+    second = model_versions.import_miqa(project, weights, admin)
+    assert (first.alias, second.alias) == ("champion", None)
+
+    def cancelled(self, fraction, message=""):
+        raise jobs.JobCancelled()
+
+    monkeypatch.setattr(jobs.JobContext, "progress", cancelled)
+    answer = client.post(f"/api/v1/projects/{project.id}/evaluations", json={"version": "2"}, headers=headers)
+    assert answer.status_code == 202 and answer.get_json()["job"]["state"] == "cancelled"
+    rows = db.session.scalars(select(Evaluation).where(Evaluation.model_version_id == second.id)).all()
+    assert len(rows) == 2 and {row.state for row in rows} == {"failed"}
+    assert all("did not complete: cancelled" in row.error for row in rows)
+    monkeypatch.undo()
+    for scan in scans:
+        assert client.get(f"/api/v1/scans/{scan.id}", headers=headers).get_json()["suggestion"]["version"] == "1"
+
+    entry = db.session.scalar(select(ArtifactEntry).where(ArtifactEntry.project_id == project.id,
+                                                          ArtifactEntry.key == "ghosting_motion"))
+    entry.retired = True
+    db.session.commit()
+    refused = client.post(f"/api/v1/projects/{project.id}/evaluations", json={"scope": "all"}, headers=headers)
+    assert refused.status_code == 400 and "no longer has (ghosting_motion)" in refused.get_json()["detail"]

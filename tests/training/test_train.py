@@ -13,7 +13,8 @@ from models import registry
 from tests.training.conftest import GHOSTING, LESIONS, T0, ghosting_records
 from training.data import USABLE, DatasetError, DecisionRecord, FrameRecord, LabelSettings, ScanRecord, build_dataset
 from training.tracking import TrackingError
-from training.train import TrainConfig, TrainingCancelled, first_champion_gate, train
+from training.metrics import first_champion_gate
+from training.train import TrainConfig, TrainingCancelled, train
 from models.preprocessing import PreprocessConfig
 from training.transforms import AugmentConfig
 
