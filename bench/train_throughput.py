@@ -31,7 +31,8 @@ from training import tracking  # noqa: E402
 from training.data import USABLE, LabelSettings, build_dataset  # noqa: E402
 from training.datamodule import QCDataModule  # noqa: E402
 from training.module import QCModule  # noqa: E402
-from training.train import ProgressReporter, build_trainer  # noqa: E402
+from training.progress import ProgressReporter  # noqa: E402
+from training.train import build_trainer  # noqa: E402
 from models.preprocessing import PreprocessConfig  # noqa: E402
 from training.transforms import AugmentConfig  # noqa: E402
 

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Hashable, Mapping
 
@@ -40,8 +41,9 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-# MONAI warns at every image reader it builds that an optional GPU DICOM decoder is missing.
+# MONAI says at every image reader it builds that an optional GPU DICOM decoder is missing.
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*nvImageCodec decoder plugin did not register.*")
 
 FITS = ("resize", "pad_crop", "tiles")
 SCALINGS = ("percentiles", "minmax")

@@ -212,10 +212,17 @@ def log_model(uri: str, run_id: str, model: torch.nn.Module, example: torch.Tens
                     f"torchvision=={_version('torchvision').split('+')[0]}"]
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-        info = mlflow.pytorch.log_model(model, name="model", signature=signature, metadata=metadata,
-                                        registered_model_name=registered_name, pip_requirements=requirements,
-                                        serialization_format="pickle")
+    # Pickled on purpose (qcloop's own networks, loaded only by qcloop): MLflow's warning about it says nothing new.
+    pickle_warning = logging.getLogger("mlflow.pytorch")
+    level = pickle_warning.level
+    pickle_warning.setLevel(logging.ERROR)
+    try:
+        with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+            info = mlflow.pytorch.log_model(model, name="model", signature=signature, metadata=metadata,
+                                            registered_model_name=registered_name, pip_requirements=requirements,
+                                            serialization_format="pickle")
+    finally:
+        pickle_warning.setLevel(level)
     version = str(info.registered_model_version)
     MlflowClient(tracking_uri=uri, registry_uri=uri).set_model_version_tag(
         registered_name, version, "output_map", json.dumps(metadata["output_map"]))

@@ -7,7 +7,7 @@ from app.api.docs import OPEN, Blueprint, RunOut, answers, body, page_of
 from app.api.bodies import json_object
 from app.api.pagination import PageArgs, paginate
 from app.auth.permissions import permission
-from app.services import projects, training
+from app.services import projects, promotion, training
 from training.data import LABEL_RULES
 
 blp = Blueprint("training", __name__, description="Retraining runs on reviewer decisions")
@@ -67,7 +67,7 @@ def promote_run(project_id: int, run_id: int):
     champion there (same_split true), else each run's heldout_usable_auc on its own held-out scans; a
     run without a defined held-out usable AUC is refused. Body {"force": true} promotes anyway and is
     recorded in the audit log."""
-    return training.promote_run(project_id, run_id, current_user, json_object().get("force", False))
+    return promotion.promote_run(project_id, run_id, current_user, json_object().get("force", False))
 
 
 @blp.route("/projects/<int:project_id>/training-settings", methods=["GET"])

@@ -5,7 +5,7 @@ from flask import g, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from app.auth.permissions import permission
-from app.services import projects, training
+from app.services import projects, promotion, training
 from app.ui.flashing import flash_outcome
 from app.ui.routes import bp
 
@@ -41,10 +41,10 @@ def training_runs(project_id: int):
 
     project = projects.get_project(project_id)
     runs = [training.run_json(run) for run in training.recent_runs(project_id, 50)]
-    champions = training.champions(project_id)
+    champions = promotion.champions(project_id)
     for run in runs:
         version = run["model_version"]
-        run["promotion"] = training.promotion_preview(run, champions.get(version["registry_name"]) if version else None)
+        run["promotion"] = promotion.promotion_preview(run, champions.get(version["registry_name"]) if version else None)
     return render_template("training/runs.html", project=project, counts=training.label_counts(project), runs=runs,
                            settings=projects.settings_of(project), is_admin=g.project_role == "admin",
                            architectures=ARCHITECTURES, synthesizable=SYNTHESIZABLE,
@@ -69,7 +69,7 @@ def training_promote(project_id: int, run_id: int):
         return (f"{version['registry_name']} version {version['version']} is now the champion"
                 + (" (forced)" if result["forced"] else ""))
 
-    flash_outcome(lambda: training.promote_run(project_id, run_id, current_user,
+    flash_outcome(lambda: promotion.promote_run(project_id, run_id, current_user,
                                                force=request.form.get("force") == "1"), promoted)
     return redirect(url_for("ui.training_runs", project_id=project_id))
 

@@ -14,7 +14,8 @@ from tests.training.conftest import GHOSTING, LESIONS, T0, ghosting_records
 from training.data import USABLE, DatasetError, DecisionRecord, FrameRecord, LabelSettings, ScanRecord, build_dataset
 from training.tracking import TrackingError
 from training.metrics import first_champion_gate
-from training.train import TrainConfig, TrainingCancelled, train
+from training.progress import TrainingCancelled
+from training.train import TrainConfig, train
 from models.preprocessing import PreprocessConfig
 from training.transforms import AugmentConfig
 
