@@ -9,8 +9,22 @@ from pathlib import Path
 from typing import Iterator
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+# Spreadsheets run a cell that starts with one of these as a formula ("=cmd|' /C calc'!A0"): exports put
+# a "'" before it, which spreadsheets read as "this is text", and imports take that "'" off again.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Bytes that are not UTF-8 decode to these (surrogateescape), so the row holding them can be named.
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def escape_formula(cell: str) -> str:
+    """The cell as text a spreadsheet will not evaluate. A cell already starting with "'" before such a
+    character gets one more, so that ``unescape_formula`` gives back every text exactly."""
+    return "'" + cell if cell.lstrip("'").startswith(_FORMULA_STARTS) else cell
+
+
+def unescape_formula(cell: str) -> str:
+    """The text ``escape_formula`` was given (a cell it did not change comes back unchanged)."""
+    return cell[1:] if cell.startswith("'") and cell.lstrip("'").startswith(_FORMULA_STARTS) else cell
 
 
 class _CountingReader(io.RawIOBase):
@@ -41,7 +55,7 @@ class CsvSource:
         self._reader = csv.reader(text)
         self._text = text
         try:
-            self.header = [name.strip() for name in next(self._reader)]
+            self.header = [unescape_formula(name).strip() for name in next(self._reader)]
         except StopIteration:
             self.header = []
         except csv.Error as err:
@@ -66,6 +80,7 @@ class CsvSource:
                     continue
                 if _UNDECODABLE.search("".join(cells)):
                     raise ValueError(f"row {number}: not UTF-8 text")
+                cells = [unescape_formula(cell) for cell in cells]
                 if len(cells) < len(header):
                     cells = cells + [""] * (len(header) - len(cells))
                 yield number, dict(zip(header, cells))
@@ -83,14 +98,16 @@ class CsvSource:
 
 
 class CsvSink:
-    """Rows written into a buffer that the caller drains as text chunks (for streamed answers)."""
+    """Rows written into a buffer that the caller drains as text chunks (for streamed answers or files);
+    text cells are escaped so that no spreadsheet runs them as formulas."""
 
     def __init__(self) -> None:
         self.buffer = io.StringIO()
         self.writer = csv.writer(self.buffer, lineterminator="\n")
 
     def row(self, cells: list) -> None:
-        self.writer.writerow(["" if cell is None else cell for cell in cells])
+        self.writer.writerow(["" if cell is None else escape_formula(cell) if isinstance(cell, str) else cell
+                              for cell in cells])
 
     def drain(self) -> str:
         text = self.buffer.getvalue()

@@ -4,7 +4,6 @@ them as MIQA CSV rows and import those in merge mode (committed, with a "frames.
 new files). Run twice, the second run adds nothing."""
 from __future__ import annotations
 
-import csv
 import os
 import re
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ from werkzeug.utils import secure_filename
 from app.db import Experiment, Frame, Project, Scan, db
 from app.services.errors import InvalidInput
 from app.services.transfer import exporter, importer, miqa_csv, tasks
+from app.services.transfer.csvfile import CsvSink
 from app.services.transfer.model import SCAN_TYPES
 from app.storage import Roots, StorageError, relative_location, resolve
 
@@ -116,10 +116,11 @@ def sync(project: Project, source: Path, pattern: str | None = None,
         progress(1.0, "nothing new")
         return report
     rows_file = folder / f"new-{stamp}.csv"
-    with open(rows_file, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(miqa_csv.REQUIRED)
-        writer.writerows(rows)
+    sink = CsvSink()
+    sink.row(miqa_csv.REQUIRED)
+    for row in rows:
+        sink.row(row)
+    rows_file.write_text(sink.drain(), encoding="utf-8")
     report["rows_file"] = str(rows_file)
     report["summary"] = importer.import_file(
         rows_file, project=project, mode="merge", actor=None,
