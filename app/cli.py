@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -171,26 +172,49 @@ def serve(host: str, port: int, workers: int, threads: int, with_worker: bool) -
         def load(self):
             return app
 
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"]) if with_worker else None
+    stop = threading.Event()
+    supervisor = threading.Thread(target=keep_worker_running, args=([sys.executable, "-m", "app.cli", "worker"], stop),
+                                  name="qcloop-worker-supervisor", daemon=True)
+    if with_worker:
+        supervisor.start()
     click.echo(f"qcloop is serving on http://{host}:{port}")
     try:
         Server().run()
     finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
+        stop.set()
+        if with_worker:
+            supervisor.join(timeout=35)
+
+
+def keep_worker_running(command: list[str], stop: threading.Event, restart_delay_s: float = 2.0) -> None:
+    """Run the worker process and start it again whenever it exits, until ``stop`` is set (then end it)."""
+    while True:
+        process = subprocess.Popen(command)
+        while process.poll() is None:
+            if stop.wait(1.0):
+                process.terminate()
+                process.wait(timeout=30)
+                return
+        log.warning("the job worker (pid %s) exited with code %s; starting it again", process.pid, process.returncode)
+        if stop.wait(restart_delay_s):
+            return
 
 
 @cli.command()
 @click.option("--threads", default=1, show_default=True, type=int,
               help="worker threads (keep 1 with the SQLite queue)")
 def worker(threads: int) -> None:
-    """Run background jobs (imports, training, evaluation) from the queue."""
+    """Run background jobs (imports, training, evaluation) from the queue; ends the jobs of workers that
+    stopped (their heartbeat older than QCLOOP_JOB_LEASE_S) at start and every half lease."""
     from huey.consumer import Consumer
+
+    from app.services import jobs
 
     preflight()
     huey = current_app.extensions["huey"]
     click.echo(f"qcloop worker on {type(huey).__name__}")
+    threading.Thread(target=jobs.watch_leases, args=(current_app._get_current_object(),), name="qcloop-leases",
+                     daemon=True).start()
     Consumer(huey, workers=threads, worker_type="thread").run()
 
 
@@ -290,10 +314,8 @@ def train(project_name: str, epochs: int | None, init: str, arch: str | None, fi
     prints a progress line whenever it changes until the run ends; --no-wait returns at once,
     --inline trains here without a worker. Exits non-zero with the reason when the run fails.
     """
-    import threading
-
     from app.db import db as database
-    from app.services import jobs, projects
+    from app.services import projects
     from app.services import training as training_service
     from app.services.errors import ServiceError
 
@@ -321,16 +343,7 @@ def train(project_name: str, epochs: int | None, init: str, arch: str | None, fi
         raise click.ClickException(err.message) from err
     click.echo(f"training run {run.id} of {project.name} (job {run.job_id})")
     if inline:
-        app = current_app._get_current_object()
-
-        def work() -> None:
-            with app.app_context():
-                jobs.run_job(run.job_id)
-
-        thread = threading.Thread(target=work, name="qcloop-train-inline")
-        thread.start()
-        job = follow_job(run.job_id)
-        thread.join()
+        job = cli_jobs.run_inline(run.job_id)
     elif not wait:
         return
     else:
@@ -497,6 +510,7 @@ def sync_command(project_name: str, source: Path, pattern: str | None) -> None:
     _print_summary(report["summary"])
 
 
+from app import cli_jobs  # noqa: E402,F401 - registers jobs on cli; runs inline jobs
 from app import cli_models  # noqa: E402,F401 - registers models, evaluate and predict on cli
 
 if __name__ == "__main__":  # `python -m app.cli`: the commands live on the imported module's group

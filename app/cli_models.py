@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import click
-from flask import current_app
 
 from app.cli import cli, follow_job, preflight
+from app import cli_jobs
 
 
 def _project(name: str):
@@ -72,7 +71,7 @@ def import_miqa(weights: Path, project_name: str) -> None:
 @click.option("--inline", is_flag=True, help="Score here instead of in the worker.")
 def evaluate(project_name: str, version: str | None, all_frames: bool, inline: bool) -> None:
     """Score the project's frames with a model version; the scores become the scans' suggestions."""
-    from app.services import evaluations, jobs
+    from app.services import evaluations
 
     preflight()
     project = _project(project_name)
@@ -80,17 +79,7 @@ def evaluate(project_name: str, version: str | None, all_frames: bool, inline: b
     if version is None:
         body.pop("version")
     if inline:
-        job_id = _service_call(evaluations.create_job, project, body).id
-        app = current_app._get_current_object()
-
-        def work() -> None:
-            with app.app_context():
-                jobs.run_job(job_id)
-
-        thread = threading.Thread(target=work, name="qcloop-evaluate-inline")
-        thread.start()
-        job = follow_job(job_id)
-        thread.join()
+        job = cli_jobs.run_inline(_service_call(evaluations.create_job, project, body).id)
     else:
         job = follow_job(_service_call(evaluations.start, project, None, body).id)
     if job.state != "succeeded":

@@ -75,6 +75,9 @@ class Config:
         self.PREDICT_MAX_BYTES = parse_int(env.get("QCLOOP_PREDICT_MAX_BYTES"), 512 * 1024 * 1024)
         self.QUEUE_URL = env.get("QCLOOP_QUEUE_URL") or f"sqlite:///{instance / 'queue.db'}"
         self.QUEUE_IMMEDIATE = parse_boolean(env.get("QCLOOP_QUEUE_IMMEDIATE"))
+        # Seconds a running job's heartbeat may be silent before its worker counts as gone and the job
+        # ends failed (or cancelled, when cancel was asked); workers beat every quarter of it.
+        self.JOB_LEASE_S = parse_int(env.get("QCLOOP_JOB_LEASE_S"), 60)
         self.BASE_URL = env.get("QCLOOP_BASE_URL") or "http://127.0.0.1:5000"
         self.SMTP_HOST = env.get("QCLOOP_SMTP_HOST") or ""
         self.SMTP_PORT = parse_int(env.get("QCLOOP_SMTP_PORT"), 25)

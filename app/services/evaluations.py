@@ -188,6 +188,11 @@ def run_evaluation(params: dict[str, Any], ctx: jobs.JobContext) -> dict[str, An
     return {"model_version_id": model.id, "version": model.version, "frames": len(frames), **counts}
 
 
+@jobs.abandoned("evaluation")
+def _abandoned(job: Job, state: str, reason: str) -> None:
+    _fail_pending(job.id, reason)
+
+
 def _fail_pending(job_id: int, reason: str) -> None:
     db.session.execute(update(Evaluation).where(Evaluation.job_id == job_id, Evaluation.state == "pending")
                        .values(state="failed", error=f"evaluation job {job_id} did not complete: {reason}"))

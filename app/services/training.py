@@ -186,6 +186,7 @@ def is_2d(project_id: int) -> bool:
 
 def _new_run(project: Project, user: User | None, body: dict[str, Any]) -> TrainingRun:
     params = clean_params(project, body)
+    jobs.reap_abandoned()  # a run whose worker is gone ends here instead of blocking the project
     active = db.session.scalar(select(TrainingRun.id).where(TrainingRun.project_id == project.id,
                                                             TrainingRun.state.in_(("queued", "running"))))
     if active is not None:

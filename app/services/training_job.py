@@ -14,7 +14,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import update
 
-from app.db import ModelVersion, Project, TrainingRun, db, utcnow
+from app.db import Job, ModelVersion, Project, TrainingRun, db, utcnow
 from app.services import evaluations, frames, jobs, projects, vocabulary
 from app.services.errors import InvalidInput
 from app.services.training import candidate_outputs, get_run, is_2d, label_settings, records
@@ -78,6 +78,22 @@ def run_training(params: dict[str, Any], ctx: jobs.JobContext) -> dict[str, Any]
         _end_run(run_id, "failed", f"{type(err).__name__}: {err}")
         raise
     return result
+
+
+@jobs.abandoned("training")
+def end_abandoned_run(job: Job, state: str, reason: str) -> None:
+    """The job ended without its handler (worker lost, Ctrl-C): end the run, so the project is free for
+    the next one, and its MLflow run (KILLED when cancelled, else FAILED)."""
+    from training import tracking
+
+    run = db.session.get(TrainingRun, job.params["run_id"])
+    if run is None or run.state in ("succeeded", "failed", "cancelled"):
+        return
+    run.state, run.error, run.finished_at = state, reason if state == "failed" else None, utcnow()
+    db.session.commit()
+    if run.mlflow_run_id:
+        tracking.finish(current_app.config["MLFLOW_TRACKING_URI"], run.mlflow_run_id,
+                        "KILLED" if state == "cancelled" else "FAILED", reason)
 
 
 def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
