@@ -101,6 +101,11 @@ class Config:
         # MIQA lists only the artifacts present in a decision: the others become "absent" (MIQA's own
         # reading: not marked) or "undefined" (not judged).
         self.IMPORT_UNLISTED_ARTIFACTS = env.get("QCLOOP_IMPORT_UNLISTED_ARTIFACTS") or "absent"
+        # The largest image qcloop decodes, checked on the header first (a small file may declare a huge
+        # volume): voxels in all, voxels along one axis, and MB of voxel data; a 512^3 float volume fits.
+        self.IMAGE_MAX_VOXELS = parse_int(env.get("QCLOOP_IMAGE_MAX_VOXELS"), 512**3)
+        self.IMAGE_MAX_AXIS = parse_int(env.get("QCLOOP_IMAGE_MAX_AXIS"), 4096)
+        self.IMAGE_MAX_MB = parse_int(env.get("QCLOOP_IMAGE_MAX_MB"), 512)
         self.SESSION_COOKIE_SECURE = parse_boolean(env.get("QCLOOP_SECURE_COOKIES"))
         # CSRF is checked by app.auth for cookie-authenticated requests only (tokens need none).
         self.WTF_CSRF_CHECK_DEFAULT = False

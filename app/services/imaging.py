@@ -6,11 +6,16 @@ qcloop (header facts, locations, the viewer cache) deals with one representation
 """
 from __future__ import annotations
 
+import bz2
+import gzip
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 import nibabel as nib
 import numpy as np
+from flask import current_app
 
 from app.services.errors import InvalidInput
 
@@ -42,17 +47,61 @@ def image_format(path: Path) -> str:
     raise InvalidInput(f"{path.name}: unsupported image format (expected {SUPPORTED})")
 
 
+@dataclass(frozen=True)
+class ImageLimits:
+    """The largest image qcloop decodes: a small file may declare a huge volume (a decompression bomb)."""
+
+    max_voxels: int
+    max_axis: int
+    max_bytes: int
+
+    @classmethod
+    def from_config(cls) -> ImageLimits:
+        config = current_app.config
+        return cls(config["IMAGE_MAX_VOXELS"], config["IMAGE_MAX_AXIS"], config["IMAGE_MAX_MB"] * 1024 * 1024)
+
+
+def check_size(name: str, shape: Sequence[int], itemsize: int) -> None:
+    """Refuse (InvalidInput) an image whose header declares more than the settings allow, before any
+    voxel is decoded, naming the limit and the setting that raises it."""
+    limits = ImageLimits.from_config()
+    sizes = [int(n) for n in shape]
+    if any(n < 0 for n in sizes):
+        raise InvalidInput(f"{name}: the header declares a negative size {sizes}")
+    if sizes and max(sizes) > limits.max_axis:
+        raise InvalidInput(f"{name}: an axis of {max(sizes)} voxels is over the limit of {limits.max_axis} "
+                           "(QCLOOP_IMAGE_MAX_AXIS)")
+    voxels = math.prod(sizes)
+    if voxels > limits.max_voxels:
+        raise InvalidInput(f"{name}: {voxels} voxels ({' x '.join(map(str, sizes))}) is over the limit of "
+                           f"{limits.max_voxels} (QCLOOP_IMAGE_MAX_VOXELS)")
+    if voxels * itemsize > limits.max_bytes:
+        raise InvalidInput(f"{name}: {_mb(voxels * itemsize)} MB of voxel data is over the limit of "
+                           f"{_mb(limits.max_bytes)} MB (QCLOOP_IMAGE_MAX_MB)")
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.0f}"
+
+
 def load_image(path: Path) -> nib.Nifti1Image:
-    """The image with a RAS affine; InvalidInput when the file is missing or not a readable image."""
+    """The image with a RAS affine; InvalidInput when the file is missing, not a readable image, or
+    larger than the image limits (checked on the header, before decoding)."""
+    return _open(path, header_only=False)
+
+
+def _open(path: Path, *, header_only: bool) -> nib.Nifti1Image:
+    """The image; with ``header_only`` NRRD voxels are not decoded (a zero-stride stand-in array)."""
     kind = image_format(path)
     try:
         if kind == "nifti":
-            image = nib.load(str(path))
+            image = nib.load(str(path))  # lazy: only the header is read here
+            check_size(path.name, image.shape, image.get_data_dtype().itemsize)
             if not isinstance(image, nib.Nifti1Image):  # NIfTI-2 and friends: same data, NIfTI-1 header
                 image = nib.Nifti1Image(image.dataobj, image.affine)
             return image
         if kind == "nrrd":
-            return _load_nrrd(path)
+            return _load_nrrd(path, header_only)
         return _load_dicom_series(path)
     except InvalidInput:
         raise
@@ -61,12 +110,53 @@ def load_image(path: Path) -> nib.Nifti1Image:
                            f"image ({err})") from err
 
 
-def _load_nrrd(path: Path) -> nib.Nifti1Image:
+def _load_nrrd(path: Path, header_only: bool) -> nib.Nifti1Image:
     import nrrd
 
-    data, header = nrrd.read(str(path))  # index order "F": data[i, j, k] with i the fastest axis
-    if data.ndim < 3:
-        raise InvalidInput(f"{path.name}: expected a 3-D (or 4-D) image, got {data.ndim} dimensions")
+    with open(path, "rb") as handle:
+        header = nrrd.read_header(handle)
+        sizes = [int(n) for n in header["sizes"]]
+        dtype = nrrd.reader._determine_datatype(header)
+        check_size(path.name, sizes, dtype.itemsize)
+        affine, order = _nrrd_layout(path, header)
+        if header_only:  # shape and type, no voxels: a zero-stride view of one zero
+            return nib.Nifti1Image(np.transpose(np.broadcast_to(np.zeros((), dtype), sizes), order), affine)
+        data = _nrrd_voxels(path, handle, header, sizes, dtype)
+    return nib.Nifti1Image(np.ascontiguousarray(np.transpose(data, order)), affine)
+
+
+def _nrrd_voxels(path: Path, handle, header: dict[str, Any], sizes: list[int], dtype: np.dtype) -> np.ndarray:
+    """The voxels in index order "F" (data[i, j, k], i fastest). Compressed data is inflated only up to
+    the size the header declares (checked against the limits): a stream holding more is refused."""
+    import nrrd
+
+    encoding = str(header["encoding"]).lower()
+    detached = header.get("data file") or header.get("datafile")
+    if encoding not in ("gzip", "gz", "bzip2", "bz2"):  # raw and text hold no more than the file itself
+        return nrrd.read_data(header, handle, str(path))
+    if detached is not None and not isinstance(detached, str):
+        raise InvalidInput(f"{path.name}: compressed NRRD data in several files is not supported")
+    skip = max(0, int(header.get("byte skip", 0)))
+    expected = math.prod(sizes) * dtype.itemsize
+    source = open(path.parent / detached, "rb") if detached else handle
+    try:
+        stream = gzip.GzipFile(fileobj=source) if encoding in ("gzip", "gz") else bz2.BZ2File(source)
+        with stream:
+            raw = stream.read(skip + expected + 1)
+    finally:
+        if detached:
+            source.close()
+    if len(raw) != skip + expected:
+        problem = "holds more data than" if len(raw) > skip + expected else "holds less data than"
+        raise InvalidInput(f"{path.name}: the compressed data {problem} the header declares")
+    return np.frombuffer(raw, dtype, offset=skip).reshape(sizes[::-1]).T
+
+
+def _nrrd_layout(path: Path, header: dict[str, Any]) -> tuple[np.ndarray, list[int]]:
+    """The RAS affine and the axis order (spatial axes first) that an NRRD header describes."""
+    ndim = int(header["dimension"])
+    if ndim < 3:
+        raise InvalidInput(f"{path.name}: expected a 3-D (or 4-D) image, got {ndim} dimensions")
     space = str(header.get("space", "")).lower()
     directions = header.get("space directions")
     affine = np.eye(4)
@@ -86,11 +176,10 @@ def _load_nrrd(path: Path) -> nib.Nifti1Image:
         affine[:3, :3] = np.diag([float(s) for s in header["spacings"][:3]])
     # Non-spatial axes (e.g. a leading vector/time axis) go last, as in NIfTI.
     kinds = [str(k).lower() for k in header.get("kinds", [])]
-    if directions is not None and len(kinds) == data.ndim:
+    if directions is not None and len(kinds) == ndim:
         spatial_axes = [n for n, d in enumerate(directions) if d is not None and not np.isnan(d).any()]
-        other_axes = [n for n in range(data.ndim) if n not in spatial_axes]
-        data = np.transpose(data, spatial_axes + other_axes)
-    return nib.Nifti1Image(np.ascontiguousarray(data), affine)
+        return affine, spatial_axes + [n for n in range(ndim) if n not in spatial_axes]
+    return affine, list(range(ndim))
 
 
 def _load_dicom_series(path: Path) -> nib.Nifti1Image:
@@ -109,8 +198,10 @@ def _load_dicom_series(path: Path) -> nib.Nifti1Image:
         file_reader.ReadImageInformation()
         if file_reader.HasMetaDataKey("0020|000e"):
             series = file_reader.GetMetaData("0020|000e").strip()
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series)
+    _check_dicom_size(path.name, files)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series))
+    reader.SetFileNames(files)
     image = reader.Execute()
     # SimpleITK arrays are (z, y, x); NIfTI voxel order is (x, y, z). ITK's physical space is LPS.
     data = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0) + tuple(range(3, image.GetDimension())))
@@ -121,9 +212,25 @@ def _load_dicom_series(path: Path) -> nib.Nifti1Image:
     return nib.Nifti1Image(np.ascontiguousarray(data), np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps)
 
 
+def _check_dicom_size(name: str, files: Sequence[str]) -> None:
+    """The series' size from its first file's header (every slice of a series has the same grid)."""
+    import SimpleITK as sitk
+
+    if not files:
+        raise InvalidInput(f"{name}: no DICOM series found")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(files[0])
+    reader.ReadImageInformation()
+    size = list(reader.GetSize())
+    size[-1] *= len(files)  # slices stack along the last axis (a multi-frame file holds its own frames)
+    pixel = sitk.GetArrayViewFromImage(sitk.Image([1, 1], reader.GetPixelID(), reader.GetNumberOfComponents()))
+    check_size(name, size, pixel.dtype.itemsize * reader.GetNumberOfComponents())
+
+
 def read_info(path: Path) -> ImageInfo:
-    """Header facts (shape, spacing, axis codes) of a supported image; InvalidInput when unreadable."""
-    image = load_image(path)
+    """Header facts (shape, spacing, axis codes) of a supported image; InvalidInput when unreadable or
+    over the image limits. NIfTI and NRRD voxels are not decoded."""
+    image = _open(path, header_only=True)
     shape = [int(n) for n in image.shape]
     spacing = [round(float(z), 6) for z in image.header.get_zooms()[: len(shape)]]
     orientation = "".join(nib.aff2axcodes(image.affine))
