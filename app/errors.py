@@ -73,6 +73,15 @@ def register_error_handlers(app: Flask) -> None:
                 answer.headers[header] = original.headers[header]
         return answer
 
+    @app.errorhandler(RecursionError)
+    def nested_too_deep(err: RecursionError):
+        # Python's JSON parser recurses once per level, so its recursion limit is the depth limit of every
+        # request body, however it is read (Flask's get_json, webargs): past it the client is at fault.
+        if "decoding a JSON" in str(err):
+            db.session.rollback()
+            return _answer(400, "invalid", "the JSON is nested too deeply")
+        return unexpected(err)
+
     @app.errorhandler(Exception)
     def unexpected(err: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)

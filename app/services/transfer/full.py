@@ -42,7 +42,7 @@ def _json(value: str | None, where: str, field: str, kind: type, problems) -> An
         return kind()
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a cell nested past Python's recursion limit is as unreadable
         parsed = None
     if not isinstance(parsed, kind):
         problems.error(where, field, f"must be a JSON {'object' if kind is dict else 'list'}")
