@@ -22,12 +22,12 @@ from flask import current_app
 from sqlalchemy import bindparam, insert, select, update
 
 from app.db import (
-    DECISION_MEANINGS, NOTE_MAX_LENGTH, ROLES, ArtifactEntry, Decision, DecisionArtifact, DecisionOption, Evaluation, Experiment, Frame,
+    DECISION_MEANINGS, ROLES, ArtifactEntry, Decision, DecisionArtifact, DecisionOption, Evaluation, Experiment, Frame,
     Membership, ModelVersion, Project, Scan, User, db, utcnow,
 )
 from app.services import audit, projects, vocabulary
 from app.services.errors import InvalidInput
-from app.services.transfer import full, miqa_csv, miqa_json
+from app.services.transfer import full, limits, miqa_csv, miqa_json
 from app.services.transfer.csvfile import CsvSource
 from app.services.transfer.files import FileChecker
 from app.services.transfer.model import FLIPPED, MIQA_INVERTED, DecisionIn, Document, ExperimentIn, ProjectIn, ScanIn
@@ -179,6 +179,7 @@ class _Planner:
     # project and vocabulary
 
     def _project(self, pin: ProjectIn) -> ProjectPlan:
+        limits.check_project(pin, self.problems)
         project = projects.find_project(pin.name)
         if self.target is not None and pin.name != self.target.name:
             self.problems.error(pin.where, "project_name",
@@ -376,8 +377,6 @@ class _Planner:
             self.problems.error(d.where, d.fields["decision"],
                                 f"unknown decision {d.code!r} (known: {', '.join(self.option_keys)})")
         states = self._decision_states(d)
-        if len(d.note) > NOTE_MAX_LENGTH:
-            self.problems.error(d.where, d.fields["note"], f"longer than {NOTE_MAX_LENGTH} characters")
         creator_id = self.logins.get(d.creator.lower()) if d.creator else None
         if d.role_given:
             role = d.role

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from app.services.errors import InvalidInput
+from app.services.transfer.limits import ATTRIBUTE_LIMITS, too_long
 
 # MIQA's scan types (miqa.core.models.scan) plus CT, which MIQA added later.
 SCAN_TYPES = (
@@ -225,8 +226,12 @@ def clean(value: Any) -> str | None:
 
 
 def set_once(obj: Any, attribute: str, value: Any, where: str, field_name: str, problems: Problems) -> None:
-    """Fill an attribute from a row; rows that disagree about the same scan or experiment are an error."""
+    """Fill an attribute from a row; rows that disagree about the same scan or experiment are an error, and
+    so is a text longer than the API allows."""
     if value is None:
+        return
+    limit = ATTRIBUTE_LIMITS.get(attribute)
+    if limit is not None and too_long(value, limit, where, field_name, problems):
         return
     current = getattr(obj, attribute)
     if current is None:
