@@ -46,11 +46,13 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     limiter.init_app(app)
 
+    from app.headers import init_headers
     from app.queue import init_queue
     from app.static_assets import init_static
 
     init_queue(app)
     init_static(app)
+    init_headers(app)
 
     from app.errors import register_error_handlers
     from app.auth import init_auth

@@ -16,9 +16,10 @@ from tests.conftest import ARTIFACTS_DIR
 from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.browser
-LOADED = "document.querySelector('#viewer').dataset.loaded === 'full'"
+LOADED = "() => document.querySelector('#viewer').dataset.loaded === 'full'"
 SHAPE = (40, 48, 36)
-THUMBNAILS_PAINTED = "Array.from(document.querySelectorAll('.thumb img')).every(i => i.complete && i.naturalWidth > 0)"
+THUMBNAILS_PAINTED = ("() => Array.from(document.querySelectorAll('.thumb img'))"
+                      ".every(i => i.complete && i.naturalWidth > 0)")
 
 
 def log_in(page, base: str, username: str) -> None:
@@ -125,7 +126,7 @@ def test_tier1_decides_by_keyboard_a_second_reviewer_is_locked_out_and_tier2_com
 
     # point of interest: a click on the image, mapped to the original voxel grid
     page.mouse.click(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.3)
-    page.wait_for_function("window.qcloop.state.poi !== null")
+    page.wait_for_function("() => window.qcloop.state.poi !== null")
     poi = page.evaluate("window.qcloop.state.poi")
     assert all(0 <= poi[axis] < size for axis, size in zip("ijk", SHAPE))
     assert f"i {poi['i']}, j {poi['j']}, k {poi['k']}" in page.locator("#poi").inner_text()
@@ -157,7 +158,7 @@ def test_tier1_decides_by_keyboard_a_second_reviewer_is_locked_out_and_tier2_com
 
     page.keyboard.press("[")  # back to the decided scan: its history and state
     page.wait_for_url(f"{base}/scans/{scans[0].id}")
-    page.wait_for_function("document.querySelector('#scan-state').textContent === 'needs tier 2'")
+    page.wait_for_function("() => document.querySelector('#scan-state').textContent === 'needs tier 2'")
     entry = page.locator("#history li").first.inner_text()
     for text in ("Questionable (Q?)", "ann, tier1", "present: ghosting_motion, inhomogeneity", "absent: lesions",
                  f"point i {poi['i']}, j {poi['j']}, k {poi['k']}", "ghosting in the phase direction"):
@@ -168,11 +169,11 @@ def test_tier1_decides_by_keyboard_a_second_reviewer_is_locked_out_and_tier2_com
     second = other.new_page()
     log_in(second, base, "bob")
     second.goto(f"{base}/scans/{scans[0].id}")
-    second.wait_for_function("!document.querySelector('#lock-banner').hidden")
+    second.wait_for_function("() => !document.querySelector('#lock-banner').hidden")
     assert "locked by ann" in second.locator("#lock-banner").inner_text()
     second.keyboard.press("1")
     second.keyboard.press("Enter")
-    second.wait_for_function("document.querySelector('#decision-message').textContent.includes('Not saved')")
+    second.wait_for_function("() => document.querySelector('#decision-message').textContent.includes('Not saved')")
     assert "is locked by ann" in second.locator("#decision-message").inner_text()
 
     # ann leaves (her lock is released); bob, tier 2, completes the scan
@@ -190,7 +191,7 @@ def test_tier1_decides_by_keyboard_a_second_reviewer_is_locked_out_and_tier2_com
     second.keyboard.press("Control+Enter")
     second.wait_for_url(f"{base}/scans/{scans[1].id}")
     second.keyboard.press("[")
-    second.wait_for_function("document.querySelector('#scan-state').textContent === 'complete'")
+    second.wait_for_function("() => document.querySelector('#scan-state').textContent === 'complete'")
     assert "Unusable (UN)" in second.locator("#history li").first.inner_text()
     assert "bob, tier2" in second.locator("#history li").first.inner_text()
 
@@ -223,7 +224,7 @@ def test_bad_input_and_missing_files_show_messages_without_breaking_the_page(
     page.wait_for_function(LOADED, timeout=30000)
 
     page.keyboard.press(".")  # the second frame: its file is gone
-    page.wait_for_function("document.querySelector('#viewer').dataset.loaded === 'error'")
+    page.wait_for_function("() => document.querySelector('#viewer').dataset.loaded === 'error'")
     assert "cannot be shown" in page.locator("#viewer-message").inner_text()
     assert "missing" in page.locator("#viewer-message").inner_text()
     page.keyboard.press(",")  # back to the first frame: the viewer recovers
@@ -234,15 +235,15 @@ def test_bad_input_and_missing_files_show_messages_without_breaking_the_page(
     page.keyboard.press("1")
     page.evaluate("window.qcloop.state.poi = {i: 5, j: 5, k: 99}")  # outside the 32^3 volume
     page.keyboard.press("Enter")
-    page.wait_for_function("document.querySelector('#decision-message').textContent.includes('Not saved')")
+    page.wait_for_function("() => document.querySelector('#decision-message').textContent.includes('Not saved')")
     assert "outside the volume" in page.locator("#decision-message").inner_text()
     page.evaluate("window.qcloop.state.poi = null")
     page.evaluate("window.qcloop.state.artifacts = {no_such_artifact: 'present'}")
     page.keyboard.press("Enter")
-    page.wait_for_function("document.querySelector('#decision-message').textContent.includes('unknown artifact')")
+    page.wait_for_function("() => document.querySelector('#decision-message').textContent.includes('unknown artifact')")
     page.evaluate("window.qcloop.state.artifacts = {}")
     page.keyboard.press("Enter")
-    page.wait_for_function("document.querySelector('#decision-message').textContent.includes('No unreviewed')")
+    page.wait_for_function("() => document.querySelector('#decision-message').textContent.includes('No unreviewed')")
     assert page.locator("#scan-state").inner_text() == "complete"
     assert db.session.scalar(select(Decision.id).where(Decision.scan_id == scan.id)) is not None
 
