@@ -6,6 +6,7 @@ else started: SQLite database, local data root, SQLite-backed MLflow and job que
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -25,9 +26,10 @@ def parse_int(value: str | None, default: int) -> int:
 
 
 def parse_list(value: str | None) -> list[str]:
+    """Parts separated by os.pathsep; the ``:`` of a URI (``s3://``) does not separate."""
     if not value:
         return []
-    return [part.strip() for part in value.split(os.pathsep) if part.strip()]
+    return [part.strip() for part in re.split(re.escape(os.pathsep) + r"(?!//)", value) if part.strip()]
 
 
 def _persisted_secret(instance: Path) -> str:
@@ -55,6 +57,10 @@ class Config:
         # Extra roots (local paths or s3://bucket/prefix) that frame locations may point into.
         self.ALLOWED_ROOTS = parse_list(env.get("QCLOOP_ALLOWED_ROOTS"))
         self.S3_ENDPOINT_URL = env.get("QCLOOP_S3_ENDPOINT_URL") or None
+        # Per-project roots (paths under the data root, absolute paths or s3:// prefixes within the roots above,
+        # "{project_id}" replaced): when set, a project's imports may name only files there, in its own uploads
+        # or already its frames'. Other projects' uploads are out of reach either way.
+        self.PROJECT_ROOTS = parse_list(env.get("QCLOOP_PROJECT_ROOTS"))
         self.CACHE_DIR = str(Path(env.get("QCLOOP_CACHE_DIR") or instance / "cache").resolve())
         self.SECRET_KEY = env.get("QCLOOP_SECRET_KEY") or _persisted_secret(instance)
         self.MLFLOW_TRACKING_URI = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{instance / 'mlflow.db'}"

@@ -60,6 +60,17 @@ def withdraw(tracking_uri: str, name: str, version: str) -> None:
     _client(tracking_uri).delete_model_version(name, version)
 
 
+def withdraw_unrecorded(tracking_uri: str, name: str, run_id: str, recorded: set[str]) -> list[str]:
+    """Delete the versions of ``name`` that a run registered but qcloop never recorded (the run's process
+    died in between); returns their numbers."""
+    client = _client(tracking_uri)
+    versions = [str(v.version) for v in client.search_model_versions(f"run_id = '{run_id}'") if v.name == name]
+    left = [version for version in versions if version not in recorded]
+    for version in left:
+        client.delete_model_version(name, version)
+    return left
+
+
 def load(tracking_uri: str, name: str, alias: str = CHAMPION,
          version: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The aliased model (or, given ``version``, that version, so an alias moved meanwhile cannot swap it)

@@ -150,13 +150,17 @@ def end_abandoned(job: Job, state: str, reason: str, *, only_if=None) -> bool:
 
 
 def reap_abandoned() -> int:
-    """End every running job whose lease expired; returns how many."""
+    """End every running job whose lease expired; returns how many. A busy database (SQLite locked by a
+    long write) postpones this to the next check rather than failing the caller."""
     cutoff = utcnow() - _lease()
-    lost = list(db.session.scalars(select(Job).where(_stale(cutoff))))
     ended = 0
-    for job in lost:
-        state = "cancelled" if job.cancel_requested else "failed"
-        ended += end_abandoned(job, state, _lost_reason(job), only_if=_stale(cutoff))
+    try:
+        for job in list(db.session.scalars(select(Job).where(_stale(cutoff)))):
+            state = "cancelled" if job.cancel_requested else "failed"
+            ended += end_abandoned(job, state, _lost_reason(job), only_if=_stale(cutoff))
+    except OperationalError:
+        db.session.rollback()
+        log.debug("lease check postponed: database busy")
     return ended
 
 
@@ -165,13 +169,8 @@ def watch_leases(app: Flask) -> None:
     with app.app_context():
         interval = max(0.5, _lease().total_seconds() / 2)
         while True:
-            try:
-                reap_abandoned()
-            except OperationalError:
-                db.session.rollback()
-                log.debug("lease check skipped: database busy")
-            finally:
-                db.session.remove()
+            reap_abandoned()
+            db.session.remove()
             time.sleep(interval)
 
 

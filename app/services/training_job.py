@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from app.db import Job, ModelVersion, Project, TrainingRun, db, utcnow
 from app.services import evaluations, frames, jobs, projects, vocabulary
@@ -83,7 +83,9 @@ def run_training(params: dict[str, Any], ctx: jobs.JobContext) -> dict[str, Any]
 @jobs.abandoned("training")
 def end_abandoned_run(job: Job, state: str, reason: str) -> None:
     """The job ended without its handler (worker lost, Ctrl-C): end the run, so the project is free for
-    the next one, and its MLflow run (KILLED when cancelled, else FAILED)."""
+    the next one, withdraw any version it registered but never recorded, and end its MLflow run
+    (KILLED when cancelled, else FAILED)."""
+    from models import registry
     from training import tracking
 
     run = db.session.get(TrainingRun, job.params["run_id"])
@@ -91,9 +93,15 @@ def end_abandoned_run(job: Job, state: str, reason: str) -> None:
         return
     run.state, run.error, run.finished_at = state, reason if state == "failed" else None, utcnow()
     db.session.commit()
-    if run.mlflow_run_id:
-        tracking.finish(current_app.config["MLFLOW_TRACKING_URI"], run.mlflow_run_id,
-                        "KILLED" if state == "cancelled" else "FAILED", reason)
+    if not run.mlflow_run_id:
+        return
+    uri = current_app.config["MLFLOW_TRACKING_URI"]
+    name = projects.get_project(run.project_id).model_name
+    recorded = set(db.session.scalars(select(ModelVersion.version).where(ModelVersion.registry_name == name)))
+    withdrawn = registry.withdraw_unrecorded(uri, name, run.mlflow_run_id, recorded)
+    if withdrawn:
+        log.warning("training run %s: withdrew unrecorded %s version(s) %s", run.id, name, ", ".join(withdrawn))
+    tracking.finish(uri, run.mlflow_run_id, "KILLED" if state == "cancelled" else "FAILED", reason)
 
 
 def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:

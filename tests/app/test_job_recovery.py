@@ -209,3 +209,45 @@ def test_one_ctrl_c_ends_an_inline_run_as_cancelled(make_app, database_url, tmp_
         assert run.state == "cancelled" and _job(run.job_id).state == "cancelled"
         status = MlflowClient(tracking_uri=app.config["MLFLOW_TRACKING_URI"]).get_run(run.mlflow_run_id).info.status
         assert status == "KILLED"
+
+
+def test_a_lost_training_job_leaves_nothing_half_registered(make_app, tmp_path):
+    from app.services import jobs
+
+    app = _queued_app(make_app, tmp_path)
+    with app.app_context():
+        factory = Factory(app)
+        project = factory.project("half", creator=factory.user())
+        uri = app.config["MLFLOW_TRACKING_URI"]
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        mlflow_run = client.create_run(client.create_experiment("half")).info.run_id
+        client.create_registered_model(project.model_name)
+        client.create_model_version(project.model_name, source=(tmp_path / "model").as_uri(), run_id=mlflow_run)
+        run = TrainingRun(project_id=project.id, params={}, state="running", mlflow_run_id=mlflow_run)
+        db.session.add(run)
+        db.session.flush()
+        job = _running_job(project, heartbeat_age_s=LEASE_S + 5)
+        job.kind, job.params, run.job_id = "training", {"run_id": run.id}, job.id
+        db.session.commit()
+        assert jobs.reap_abandoned() == 1
+        assert db.session.get(TrainingRun, run.id).state == "failed"
+        assert client.search_model_versions(f"name = '{project.model_name}'") == []
+        assert client.get_run(mlflow_run).info.status == "FAILED"
+
+
+def test_serve_starts_a_worker_again_when_it_dies(tmp_path):
+    import threading
+
+    from app.cli import keep_worker_running
+
+    starts = tmp_path / "starts"
+    command = [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('started\\n')"]  # a worker that dies at once
+    stop = threading.Event()
+    supervisor = threading.Thread(target=keep_worker_running, args=(command, stop, 0.1))
+    supervisor.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not starts.exists() or len(starts.read_text().splitlines()) < 3):
+        time.sleep(0.1)
+    stop.set()
+    supervisor.join(timeout=30)
+    assert len(starts.read_text().splitlines()) >= 3 and not supervisor.is_alive()

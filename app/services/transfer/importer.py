@@ -320,7 +320,7 @@ class _Planner:
                 self.count("scans_restored", label)
             scan_frames = frames.get(row.id, {})
         for number, fin in sin.frames.items():
-            resolved = self.files.resolve(fin.location)
+            resolved = self.files.resolve(fin.location, plan.project.id if plan.project else None)
             if isinstance(resolved, str):
                 self.problems.error(fin.where, "file_location", resolved)
                 continue
