@@ -38,6 +38,11 @@ def register_frame(scan: Scan, frame_number: int, location: str) -> Frame:
                               spacing=info.spacing, orientation=info.orientation)
 
 
+def location_in_use(location: str) -> bool:
+    """Whether any frame names this location (a content-addressed file may serve several frames)."""
+    return bool(db.session.scalar(select(exists().where(Frame.file_location == location))))
+
+
 @dataclass
 class FillReport:
     """What a checksum run did: frames filled, and frames left without one (with the first reasons)."""

@@ -174,15 +174,3 @@ def checksum(location: Location, roots: Roots | None = None) -> tuple[str, int]:
             size += len(chunk)
     return digest.hexdigest(), size
 
-
-def save_upload(stream: BinaryIO, relative_path: str, roots: Roots | None = None) -> Path:
-    """Write an uploaded file under the data root atomically; refuses paths that escape it."""
-    roots = roots or Roots.from_config()
-    target = resolve(relative_path, roots)
-    if not isinstance(target, LocalLocation) or not target.path.is_relative_to(roots.data_root):
-        raise StorageError(f"upload path {relative_path!r} is outside the data root")
-    target.path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.path.parent, delete=False) as tmp:
-        shutil.copyfileobj(stream, tmp)
-    os.replace(tmp.name, target.path)
-    return target.path

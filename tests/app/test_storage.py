@@ -1,10 +1,9 @@
 """Frame locations never resolve outside the allowed roots."""
 import os
-from pathlib import Path
 
 import pytest
 
-from app.storage import LocalLocation, Roots, S3Location, StorageError, relative_location, resolve, save_upload
+from app.storage import LocalLocation, Roots, S3Location, StorageError, relative_location, resolve
 
 
 @pytest.fixture
@@ -48,13 +47,16 @@ def test_s3_location_under_allowed_prefix(roots):
     assert resolve("s3://bucket/qc/site/a.nii.gz", roots) == S3Location("bucket", "qc/site/a.nii.gz")
 
 
-def test_upload_cannot_escape_data_root(roots, tmp_path):
+def test_uploads_are_stored_at_their_content_path_and_never_replaced(roots):
+    import hashlib
     import io
 
-    path = save_upload(io.BytesIO(b"abc"), "uploads/x.nii", roots)
-    assert path.read_bytes() == b"abc" and path.is_relative_to(roots.data_root)
-    with pytest.raises(StorageError):
-        save_upload(io.BytesIO(b"abc"), "../x.nii", roots)
-    with pytest.raises(StorageError):
-        save_upload(io.BytesIO(b"abc"), str(roots.local[1] / "x.nii"), roots)
-    assert not Path(tmp_path / "x.nii").exists()
+    from app.storage.identity import store
+
+    first = store(io.BytesIO(b"abc"), 7, ".nii", roots)
+    digest = hashlib.sha256(b"abc").hexdigest()
+    assert first.location == f"uploads/7/{digest[:2]}/{digest}.nii" and first.created
+    assert first.path.read_bytes() == b"abc" and first.path.is_relative_to(roots.data_root)
+    again = store(io.BytesIO(b"abc"), 7, ".nii", roots)
+    assert again.location == first.location and not again.created
+    assert sorted(p.name for p in first.path.parent.parent.iterdir()) == [digest[:2]]

@@ -120,7 +120,7 @@ def test_uploaded_frames_are_stored_and_exported(client, factory, tmp_path):
         "frame_number": "0", "content": (io.BytesIO(image), "upload.nii.gz")})
     assert answer.status_code == 201, answer.get_json()
     body = answer.get_json()
-    assert body["file_location"].startswith(f"uploads/{project.id}/uploads/my_scan/0_upload.nii.gz")
+    assert body["file_location"] == f"uploads/{project.id}/{body['checksum'][:2]}/{body['checksum']}.nii.gz"
     assert body["shape"] == [16, 16, 16] and body["checksum"]
     second = client.post("/api/v1/frames", headers=headers, content_type="multipart/form-data", data={
         "scan": str(body["scan"]), "frame_number": "1", "file": (io.BytesIO(image), "second.nii.gz")})

@@ -11,10 +11,13 @@ import zlib
 from dataclasses import dataclass
 
 import nibabel as nib
+from sqlalchemy import select
 
+from app.db import Experiment, Frame, Scan, db
 from app.services import imaging
 from app.services.errors import InvalidInput
 from app.storage import LocalLocation, Location, Roots, StorageError, _s3_client, resolve
+from app.storage.scope import ProjectScope
 
 HEADER_BYTES = 1 << 16
 
@@ -34,9 +37,12 @@ class FileChecker:
         self.roots, self.mode = roots, mode
         self._resolved: dict[str, Location | str] = {}
         self._checked: dict[str, Checked] = {}
+        self._scopes: dict[int | None, ProjectScope] = {}
+        self._owned: dict[int, set[str]] = {}
 
-    def resolve(self, location: str) -> Location | str:
-        """The resolved location, or the reason it is refused (outside the allowed roots, malformed)."""
+    def resolve(self, location: str, project_id: int | None = None) -> Location | str:
+        """The resolved location, or the reason it is refused (outside the allowed roots or the project's
+        roots, malformed); ``project_id`` None is a project the import creates."""
         found = self._resolved.get(location)
         if found is None:
             try:
@@ -44,7 +50,26 @@ class FileChecker:
             except StorageError as err:
                 found = str(err)
             self._resolved[location] = found
+        if isinstance(found, str):
+            return found
+        scope = self._scopes.get(project_id)
+        if scope is None:
+            scope = self._scopes[project_id] = ProjectScope.from_config(project_id, self.roots)
+        try:
+            scope.check(found)
+        except StorageError as err:
+            return found if location in self._owned_by(project_id) else str(err)
         return found
+
+    def _owned_by(self, project_id: int | None) -> set[str]:
+        """The locations the project's frames name already."""
+        if project_id is None:
+            return set()
+        if project_id not in self._owned:
+            self._owned[project_id] = set(db.session.scalars(
+                select(Frame.file_location).join(Scan, Scan.id == Frame.scan_id)
+                .join(Experiment, Experiment.id == Scan.experiment_id).where(Experiment.project_id == project_id)))
+        return self._owned[project_id]
 
     def check(self, resolved: Location) -> Checked:
         if self.mode == "off":

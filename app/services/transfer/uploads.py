@@ -4,31 +4,15 @@ from __future__ import annotations
 
 from typing import BinaryIO, Mapping
 
-from werkzeug.utils import secure_filename
-
 from app.db import Frame, Scan, User, db
 from app.services import access, frames, imaging, projects
 from app.services.errors import Conflict, InvalidInput
 from app.services.transfer.model import Problems, parse_frame_number, parse_scan_type
-from app.storage import Roots, save_upload
+from app.storage import Roots
+from app.storage.identity import store, suffix_of
 
 # Formats held in one file (an NRRD with a detached .nhdr header, or a DICOM series, is several).
 UPLOADABLE = imaging.NIFTI_SUFFIXES + (".nrrd",)
-
-
-def _part(name: str) -> str:
-    return secure_filename(name) or "x"
-
-
-def _location(scan: Scan, number: int, filename: str, roots: Roots) -> str:
-    """Where the upload is kept: a path by names, with the scan's id added when a file is there already
-    (names that differ only in characters a path cannot hold must not overwrite another frame's file)."""
-    experiment = scan.experiment
-    folder, name = ["uploads", str(experiment.project_id), _part(experiment.name)], f"{number}_{_part(filename)}"
-    relative = "/".join(folder + [_part(scan.name), name])
-    if (roots.data_root / relative).exists():
-        relative = "/".join(folder + [f"{_part(scan.name)}-{scan.id}", name])
-    return relative
 
 
 def _target_scan(user: User, form: Mapping[str, str]) -> Scan:
@@ -68,15 +52,14 @@ def upload_frame(user: User, stream: BinaryIO | None, filename: str, form: Mappi
     scan = _target_scan(user, form)
     if any(frame.frame_number == number for frame in scan.frames):
         raise Conflict(f"scan {scan.name!r} already has frame {number}", field="frame_number")
-    roots = Roots.from_config()
-    relative = _location(scan, number, filename, roots)
-    path = save_upload(stream, relative, roots)
+    stored = store(stream, scan.experiment.project_id, suffix_of(filename), Roots.from_config())
     try:
-        frame = frames.register_frame(scan, number, relative)
+        frame = frames.register_frame(scan, number, stored.location)
         db.session.commit()
     except Exception:
         db.session.rollback()
-        path.unlink(missing_ok=True)
+        if stored.created and not frames.location_in_use(stored.location):  # else another frame's file
+            stored.path.unlink(missing_ok=True)
         raise
     frames.frames_added([scan.experiment.project_id], user)
     return frame
