@@ -92,6 +92,8 @@ class Config:
         self.SMTP_STARTTLS = parse_boolean(env.get("QCLOOP_SMTP_STARTTLS"))
         self.MAIL_FROM = env.get("QCLOOP_MAIL_FROM") or "qcloop@localhost"
         self.MAX_CONTENT_LENGTH = parse_int(env.get("QCLOOP_MAX_UPLOAD_MB"), 1024) * 1024 * 1024
+        # Failed log-ins and reset requests are counted in the database (shared by every process) unless
+        # this names a shared storage such as redis://host:6379 (memory:// would count per process).
         self.RATELIMIT_STORAGE_URI = env.get("QCLOOP_RATELIMIT_STORAGE_URI") or "memory://"
         # Failed log-ins (form and token) allowed per account and per address before a 429.
         self.LOGIN_LIMIT_PER_ACCOUNT = env.get("QCLOOP_LOGIN_LIMIT_ACCOUNT") or "5 per 15 minutes"
@@ -99,6 +101,8 @@ class Config:
         # Password-reset requests (each mails a link) allowed per account named and per address.
         self.RESET_LIMIT_PER_ACCOUNT = env.get("QCLOOP_RESET_LIMIT_ACCOUNT") or "3 per hour"
         self.RESET_LIMIT_PER_ADDRESS = env.get("QCLOOP_RESET_LIMIT_ADDRESS") or "10 per hour"
+        # Days a token from /api-token-auth/ (MIQA's script) lives; 0: forever, as in MIQA.
+        self.API_TOKEN_AUTH_DAYS = parse_int(env.get("QCLOOP_API_TOKEN_AUTH_DAYS"), 30)
         self.LOCK_MINUTES = parse_int(env.get("QCLOOP_LOCK_MINUTES"), 5)
         # Imports: a missing or unreadable image file is an "error" (nothing imported), a "warn"ing, or
         # not checked ("off"); files larger than IMPORT_INLINE_MAX_BYTES run as background jobs.

@@ -38,10 +38,10 @@ def init_auth(app: Flask) -> None:
     login_manager._session_identifier_generator = _session_identifier
 
     @login_manager.user_loader
-    def load_user(user_id: str) -> User | None:
+    def load_user(session_id: str) -> User | None:
         if token_from_request() is not None:  # a token header decides alone, even beside a session cookie
             return None
-        return users.active_user(int(user_id)) if user_id.isdigit() else None
+        return users.session_user(session_id)
 
     @login_manager.request_loader
     def load_user_from_token(req) -> User | None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from flask import Blueprint, flash, jsonify, make_response, redirect, render_template, request, url_for
+from flask import (Blueprint, current_app, flash, jsonify, make_response, redirect, render_template, request,
+                   url_for)
 from flask_login import current_user, login_user, logout_user
+from flask_login.config import COOKIE_NAME
 
 from app.auth import throttle
 from app.auth.forms import (
@@ -108,7 +110,7 @@ def api_token_auth():
         users.record_failed_login(username, via="token")
         db.session.commit()
         return jsonify({"non_field_errors": ["Unable to log in with provided credentials."]}), 400
-    _, raw = users.issue_token(user, name="api-token-auth")
+    raw = users.token_auth_token(user)
     users.record_login(user, via="token")
     db.session.commit()
     return jsonify({"token": raw})
@@ -220,6 +222,9 @@ def change_password():
         db.session.rollback()
         form.current_password.errors = [err.message]
         return _profile(err.status, password_form=form)
+    # The new password ended every session; this one starts again (remembered if it was).
+    remembered = current_app.config.get("REMEMBER_COOKIE_NAME", COOKIE_NAME) in request.cookies
+    login_user(current_user._get_current_object(), remember=remembered)
     flash("Your password is changed.", "info")
     return redirect(url_for("auth.profile"))
 

@@ -1,21 +1,26 @@
-"""Brute-force protection: failed log-ins counted per account and per address (Flask-Limiter).
+"""Brute-force protection: failed log-ins counted per account and per address.
 
 Only failures are counted, so people who type their password right are never slowed down;
 once either budget is spent every attempt (right or wrong) answers 429 with Retry-After
-until the window ends. Counters live in Flask-Limiter's storage (RATELIMIT_STORAGE_URI:
-memory per process by default, Redis when several server processes share the limits).
+until the window ends. Every server process must see the same counts (else N processes allow
+N times the budget): they live in qcloop's database, or in RATELIMIT_STORAGE_URI when that
+names a shared storage such as Redis (its memory:// default counts per process, so it is not used).
 """
 from __future__ import annotations
 
 import math
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from flask import Flask, current_app, request
 from limits import RateLimitItem, parse
 
+from app.db import utcnow
 from app.extensions import limiter
-from app.services import users
+from app.services import rate_limits, users
+
+LIMIT_SETTINGS = ("LOGIN_LIMIT_PER_ACCOUNT", "LOGIN_LIMIT_PER_ADDRESS", "RESET_LIMIT_PER_ACCOUNT",
+                  "RESET_LIMIT_PER_ADDRESS")
 
 
 class TooManyAttempts(Exception):
@@ -35,8 +40,7 @@ class TooManyAttempts(Exception):
 
 def validate_limits(app: Flask) -> None:
     """Fail at start-up, not at the first log-in, on a malformed limit setting."""
-    for key in ("LOGIN_LIMIT_PER_ACCOUNT", "LOGIN_LIMIT_PER_ADDRESS", "RESET_LIMIT_PER_ACCOUNT",
-                "RESET_LIMIT_PER_ADDRESS"):
+    for key in LIMIT_SETTINGS:
         try:
             parse(app.config[key])
         except ValueError as err:
@@ -59,14 +63,43 @@ def _enabled() -> bool:
     return bool(current_app.config.get("RATELIMIT_ENABLED", True))
 
 
+def _in_database() -> bool:
+    return current_app.config["RATELIMIT_STORAGE_URI"].startswith("memory://")
+
+
+def _window(item: RateLimitItem) -> timedelta:
+    return timedelta(seconds=item.get_expiry())
+
+
+def _wait(item: RateLimitItem, keys: tuple[str, ...]) -> int | None:
+    """Seconds until the budget has room again, or None while it has room."""
+    if _in_database():
+        count, frees_at = rate_limits.hits("/".join(keys), _window(item))
+        return None if count < item.amount else math.ceil((frees_at - utcnow()).total_seconds())
+    if limiter.limiter.test(item, *keys):
+        return None
+    return math.ceil(limiter.limiter.get_window_stats(item, *keys).reset_time - time.time())
+
+
+def _hit(item: RateLimitItem, keys: tuple[str, ...]) -> None:
+    if _in_database():
+        longest = max(_window(parse(current_app.config[key])) for key in LIMIT_SETTINGS)
+        rate_limits.hit("/".join(keys), keep=longest)
+    else:
+        limiter.limiter.hit(item, *keys)
+
+
+def _check(budgets: list[tuple[str, RateLimitItem, tuple[str, ...]]], what: str) -> None:
+    for scope, item, keys in budgets:
+        wait = _wait(item, keys)
+        if wait is not None:
+            raise TooManyAttempts(wait, scope, what=what)
+
+
 def check(login: str) -> None:
     """Raise TooManyAttempts when the account or the address has no failed log-ins left."""
-    if not _enabled():
-        return
-    for scope, item, keys in _budgets(login):
-        if not limiter.limiter.test(item, *keys):
-            reset_at = limiter.limiter.get_window_stats(item, *keys).reset_time
-            raise TooManyAttempts(math.ceil(reset_at - time.time()), scope)
+    if _enabled():
+        _check(_budgets(login), "failed log-ins")
 
 
 def failed(login: str) -> None:
@@ -74,7 +107,7 @@ def failed(login: str) -> None:
     if not _enabled():
         return
     for _, item, keys in _budgets(login):
-        limiter.limiter.hit(item, *keys)
+        _hit(item, keys)
 
 
 def reset_requested(login: str) -> None:
@@ -83,9 +116,6 @@ def reset_requested(login: str) -> None:
     if not _enabled():
         return
     budgets = _budgets(login, "reset")
-    for scope, item, keys in budgets:
-        if not limiter.limiter.test(item, *keys):
-            reset_at = limiter.limiter.get_window_stats(item, *keys).reset_time
-            raise TooManyAttempts(math.ceil(reset_at - time.time()), scope, what="password-reset requests")
+    _check(budgets, "password-reset requests")
     for _, item, keys in budgets:
-        limiter.limiter.hit(item, *keys)
+        _hit(item, keys)

@@ -5,12 +5,12 @@ from app.db.decisions import ARTIFACT_STATES, NOTE_MAX_LENGTH, AppendOnlyError, 
 from app.db.jobs import JOB_STATES, Job
 from app.db.ml import Evaluation, ModelVersion, TrainingRun
 from app.db.projects import Experiment, Frame, Project, Scan
-from app.db.users import ROLES, ApiToken, Invitation, Membership, User
+from app.db.users import ROLES, ApiToken, Invitation, Membership, RateLimitHit, User
 from app.db.vocabulary import DECISION_MEANINGS, ArtifactEntry, DecisionOption
 
 __all__ = [
     "ARTIFACT_STATES", "DECISION_MEANINGS", "JOB_STATES", "MAX_ID", "NOTE_MAX_LENGTH", "ROLES",
     "AppendOnlyError", "ApiToken", "ArtifactEntry", "AuditEvent", "Decision", "DecisionArtifact",
     "DecisionOption", "Evaluation", "Experiment", "Frame", "Invitation", "Job", "Membership",
-    "ModelVersion", "Project", "Scan", "TrainingRun", "User", "db", "page", "utcnow",
+    "ModelVersion", "Project", "RateLimitHit", "Scan", "TrainingRun", "User", "db", "page", "utcnow",
 ]

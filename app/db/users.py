@@ -1,10 +1,11 @@
 """Accounts, API tokens, project memberships and invitations."""
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import UTCDateTime, db, utcnow
@@ -39,6 +40,15 @@ class User(UserMixin, db.Model):
     def display_name(self) -> str:
         full = f"{self.first_name} {self.last_name}".strip()
         return full or self.username
+
+    @property
+    def password_fingerprint(self) -> str:
+        """A digest of the password hash that reset links and sessions carry: a new password ends them."""
+        return hashlib.sha256((self.password_hash or "").encode()).hexdigest()[:16]
+
+    def get_id(self) -> str:
+        """Flask-Login's session and remember-me id: the user id and the password fingerprint."""
+        return f"{self.id}:{self.password_fingerprint}"
 
 
 class ApiToken(db.Model):
@@ -87,3 +97,15 @@ class Invitation(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RateLimitHit(db.Model):
+    """One counted event (a failed log-in, a reset request) under a limit's key, shared by every
+    server process; rows older than the longest window are pruned."""
+
+    __tablename__ = "rate_limit_hits"
+    __table_args__ = (Index("ix_rate_limit_hits_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -70,3 +70,10 @@ def check() -> dict:
             report[name] = {"ok": False, "error": f"{type(err).__name__}: {err}"}
     report["ok"] = all(part["ok"] for part in report.values())
     return report
+
+
+def report_for(user) -> dict:
+    """The whole report for superusers; anyone else learns only whether qcloop is healthy, since
+    the report names paths, stores and errors."""
+    report = check()
+    return report if user.is_authenticated and user.is_superuser else {"ok": report["ok"]}

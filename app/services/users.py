@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -10,7 +11,7 @@ from datetime import timedelta
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, or_, select, update
 
 from app.db import ApiToken, AuditEvent, User, db, utcnow
 from app.services import audit, mail
@@ -98,20 +99,26 @@ def awaiting_approval(login: str, password: str) -> bool:
             and verify_password(user.password_hash, password or ""))
 
 
-def set_password(user: User, password: str) -> None:
+def set_password(user: User, password: str) -> int:
+    """A new password ends every session made with the old one (their id carries the password's
+    fingerprint) and revokes every API token: whoever knew the old password loses the account.
+    Returns how many tokens were revoked."""
     if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(f"password must have at least {MIN_PASSWORD_LENGTH} characters", field="password")
     if len(password) > 1024:
         raise InvalidInput("password must have at most 1024 characters", field="password")
     user.password_hash = hash_password(password)
+    revoked = db.session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+                                 .values(revoked_at=utcnow()))
+    return revoked.rowcount
 
 
 def change_password(user: User, current: str, new: str) -> None:
     """A logged-in user changes their password; the current one is asked again."""
     if not verify_password(user.password_hash, current or ""):
         raise InvalidInput("the current password is not correct", field="current_password")
-    set_password(user, new)
-    audit.record("password.change", actor=user, target=("user", user.id))
+    revoked = set_password(user, new)
+    audit.record("password.change", actor=user, target=("user", user.id), tokens_revoked=revoked)
 
 
 def get_user(user_id: int) -> User:
@@ -121,10 +128,14 @@ def get_user(user_id: int) -> User:
     return user
 
 
-def active_user(user_id: int) -> User | None:
-    """The session's user, or None once the account is gone or deactivated (the session then ends)."""
-    user = db.session.get(User, user_id)
-    return user if user is not None and user.is_active else None
+def session_user(session_id: str) -> User | None:
+    """The user of a session id (``User.get_id``), or None once the account is gone or deactivated or
+    its password changed since the session began (the session then ends)."""
+    user_id, _, fingerprint = session_id.partition(":")
+    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    if user is None or not user.is_active:
+        return None
+    return user if hmac.compare_digest(fingerprint.encode(), user.password_fingerprint.encode()) else None
 
 
 # --- password reset by email: signed links that expire and die once the password changes
@@ -134,12 +145,8 @@ def _reset_serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=RESET_SALT)
 
 
-def _password_fingerprint(user: User) -> str:
-    return hashlib.sha256((user.password_hash or "").encode()).hexdigest()[:16]
-
-
 def password_reset_token(user: User) -> str:
-    return _reset_serializer().dumps({"u": user.id, "p": _password_fingerprint(user)})
+    return _reset_serializer().dumps({"u": user.id, "p": user.password_fingerprint})
 
 
 def request_password_reset(login: str) -> None:
@@ -168,7 +175,7 @@ def user_for_reset_token(token: str) -> User:
     except BadSignature as err:
         raise InvalidInput("This password reset link is not valid.", field="token", reason="invalid") from err
     user = db.session.get(User, data.get("u")) if isinstance(data, dict) and isinstance(data.get("u"), int) else None
-    if user is None or not user.is_active or data.get("p") != _password_fingerprint(user):
+    if user is None or not user.is_active or data.get("p") != user.password_fingerprint:
         raise InvalidInput("This password reset link was already used or is no longer valid.", field="token",
                            reason="used")
     return user
@@ -176,8 +183,8 @@ def user_for_reset_token(token: str) -> User:
 
 def reset_password(token: str, password: str) -> User:
     user = user_for_reset_token(token)
-    set_password(user, password)
-    audit.record("password.reset", actor=user, target=("user", user.id))
+    revoked = set_password(user, password)
+    audit.record("password.reset", actor=user, target=("user", user.id), tokens_revoked=revoked)
     return user
 
 
@@ -252,6 +259,14 @@ def issue_token(user: User, name: str = "", lifetime: timedelta | None = None) -
     db.session.flush()
     audit.record("token.create", actor=user, target=("token", token.id), name=name)
     return token, raw
+
+
+def token_auth_token(user: User) -> str:
+    """A token from the MIQA-compatible endpoint, expiring after API_TOKEN_AUTH_DAYS (0: never). Only
+    digests are stored, so an earlier token cannot be handed out again: each call makes a new one."""
+    days = current_app.config["API_TOKEN_AUTH_DAYS"]
+    _, raw = issue_token(user, name="api-token-auth", lifetime=timedelta(days=days) if days else None)
+    return raw
 
 
 def user_for_token(raw: str) -> User:

@@ -1,5 +1,9 @@
-def test_healthz_reports_each_component(client):
-    response = client.get("/healthz")
+from tests.factories import token_headers
+
+
+def test_healthz_reports_each_component_to_superusers(factory, client):
+    factory.user("root", superuser=True)
+    response = client.get("/healthz", headers=token_headers(client, "root"))
     assert response.status_code == 200
     body = response.get_json()
     assert body["ok"] is True
@@ -9,6 +13,12 @@ def test_healthz_reports_each_component(client):
 
 def test_healthz_says_when_storage_is_missing(make_app, tmp_path):
     app = make_app(DATA_ROOT=str(tmp_path / "missing"))
-    response = app.test_client().get("/healthz")
+    with app.app_context():
+        from tests.factories import Factory
+
+        Factory(app).user("root", superuser=True)
+        client = app.test_client()
+        assert client.get("/healthz").get_json() == {"ok": False}  # anonymous: no details
+        response = client.get("/healthz", headers=token_headers(client, "root"))
     assert response.status_code == 503
     assert "does not exist" in response.get_json()["storage"]["error"]
