@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -149,7 +148,7 @@ def users_set_password(username: str, password: str | None) -> None:
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
 @click.option("--threads", default=4, show_default=True, type=int)
-@click.option("--with-worker", is_flag=True, help="Also start the background job worker.")
+@click.option("--with-worker", is_flag=True, help="Also start the background job worker (started again when it dies).")
 def serve(host: str, port: int, workers: int, threads: int, with_worker: bool) -> None:
     """Serve the web app with gunicorn."""
     from gunicorn.app.base import BaseApplication
@@ -173,7 +172,8 @@ def serve(host: str, port: int, workers: int, threads: int, with_worker: bool) -
             return app
 
     stop = threading.Event()
-    supervisor = threading.Thread(target=keep_worker_running, args=([sys.executable, "-m", "app.cli", "worker"], stop),
+    supervisor = threading.Thread(target=cli_jobs.keep_worker_running,
+                                  args=([sys.executable, "-m", "app.cli", "worker"], stop),
                                   name="qcloop-worker-supervisor", daemon=True)
     if with_worker:
         supervisor.start()
@@ -184,20 +184,6 @@ def serve(host: str, port: int, workers: int, threads: int, with_worker: bool) -
         stop.set()
         if with_worker:
             supervisor.join(timeout=35)
-
-
-def keep_worker_running(command: list[str], stop: threading.Event, restart_delay_s: float = 2.0) -> None:
-    """Run the worker process and start it again whenever it exits, until ``stop`` is set (then end it)."""
-    while True:
-        process = subprocess.Popen(command)
-        while process.poll() is None:
-            if stop.wait(1.0):
-                process.terminate()
-                process.wait(timeout=30)
-                return
-        log.warning("the job worker (pid %s) exited with code %s; starting it again", process.pid, process.returncode)
-        if stop.wait(restart_delay_s):
-            return
 
 
 @cli.command()

@@ -1,8 +1,10 @@
-"""``qcloop jobs``: list and cancel background jobs; how inline runs (train, evaluate) run in this process."""
+"""``qcloop jobs``: list and cancel background jobs; how inline runs (train, evaluate) run in this process and
+how ``serve --with-worker`` keeps its worker running."""
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import threading
 
@@ -46,6 +48,21 @@ def run_inline(job_id: int):
         os._exit(130)  # the handler's thread (and MLflow's exit hooks) would otherwise hold the process
     thread.join()
     return job
+
+
+def keep_worker_running(command: list[str], stop: threading.Event, restart_delay_s: float = 2.0) -> None:
+    """``serve --with-worker``: run the worker process and start it again whenever it exits, until
+    ``stop`` is set (then end it)."""
+    while True:
+        process = subprocess.Popen(command)
+        while process.poll() is None:
+            if stop.wait(1.0):
+                process.terminate()
+                process.wait(timeout=30)
+                return
+        log.warning("the job worker (pid %s) exited with code %s; starting it again", process.pid, process.returncode)
+        if stop.wait(restart_delay_s):
+            return
 
 
 @cli.group("jobs")

@@ -238,7 +238,7 @@ def test_a_lost_training_job_leaves_nothing_half_registered(make_app, tmp_path):
 def test_serve_starts_a_worker_again_when_it_dies(tmp_path):
     import threading
 
-    from app.cli import keep_worker_running
+    from app.cli_jobs import keep_worker_running
 
     starts = tmp_path / "starts"
     command = [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('started\\n')"]  # a worker that dies at once
