@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Flask, jsonify
 
+from app.api.bodies import refuse_nul_characters
 from app.api.docs import Api
 from app.auth.permissions import permission
 
@@ -16,6 +17,7 @@ def init_api(app: Flask) -> Api:
         "security": [{"Token": []}]})
     for module in (users, vocabulary, tokens, members, training, models, transfer, review, volumes):
         api.register_blueprint(module.blp, url_prefix="/api/v1")
+    app.before_request(refuse_nul_characters)
     # The spec views are public; the permission-matrix test sees them declared.
     for endpoint, view in list(app.view_functions.items()):
         if endpoint.startswith("api-docs."):

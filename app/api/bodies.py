@@ -19,3 +19,21 @@ def json_object(*, required: bool = False) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
     return body
+
+
+def refuse_nul_characters() -> None:
+    """Refuse a JSON body holding a NUL character in any text: PostgreSQL cannot store one (a 500 there),
+    and no name, note or label needs it. Walks the parsed body without recursion (bodies may be deep)."""
+    if not request.is_json or not request.path.startswith("/api/"):
+        return
+    pending = [request.get_json(silent=True)]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise InvalidInput("text may not contain NUL characters (\\u0000)")
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)

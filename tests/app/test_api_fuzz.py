@@ -149,3 +149,11 @@ def test_ids_past_an_integer_column_name_nothing(queued_app, fuzz_world):
                        headers=headers)
     assert mail.status_code == 400 and mail.get_json()["field"] == "to"
     assert client.get(f"/api/v1/projects/{fuzz_world.ids['project_id']}", headers=headers).status_code == 200
+
+
+def test_text_with_a_nul_character_is_refused_not_stored(queued_app, fuzz_world):
+    """PostgreSQL cannot store NUL: found by the fuzzer as a 500 on a label."""
+    client, headers = queued_app.test_client(), fuzz_world.headers
+    url = f"/api/v1/projects/{fuzz_world.ids['project_id']}/artifact-entries/{fuzz_world.ids['entry_id']}"
+    answer = client.patch(url, json={"label": "a\u0000b"}, headers=headers)
+    assert answer.status_code == 400 and "NUL" in answer.get_json()["detail"]
