@@ -62,7 +62,10 @@ def test_two_epoch_run_is_tracked_registered_and_restartable_from_champion(app, 
     assert response.status_code == 201, response.get_json()
     run = response.get_json()
     assert run["state"] == "succeeded", run["error"]
-    assert run["model_version"]["alias"] == "champion", run["report"]
+    # 12 scans: whether the interval clears chance decides the alias, and the run says which
+    gate = run["report"]["champion_gate"]
+    assert (run["model_version"]["alias"], gate.split(":")[0]) in {("champion", "first champion"),
+                                                                   ("challenger", "not made champion")}, gate
     assert [o["key"] for o in run["model_version"]["output_map"]] == ["usable", "ghosting_motion"]
     assert run["params"]["outputs"] == ["usable", "ghosting_motion"] and "lesions" in run["params"]["skipped_outputs"]
     assert {"heldout_usable_auc", "heldout_usable_auc_low", "heldout_usable_auc_high", "epochs_run"} <= set(run["metrics"])
@@ -73,7 +76,11 @@ def test_two_epoch_run_is_tracked_registered_and_restartable_from_champion(app, 
     assert "95% CI" in report["heldout"][0]["auc"] and "6 present, 6 absent" in report["heldout"][0]["auc"]
     skipped = {line["output"]: line["reason"] for line in report["skipped_outputs"]}
     assert skipped["lesions"] == "too few labels (0 present / 0 absent; at least 2 of each needed)"
-    assert report["champion_gate"].startswith("first champion") and "mlflow ui --backend-store-uri" in report["mlflow"]
+    assert "mlflow ui --backend-store-uri" in report["mlflow"]
+    if run["model_version"]["alias"] != "champion":  # promoting it anyway is the admin's call
+        forced = client.post(f"/api/v1/projects/{project.id}/training-runs/{run['id']}/promote", json={"force": True},
+                             headers=headers)
+        assert forced.status_code == 200 and forced.get_json()["forced"] is True
     assert "champion_version" not in run["metrics"]  # there was no champion to score
 
     mlflow_client = MlflowClient(tracking_uri=app.config["MLFLOW_TRACKING_URI"])
