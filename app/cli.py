@@ -498,6 +498,7 @@ def sync_command(project_name: str, source: Path, pattern: str | None) -> None:
 
 from app import cli_jobs  # noqa: E402,F401 - registers jobs on cli; runs inline jobs
 from app import cli_models  # noqa: E402,F401 - registers models, evaluate and predict on cli
+from app import cli_backup  # noqa: E402,F401 - registers backup and restore on cli
 
 if __name__ == "__main__":  # `python -m app.cli`: the commands live on the imported module's group
     from app.cli import cli as imported

@@ -15,7 +15,7 @@ from app.db import (
     Scan, User, db,
 )
 from app.services.errors import InvalidInput
-from app.services.transfer import full, miqa_csv, miqa_json
+from app.services.transfer import full, miqa_csv, miqa_json, people
 from app.services.transfer.model import (
     MIQA_INVERTED, DecisionOut, EvaluationOut, ExperimentOut, ProjectOut, ScanOut, format_time, miqa_states,
 )
@@ -93,7 +93,8 @@ def events(project_ids: list[int], *, full_state: bool) -> Iterator[tuple[str, o
         yield "project", ProjectOut(project.name, options, entries, [
             {"registry_name": v.registry_name, "version": v.version, "alias": v.alias,
              "mlflow_run_id": v.mlflow_run_id, "output_map": v.output_map or [], "metrics": v.metrics or {},
-             "created": format_time(v.created_at)} for v in versions])
+             "created": format_time(v.created_at)} for v in versions],
+            people.member_rows(project.id) if full_state else [])
         experiment_query = select(Experiment.id, Experiment.name, Experiment.note, Experiment.archived_at).where(
             Experiment.project_id == project.id)
         scan_query = (select(Scan.id, Scan.experiment_id, Scan.name, Scan.scan_type, Scan.subject_id, Scan.session_id,

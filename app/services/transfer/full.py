@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterator
 
+from app.services.transfer import people
 from app.services.transfer.csvfile import CsvSink, CsvSource
 from app.services.transfer.model import (
     ARTIFACT_STATES, FULL_CSV_FIELDS, DecisionIn, Document, EvaluationIn, ExperimentIn, FrameIn, ModelVersionIn,
@@ -19,9 +20,10 @@ COLUMNS = [
     "decision_creator_role", "decision_note", "decision_created", "decision_source", "location_of_interest",
     "model_name", "model_version", "model_alias", "model_run_id", "model_output_map", "model_metrics",
     "evaluation_scores", "created", "key", "label", "meaning", "position", "shortcut", "requires_note", "retired",
+    "username", "email", "role",
 ]
 ARTIFACT_PREFIX = "artifact:"
-RECORDS = ("option", "entry", "model", "experiment", "scan", "frame", "decision", "evaluation")
+RECORDS = ("option", "entry", "member", "model", "experiment", "scan", "frame", "decision", "evaluation")
 
 
 def _flag(value: str | None, where: str, field: str, problems) -> bool | None:
@@ -96,6 +98,11 @@ def _row(document: Document, where: str, row: dict[str, str], artifact_columns: 
         fields["retired"] = bool(_flag(row.get("retired"), where, "retired", problems))
         (project.options if record == "option" else project.entries).append(fields)
         return
+    if record == "member":
+        member = people.read_member(row, where, problems)
+        if member is not None:
+            project.members.append(member)
+        return
     if record == "model":
         name, version = clean(row.get("model_name")), clean(row.get("model_version"))
         if not name or not version:
@@ -127,7 +134,7 @@ def _row(document: Document, where: str, row: dict[str, str], artifact_columns: 
     if scan is None:
         scan = experiment.scans[scan_name] = ScanIn(where, scan_name)
     if record == "scan":
-        scan_type = parse_scan_type(clean(row.get("scan_type")), where, "scan_type", problems)
+        scan_type = parse_scan_type(clean(row.get("scan_type")), where, "scan_type", problems, own=True)
         set_once(scan, "scan_type", scan_type, where, "scan_type", problems)
         set_once(scan, "subject_id", clean(row.get("subject_id")), where, "subject_id", problems)
         set_once(scan, "session_id", shared(clean(row.get("session_id"))), where, "session_id", problems)
@@ -210,6 +217,9 @@ def write(events: Iterator[tuple[str, object]], artifact_keys: list[str]) -> Ite
                 row(record="option", project_name=item.name, **_vocab_cells(option))
             for entry in item.entries:
                 row(record="entry", project_name=item.name, **_vocab_cells(entry))
+            for member in item.members:
+                row(record="member", project_name=item.name, username=member["username"], email=member["email"] or "",
+                    role=member["role"])
             for model in item.model_versions:
                 row(record="model", project_name=item.name, model_name=model["registry_name"],
                     model_version=model["version"], model_alias=model["alias"] or "",

@@ -27,7 +27,7 @@ from app.db import (
 )
 from app.services import audit, projects, vocabulary
 from app.services.errors import InvalidInput
-from app.services.transfer import full, limits, miqa_csv, miqa_json
+from app.services.transfer import full, limits, miqa_csv, miqa_json, people
 from app.services.transfer.csvfile import CsvSource
 from app.services.transfer.files import FileChecker
 from app.services.transfer.model import FLIPPED, MIQA_INVERTED, DecisionIn, Document, ExperimentIn, ProjectIn, ScanIn
@@ -41,7 +41,8 @@ Progress = Callable[[float, str], None]
 COUNTERS = (
     "projects_added", "vocabulary_added", "experiments_added", "experiments_changed", "experiments_archived",
     "experiments_restored", "scans_added", "scans_changed", "scans_archived", "scans_restored", "frames_added",
-    "frames_changed", "decisions_added", "model_versions_added", "evaluations_added",
+    "frames_changed", "decisions_added", "model_versions_added", "evaluations_added", "users_added",
+    "memberships_changed",
 )
 UNCHANGED = ("decisions_already_present", "evaluations_already_present")
 
@@ -137,6 +138,7 @@ class Plan:
     samples: dict[str, list[str]]
     warnings: list[str]
     warning_count: int
+    people: people.PeoplePlan = field(default_factory=people.PeoplePlan)
 
     def summary(self, dry_run: bool) -> dict[str, Any]:
         return {"format": self.format, "mode": self.mode, "dry_run": dry_run, "rows": self.rows,
@@ -172,9 +174,10 @@ class _Planner:
         for index, project_in in enumerate(self.document.projects.values()):
             progress(0.4 + 0.2 * index / total, f"checking {project_in.name}")
             plans.append(self._project(project_in))
+        members = people.plan(self.document, self.target is None, self.count, self.problems)
         warnings = [str(p) for p in self.problems.warnings]
         return Plan(self.document.format, self.mode, self.document.rows, plans, self.counts, self.samples, warnings,
-                    self.problems.warning_count)
+                    self.problems.warning_count, members)
 
     # project and vocabulary
 
@@ -518,6 +521,7 @@ def apply(plan: Plan, actor: User | None, progress: Progress = _no_progress) -> 
     for index, project_plan in enumerate(plan.projects):
         base, share = 0.6 + 0.4 * index / total, 0.4 / total
         _apply_project(project_plan, actor, lambda f, m: progress(base + share * f, m), plan)
+    people.apply(plan.people)
 
 
 def _apply_project(plan: ProjectPlan, actor: User | None, progress: Progress, whole: Plan) -> None:

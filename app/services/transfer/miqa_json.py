@@ -11,6 +11,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 import ijson
 
+from app.services.transfer import people
 from app.services.transfer.model import (
     ARTIFACT_STATES, JSON_FIELDS, DecisionIn, Document, EvaluationIn, ExperimentIn, FrameIn, ModelVersionIn,
     ProjectIn, ScanIn, clean, format_time, parse_frame_number, parse_location, parse_scan_type, parse_time,
@@ -117,6 +118,12 @@ def _project(events: _Events, document: Document, project: ProjectIn, unlisted: 
                 continue
             project.options.extend(_rows(vocabulary.get("decisions"), where + ".decisions", problems))
             project.entries.extend(_rows(vocabulary.get("artifacts"), where + ".artifacts", problems))
+        elif key == "members":
+            members = events.build(event, value)
+            for index, raw in enumerate(members if isinstance(members, list) else [None]):
+                member = people.read_member(raw if isinstance(raw, dict) else {}, f"{where}[{index}]", problems)
+                if member is not None:
+                    project.members.append(member)
         elif key == "model_versions":
             versions = events.build(event, value)
             for index, raw in enumerate(versions if isinstance(versions, list) else [None]):
@@ -196,8 +203,8 @@ def _scan(raw: dict[str, Any], scan: ScanIn, where: str, document: Document, unl
     if raw_type is not None and not isinstance(raw_type, str):
         problems.error(where, type_key, "must be text")
     else:
-        set_once(scan, "scan_type", parse_scan_type(clean(raw_type), where, type_key, problems), where, type_key,
-                 problems)
+        scan_type = parse_scan_type(clean(raw_type), where, type_key, problems, own=document.format == "full-json")
+        set_once(scan, "scan_type", scan_type, where, type_key, problems)
     for key, attribute in (("subject_id", "subject_id"), ("session_id", "session_id"), ("scan_link", "link")):
         value = raw.get(key)
         if value is not None and not isinstance(value, (str, int)):
@@ -354,7 +361,8 @@ def write(events: Iterator[tuple[str, object]], full: bool) -> Iterator[str]:
             first_project, first_experiment = False, True
             if full:
                 pending.append('"vocabulary": ' + dump({"decisions": item.options, "artifacts": item.entries})
-                               + ', "model_versions": ' + dump(item.model_versions) + ", ")
+                               + ', "model_versions": ' + dump(item.model_versions)
+                               + ', "members": ' + dump(item.members) + ", ")
             pending.append('"experiments": {')
         elif kind == "experiment":
             if not full and item.archived:

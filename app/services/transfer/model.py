@@ -22,6 +22,7 @@ SCAN_TYPES = (
     "ncanda-t1spgr-v1", "ncanda-mprage-v1", "ncanda-t2fse-v1", "ncanda-dti6b500pepolar-v1",
     "ncanda-dti30b400-v1", "ncanda-dti60b1000-v1", "ncanda-grefieldmap-v1", "ncanda-rsfmri-v1",
 )
+SCAN_TYPE_MAX = 64  # the scans.scan_type column
 ARTIFACT_STATES = ("present", "absent", "undefined")
 # MIQA's reviewers record coverage as the artifact "partial_brain_coverage", the inverse of the
 # network output "full_brain_coverage" that qcloop's vocabulary keeps (present = full coverage):
@@ -184,6 +185,16 @@ class ExperimentIn:
     scans: dict[str, ScanIn] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class MemberIn:
+    """A project member in qcloop's full files: the account by username, its e-mail, the role here."""
+
+    where: str
+    username: str
+    email: str | None
+    role: str
+
+
 @dataclass(slots=True)
 class ProjectIn:
     where: str
@@ -192,6 +203,7 @@ class ProjectIn:
     options: list[dict[str, Any]] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)
     model_versions: list[ModelVersionIn] = field(default_factory=list)
+    members: list[MemberIn] = field(default_factory=list)
 
 
 @dataclass
@@ -240,12 +252,16 @@ def set_once(obj: Any, attribute: str, value: Any, where: str, field_name: str, 
         problems.error(where, field_name, f"{value!r} conflicts with {current!r} given at {obj.where}")
 
 
-def parse_scan_type(value: str | None, where: str, field_name: str, problems: Problems) -> str | None:
+def parse_scan_type(value: str | None, where: str, field_name: str, problems: Problems, *,
+                    own: bool = False) -> str | None:
+    """MIQA's scan types, spelled as MIQA does; ``own`` (qcloop's full files) also any type qcloop holds."""
     if value is None:
         return None
     for known in SCAN_TYPES:
         if value.lower() == known.lower():
             return known
+    if own and len(value) <= SCAN_TYPE_MAX:
+        return value
     problems.error(where, field_name, f"unknown scan type {value!r} (expected one of {', '.join(SCAN_TYPES)})")
     return None
 
@@ -370,6 +386,7 @@ class ProjectOut:
     options: list[dict[str, Any]]
     entries: list[dict[str, Any]]
     model_versions: list[dict[str, Any]]
+    members: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
