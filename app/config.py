@@ -25,6 +25,12 @@ def parse_int(value: str | None, default: int) -> int:
     return int(value)
 
 
+def parse_float(value: str | None, default: float) -> float:
+    if value is None or value == "":
+        return default
+    return float(value)
+
+
 def parse_list(value: str | None) -> list[str]:
     """Parts separated by os.pathsep; the ``:`` of a URI (``s3://``) does not separate."""
     if not value:
@@ -77,6 +83,8 @@ class Config:
         self.MIQA_WEIGHTS = env.get("QCLOOP_MIQA_WEIGHTS") or ""
         # Scoring scans (evaluation jobs, predictions): torch threads (0 = torch's default) and the
         # largest image file /predict accepts.
+        # The viewer's first read of a big file waits this long in the request, then answers 503 + Retry-After.
+        self.VIEW_PREPARE_WAIT_S = parse_float(env.get("QCLOOP_VIEW_PREPARE_WAIT_S"), 20.0)
         self.INFERENCE_THREADS = parse_int(env.get("QCLOOP_INFERENCE_THREADS"), 0)
         self.PREDICT_MAX_BYTES = parse_int(env.get("QCLOOP_PREDICT_MAX_BYTES"), 512 * 1024 * 1024)
         self.QUEUE_URL = env.get("QCLOOP_QUEUE_URL") or f"sqlite:///{instance / 'queue.db'}"

@@ -40,7 +40,10 @@ def register_error_handlers(app: Flask) -> None:
         db.session.rollback()  # a refused request leaves nothing half-written behind
         if isinstance(err, Unauthorized) and not wants_json():
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-        return _answer(err.status, err.code, err.message, err.details)
+        answer = app.make_response(_answer(err.status, err.code, err.message, err.details))
+        if "retry_after" in err.details:  # e.g. a volume still being prepared: when to ask again
+            answer.headers["Retry-After"] = str(err.details["retry_after"])
+        return answer
 
     @app.errorhandler(StorageError)
     def storage_error(err: StorageError):

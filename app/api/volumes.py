@@ -43,7 +43,7 @@ def _send_nifti(path: Path, etag: str, name: str) -> Response:
 @permission("project", "collaborator")
 def volume(frame_id: int):
     """The frame as a RAS-reoriented NIfTI (.nii.gz), cached; ETag, Range and private caching."""
-    cached = volumes.cached(review.get(Frame, frame_id))
+    cached = volumes.viewable(review.get(Frame, frame_id))
     return _send_nifti(cached.volume_path, f"{cached.key}-volume", f"frame-{frame_id}.nii.gz")
 
 
@@ -53,7 +53,7 @@ def volume(frame_id: int):
 def geometry(frame_id: int):
     """Shapes, affines (RAS and original) and the default window: the viewer maps a clicked RAS
     position to a voxel of the original grid through ``inverse_original_affine``."""
-    return volumes.viewer_facts(volumes.cached(review.get(Frame, frame_id)))
+    return volumes.viewer_facts(volumes.viewable(review.get(Frame, frame_id)))
 
 
 @blp.route("/frames/<int:frame_id>/preview", methods=["GET"])
@@ -61,7 +61,7 @@ def geometry(frame_id: int):
 @permission("project", "collaborator")
 def preview(frame_id: int):
     """A small 8-bit RAS NIfTI that the viewer paints while the full volume loads."""
-    cached = volumes.cached(review.get(Frame, frame_id))
+    cached = volumes.viewable(review.get(Frame, frame_id))
     return _send_nifti(cached.preview_path, f"{cached.key}-preview", f"frame-{frame_id}-preview.nii.gz")
 
 
@@ -102,7 +102,7 @@ def slice_png(frame_id: int):
     """One RAS slice as PNG: ``axis`` axial|coronal|sagittal (default axial), ``index`` (default the
     middle), ``window`` and ``level`` (default the 0.5-99.5 percentile range), ``size`` (the longest
     side in pixels, 16 to 1024, for thumbnails; default the slice's own size)."""
-    cached = volumes.cached(review.get(Frame, frame_id))
+    cached = volumes.viewable(review.get(Frame, frame_id))
     wanted = volumes.slice_args(cached, request.args)
     etag = f"{cached.key}-{wanted.tag}"
     response = Response(mimetype="image/png")

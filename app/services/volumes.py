@@ -28,7 +28,8 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ _MEMMAP_LIMIT = 32
 _BUILD_LOCKS: dict[str, threading.Lock] = {}
 _GUARD = threading.Lock()
 _PREPARER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qcloop-volume-cache")
+_IN_FLIGHT: dict[str, Future] = {}
+RETRY_AFTER_S = 2
 
 
 class FrameFileMissing(ServiceError):
@@ -64,6 +67,11 @@ class FrameFileMissing(ServiceError):
 class FrameUnreadable(ServiceError):
     status = 422
     code = "frame_unreadable"
+
+
+class StillPreparing(ServiceError):
+    status = 503
+    code = "preparing"
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,40 @@ def cached(frame: Frame) -> CachedVolume:
     return cached_file(path, _key(frame, path), label=f"frame {frame.id}")
 
 
+def viewable(frame: Frame) -> CachedVolume:
+    """:func:`cached` for a web request: the first read of a big file is built off the request's thread
+    and waited for at most ``VIEW_PREPARE_WAIT_S``; past that, StillPreparing (503, Retry-After) while
+    the build goes on, so no request holds a server worker for a whole decode."""
+    path = source_path(frame)
+    key, cache_dir = _key(frame, path), Path(current_app.config["CACHE_DIR"])
+    folder = cache_dir / "volumes" / f"{key}-v{CACHE_VERSION}"
+    if (folder / "meta.json").is_file():
+        return CachedVolume(key, folder, json.loads((folder / "meta.json").read_text()))
+    with _GUARD:
+        future = _IN_FLIGHT.get(key)
+        if future is None:
+            future = _IN_FLIGHT[key] = _PREPARER.submit(_in_context, current_app._get_current_object(), path, key,
+                                                        f"frame {frame.id}", cache_dir)
+            future.add_done_callback(lambda _: _forget(key))
+    try:
+        return future.result(timeout=float(current_app.config["VIEW_PREPARE_WAIT_S"]))
+    except FutureTimeout as err:
+        raise StillPreparing(f"frame {frame.id} is being prepared for viewing; try again in a few seconds",
+                             retry_after=RETRY_AFTER_S) from err
+
+
+def _in_context(app, path: Path, key: str, label: str, cache_dir: Path) -> CachedVolume:
+    """:func:`cached_file` on a pool thread, inside the app (reading an image checks its header against
+    the app's limits)."""
+    with app.app_context():
+        return cached_file(path, key, label=label, cache_dir=cache_dir)
+
+
+def _forget(key: str) -> None:
+    with _GUARD:
+        _IN_FLIGHT.pop(key, None)
+
+
 def cached_file(path: Path, key: str, *, label: str, cache_dir: Path | None = None) -> CachedVolume:
     """The cached RAS copy of an image file under ``key`` (frames and saliency maps share this)."""
     folder = Path(cache_dir or current_app.config["CACHE_DIR"]) / "volumes" / f"{key}-v{CACHE_VERSION}"
@@ -161,12 +203,12 @@ def prepare(frames: list[Frame]) -> None:
             continue  # the viewer's own request reports the problem
     for path, key, label in jobs:
         if not (cache_dir / "volumes" / f"{key}-v{CACHE_VERSION}" / "meta.json").is_file():
-            _PREPARER.submit(_prepare_one, path, key, label, cache_dir)
+            _PREPARER.submit(_prepare_one, current_app._get_current_object(), path, key, label, cache_dir)
 
 
-def _prepare_one(path: Path, key: str, label: str, cache_dir: Path) -> None:
+def _prepare_one(app, path: Path, key: str, label: str, cache_dir: Path) -> None:
     try:
-        cached_file(path, key, label=label, cache_dir=cache_dir)
+        _in_context(app, path, key, label, cache_dir)
     except Exception as err:  # noqa: BLE001 - best effort: the viewer's request reports failures
         log.debug("background cache of %s failed: %s", label, err)
 

@@ -236,3 +236,30 @@ def test_saliency_map_of_the_champion_is_served_as_an_overlay(app, client, facto
     context = client.get(f"/scans/{frame.scan_id}/context", headers=headers).get_json()
     assert context["suggestion"]["has_saliency"] and context["frames"][0]["saliency_url"].endswith("/saliency")
     assert context["suggestion"]["model"] == project.model_name and context["suggestion"]["version"] == "2"
+
+
+def test_a_first_read_past_the_wait_answers_503_with_retry_after_then_the_volume(app, client, setup, monkeypatch):
+    """The viewer's first read of a big file is built off the request: the request waits at most
+    VIEW_PREPARE_WAIT_S, then says when to ask again, and the build goes on."""
+    import threading
+
+    from app.services import volumes
+
+    project, headers = setup
+    _write_lps_nifti(app, "slow/a.nii.gz")
+    frame = _frame_for(project, "slow", "slow/a.nii.gz")
+    release, build = threading.Event(), volumes._build
+
+    def slow_build(*args, **kwargs):
+        release.wait(10)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(volumes, "_build", slow_build)
+    app.config["VIEW_PREPARE_WAIT_S"] = 0.2
+    waiting = client.get(f"/api/v1/frames/{frame.id}/preview", headers=headers)
+    assert waiting.status_code == 503 and waiting.headers["Retry-After"] == "2"
+    assert "being prepared" in waiting.get_json()["detail"]
+    release.set()
+    app.config["VIEW_PREPARE_WAIT_S"] = 10
+    ready = client.get(f"/api/v1/frames/{frame.id}/preview", headers=headers)
+    assert ready.status_code == 200 and ready.data[:2] == b"\x1f\x8b"

@@ -42,11 +42,20 @@
     return error;
   }
 
+  // A big volume's first read is prepared off the request: the server answers 503 with Retry-After
+  // until it is ready, and the page asks again (a minute at most) while the preview waits.
+  async function fetchReady(url, deadline = Date.now() + 60000) {
+    const response = await fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}});
+    if (response.status !== 503 || !response.headers.get("Retry-After") || Date.now() > deadline) return response;
+    await new Promise((resolve) => setTimeout(resolve, 1000 * Number(response.headers.get("Retry-After"))));
+    return fetchReady(url, deadline);
+  }
+
   function cached(url, kind) {
     let entry = cache.get(url);
     if (!entry) {
       entry = {value: null};
-      entry.promise = fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}})
+      entry.promise = fetchReady(url)
         .then(async (response) => {
           if (!response.ok) throw await failure(response);
           return kind === "json" ? response.json() : response.arrayBuffer();
