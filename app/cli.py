@@ -275,8 +275,8 @@ def follow_job(job_id: int, queued_hint_s: float = 30.0) -> "Job":  # noqa: F821
 @click.option("--arch", default=None, help="Network: miqa (default for 3-D, MIQA's small classifier), densenet_small, "
                                            "resnet_small, densenet121, resnet18; resnet18_2d for 2-D images.")
 @click.option("--fit", type=click.Choice(["resize", "pad_crop", "tiles"]), default=None,
-              help="How a volume reaches the input shape: native-grid tiles averaged as MIQA does (default for "
-                   "3-D), resized whole (default for 2-D), or padded/cropped.")
+              help="How a volume reaches the input shape: resized whole (default), padded/cropped, or native-grid "
+                   "tiles averaged as MIQA does (what --from miqa uses).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None, help="Learning rate (default 0.001).")
 @click.option("--patience", type=int, default=None, help="Epochs without a better validation AUC before a holdout "

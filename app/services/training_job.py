@@ -138,8 +138,9 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
     two_d = is_2d(project.id)
     arch = params["arch"] or ("resnet18_2d" if two_d else "miqa")
     spatial = tuple(params["spatial_size"] or ((224, 224) if two_d else (64, 64, 64)))
-    # 3-D: native-grid tiles (fine artifacts such as ghosting and ringing survive; no resizing away)
-    fit = params["fit"] or ("resize" if two_d else "tiles")
+    # the whole volume: on bench/learning.py's held-out scans it beat native-grid tiles from scratch
+    # (usable AUC 0.70 vs 0.57); a warm start from MIQA takes MIQA's tiles whatever this says
+    fit = params["fit"] or "resize"
     app = current_app._get_current_object()
 
     def progress(report: dict[str, Any]) -> None:
