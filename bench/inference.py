@@ -1,7 +1,8 @@
 """Scoring throughput: qcloop's inference engine against MIQA's way, same volumes, same weights.
 
-MIQA's way (as ``miqa/learning/nn_inference.py`` runs it): each volume read, reoriented and
-min-max scaled, then its 64^3 tiles sent through the network one at a time, nothing kept.
+MIQA's way (``models/miqa_reference.py``, as ``miqa/learning/nn_inference.py`` runs it): each
+volume read, reoriented and min-max scaled, then its 64^3 tiles sent through the network one at
+a time, nothing kept.
 qcloop's engine: the version loaded once, tiles batched, preprocessed tensors cached on disk
 by file identity (an evaluation job after a promotion, or a second version with the same
 preprocessing, reads them back), torch threads from the setting.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import shutil
 import sys
 import tempfile
@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models import miqa_reference  # noqa: E402
 from models.inference import Engine, miqa_published  # noqa: E402
 from models.networks import MIQA_OUTPUTS, build_network  # noqa: E402
 
@@ -53,24 +54,6 @@ def make_volumes(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def miqa_way(path: Path, net: torch.nn.Module) -> dict[str, float]:
-    """One volume, MIQA's way: read, LPS+, min-max, tiles one by one, outputs averaged and clamped."""
-    array = np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj, dtype=np.float64)[::-1, ::-1, :]
-    array = ((array - array.min()) / (array.max() - array.min())).astype(np.float32)
-    array = np.pad(array, [(0, max(0, 64 - n)) for n in array.shape], mode="edge")
-    starts = [[round(k * (n - 64) / max(1, math.ceil(n / 64) - 1)) for k in range(math.ceil(n / 64))]
-              for n in array.shape]
-    outputs = []
-    with torch.no_grad():
-        for i in starts[0]:
-            for j in starts[1]:
-                for k in starts[2]:
-                    tile = np.ascontiguousarray(array[i:i + 64, j:j + 64, k:k + 64])
-                    outputs.append(net(torch.from_numpy(tile)[None, None])[0])
-    mean = torch.stack(outputs).mean(dim=0).numpy()
-    return {key: float(np.clip(mean[index] / (10 if index == 0 else 1), 0, 1)) for index, key in enumerate(MIQA_OUTPUTS)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--volumes", type=int, default=6)
@@ -85,9 +68,9 @@ def main() -> None:
         net = build_network("miqa", len(MIQA_OUTPUTS))
         net.load_state_dict(torch.load(WEIGHTS, map_location="cpu", weights_only=True))
         net.eval()
-        miqa_way(paths[0], net)  # warm-up of both ways (first-call allocations)
+        miqa_reference.scores(paths[0], net)  # warm-up of both ways (first-call allocations)
         start = time.perf_counter()
-        reference = [miqa_way(path, net) for path in paths]
+        reference = [miqa_reference.scores(path, net) for path in paths]
         miqa_s = time.perf_counter() - start
 
         engine = Engine("sqlite://", work / "cache", threads=args.threads, batch=args.batch)

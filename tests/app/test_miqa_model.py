@@ -3,19 +3,16 @@ against a plain re-implementation of MIQA's inference (same LPS+ array, same til
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 import torch
 from sqlalchemy import create_engine, text
 
+from models import miqa_reference
 from models.networks import MIQA_OUTPUTS, build_network
 from tests.app.transfer_helpers import write_csv
 from tests.conftest import SHARED_DATA
@@ -24,27 +21,6 @@ IXI = sorted((SHARED_DATA / "ixi-dti").glob("DTI-*.nii.gz"))
 WEIGHTS = SHARED_DATA / "miqa-weights" / "miqaT1-val0.pth"
 
 pytestmark = pytest.mark.usefixtures("two_torch_threads")
-
-
-def miqa_reference(path: Path, net: torch.nn.Module) -> dict[str, float]:
-    """MIQA's inference written out plainly: LPS+ array, min-max to 0..1, ceil(n/64) tiles per axis at
-    round(k(n-64)/(steps-1)) (short axes edge-padded at the end), outputs averaged, then clamped."""
-    array = np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj, dtype=np.float64)[::-1, ::-1, :]
-    array = ((array - array.min()) / (array.max() - array.min())).astype(np.float32)
-    array = np.pad(array, [(0, max(0, 64 - n)) for n in array.shape], mode="edge")
-    starts = [[round(k * (n - 64) / max(1, math.ceil(n / 64) - 1)) for k in range(math.ceil(n / 64))]
-              for n in array.shape]
-    outputs = []
-    with torch.no_grad():
-        for i in starts[0]:
-            for j in starts[1]:
-                for k in starts[2]:
-                    tile = np.ascontiguousarray(array[i:i + 64, j:j + 64, k:k + 64])
-                    outputs.append(net(torch.from_numpy(tile)[None, None])[0])
-    mean = torch.stack(outputs).mean(dim=0).numpy()
-    scores = {"usable": float(np.clip(mean[0] / 10, 0, 1))}
-    scores.update({key: float(np.clip(mean[index], 0, 1)) for index, key in enumerate(MIQA_OUTPUTS) if index})
-    return scores
 
 
 def _qcloop(env, *args):
@@ -96,7 +72,7 @@ def test_miqa_weights_as_a_version_score_ixi_volumes_as_miqa_does(tmp_path, data
     net.eval()
     for location, scores, _, version, _ in stored:
         scores = json.loads(scores) if isinstance(scores, str) else scores
-        expected = miqa_reference(tmp_path / "data" / location, net)
+        expected = miqa_reference.scores(tmp_path / "data" / location, net)
         assert set(scores) == set(expected)  # the default vocabulary holds all ten of MIQA's artifacts
         for key, value in expected.items():
             assert scores[key] == pytest.approx(value, abs=1e-4), (location, key)
@@ -105,4 +81,4 @@ def test_miqa_weights_as_a_version_score_ixi_volumes_as_miqa_does(tmp_path, data
     assert predicted.returncode == 0, predicted.stderr
     answer = json.loads(predicted.stdout)
     assert answer["version"] == "1" and answer["scores"]["usable"] == pytest.approx(
-        miqa_reference(IXI[0], net)["usable"], abs=1e-4)
+        miqa_reference.scores(IXI[0], net)["usable"], abs=1e-4)

@@ -1,13 +1,12 @@
 """MIQA's preprocessing (LPS+ array, min-max, native-grid 64^3 tiles) against a plain re-implementation."""
 from __future__ import annotations
 
-import math
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
+from models import miqa_reference
 from models.inference import volume_outputs
 from models.networks import MIQA_OUTPUTS, build_network, miqa_network
 from models.preprocessing import MIQA, PreprocessConfig, preprocess, tile_grid, tile_starts, tiles
@@ -17,22 +16,6 @@ IXI = SHARED_DATA / "ixi-dti" / "DTI-00.nii.gz"
 MIQA_T1 = SHARED_DATA / "miqa-weights" / "miqaT1-val0.pth"
 
 pytestmark = pytest.mark.usefixtures("two_torch_threads")
-
-
-def plain_miqa_array(path) -> np.ndarray:
-    """The volume as MIQA feeds it: LPS+ (canonical RAS+ with axes 0 and 1 flipped), min-max scaled to 0..1."""
-    array = np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj, dtype=np.float64)[::-1, ::-1, :]
-    return ((array - array.min()) / (array.max() - array.min())).astype(np.float32)
-
-
-def plain_miqa_tiles(array: np.ndarray) -> list[np.ndarray]:
-    """MIQA's tiling written out: ceil(n/64) tiles per axis at round(k(n-64)/(steps-1)), short axes edge-padded."""
-    padded = np.pad(array, [(0, max(0, 64 - n)) for n in array.shape], mode="edge")
-    starts = []
-    for n in padded.shape:
-        steps = math.ceil(n / 64)
-        starts.append([round(k * (n - 64) / max(1, steps - 1)) for k in range(steps)])
-    return [padded[i:i + 64, j:j + 64, k:k + 64] for i in starts[0] for j in starts[1] for k in starts[2]]
 
 
 def test_tile_starts_follow_miqa_placement():
@@ -45,12 +28,12 @@ def test_tile_starts_follow_miqa_placement():
 
 def test_miqa_preprocessing_and_tiles_match_a_plain_reimplementation():
     image = preprocess(MIQA)({"image": str(IXI)})["image"]
-    expected = plain_miqa_array(IXI)
+    expected = miqa_reference.lps_array(IXI)
     assert tuple(image.shape[1:]) == (128, 128, 64)  # 56 slices padded at the end to one tile
     assert np.allclose(image[0, :, :, :56].numpy(), expected, atol=1e-6)
     assert np.allclose(image[0, :, :, 56:].numpy(), expected[:, :, -1:], atol=1e-6)
     ours = tiles(image, MIQA)
-    reference = plain_miqa_tiles(expected)
+    reference = miqa_reference.tiles(expected)
     assert ours.shape == (len(reference), 1, 64, 64, 64) == (4, 1, 64, 64, 64)
     for mine, theirs in zip(ours, reference):
         assert np.allclose(mine[0].numpy(), theirs, atol=1e-6)
