@@ -198,11 +198,11 @@ def test_one_ctrl_c_ends_an_inline_run_as_cancelled(make_app, database_url, tmp_
             assert run is not None
             process.send_signal(signal.SIGINT)
             started = time.monotonic()
-            output, _ = process.communicate(timeout=15)
+            output, _ = process.communicate(timeout=90)  # a loaded CI machine: the point is one Ctrl-C, not speed
             stopped_s = time.monotonic() - started
         finally:
             process.kill()
-        assert process.returncode != 0 and stopped_s < 10, output
+        assert process.returncode == 130 and stopped_s < 60, output
         assert "cancelled" in output
         db.session.expire_all()
         run = db.session.get(TrainingRun, run.id)
