@@ -45,7 +45,7 @@ def _qcloop(env, *args, timeout: int = 900):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, database_factory) -> dict[str, str]:
-    """An installation holding the demo's data and a registered champion."""
+    """An installation holding the demo's data, MIQA's network as champion and a trained challenger."""
     if not WEIGHTS.is_file():
         pytest.skip(f"MIQA's weights are not at {WEIGHTS}")
     env = _env(tmp_path_factory.mktemp("demo"), database_factory("backup_demo"))
@@ -54,6 +54,9 @@ def demo(tmp_path_factory, database_factory) -> dict[str, str]:
     assert built.returncode == 0, built.stderr
     registered = _qcloop(env, "models", "import-miqa", "--weights", str(WEIGHTS), "--project", "Demo brain QC")
     assert registered.returncode == 0, registered.stderr
+    trained = _qcloop(env, "train", "--project", "Demo brain QC", "--inline", "--epochs", "1", "--folds", "2",
+                      "--arch", "resnet_small")  # a real training run and its version: both must survive
+    assert trained.returncode == 0, trained.stderr
     return env
 
 
@@ -99,7 +102,9 @@ def test_backup_then_restore_into_an_empty_installation_keeps_everything(demo, t
     restored = _qcloop(fresh, "restore", str(target))
     assert restored.returncode == 0, restored.stderr
     assert f"{len(manifest['files'])} file(s) verified" in restored.stdout
-    assert _rows(fresh["DATABASE_URL"]) == _rows(demo["DATABASE_URL"])
+    rows = _rows(demo["DATABASE_URL"])
+    assert [row[2] for row in rows["training_runs"]] == ["succeeded"] and len(rows["model_versions"]) == 2
+    assert _rows(fresh["DATABASE_URL"]) == rows
     assert _registry(fresh) == _registry(demo)
     assert _files(Path(fresh["QCLOOP_DATA_ROOT"])) == _files(Path(demo["QCLOOP_DATA_ROOT"]))
     served = _qcloop(fresh, "predict", next(iter(Path(fresh["QCLOOP_DATA_ROOT"]).rglob("*.nii.gz"))).as_posix(),
