@@ -192,7 +192,9 @@ def test_one_ctrl_c_ends_an_inline_run_as_cancelled(make_app, database_url, tmp_
         db.session.remove()
         process = subprocess.Popen(
             [sys.executable, "-c", SLEEPING_TRAINING, "train", "--project", name, "--inline", "--epochs", "1"],
-            env=_env(app, database_url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            env=_env(app, database_url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            # as from a terminal: a suite started in the background (nohup, &) ignores SIGINT, and children inherit it
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             run = _run_with_mlflow(project_id)
             assert run is not None
