@@ -8,13 +8,12 @@ from app.api.bodies import json_object
 from app.api.pagination import PageArgs, paginate
 from app.auth.permissions import permission
 from app.services import projects, promotion, training
-from training.data import LABEL_RULES
 
 blp = Blueprint("training", __name__, description="Retraining runs on reviewer decisions")
 
 PROMOTE_BODY = {"application/json": {"schema": {"type": "object", "properties": {"force": {"type": "boolean"}}}}}
 SETTINGS_BODY = {"application/json": {"schema": {"type": "object", "additionalProperties": False, "properties": {
-    "label_rule": {"type": "string", "enum": list(LABEL_RULES)},
+    "label_rule": {"type": "string", "enum": list(training.label_rules())},
     "questionable": {"oneOf": [{"type": "string", "enum": ["exclude"]},
                                {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1}]},
     "min_labels_per_class": {"type": "integer", "minimum": projects.MIN_LABELS_RANGE[0],

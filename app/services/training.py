@@ -62,6 +62,21 @@ _PARAMS = {
 }
 
 
+def label_rules() -> tuple[str, ...]:
+    """How a scan's decisions settle into its label (the project setting ``label_rule``)."""
+    from training.data import LABEL_RULES
+
+    return LABEL_RULES
+
+
+def form_choices() -> dict[str, tuple[str, ...]]:
+    """What the Retrain form offers: the networks and the artifacts that can be synthesized."""
+    from models.networks import ARCHITECTURES
+    from training.transforms import SYNTHESIZABLE
+
+    return {"architectures": ARCHITECTURES, "synthesizable": SYNTHESIZABLE}
+
+
 def clean_params(project: Project, body: dict[str, Any]) -> dict[str, Any]:
     """The run's parameters with defaults filled in; InvalidInput names the first bad field."""
     if not isinstance(body, dict):

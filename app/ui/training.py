@@ -36,9 +36,6 @@ def _form_body(form) -> dict:
 @bp.get("/projects/<int:project_id>/training")
 @permission("project", "collaborator")
 def training_runs(project_id: int):
-    from models.networks import ARCHITECTURES
-    from training.transforms import SYNTHESIZABLE
-
     project = projects.get_project(project_id)
     runs = [training.run_json(run) for run in training.recent_runs(project_id, 50)]
     champions = promotion.champions(project_id)
@@ -47,7 +44,7 @@ def training_runs(project_id: int):
         run["promotion"] = promotion.promotion_preview(run, champions.get(version["registry_name"]) if version else None)
     return render_template("training/runs.html", project=project, counts=training.label_counts(project), runs=runs,
                            settings=projects.settings_of(project), is_admin=g.project_role == "admin",
-                           architectures=ARCHITECTURES, synthesizable=SYNTHESIZABLE,
+                           **training.form_choices(),
                            synthesis_probability=SYNTHESIS_PROBABILITY)
 
 
