@@ -3,9 +3,11 @@
 MIQA's way (``models/miqa_reference.py``, as ``miqa/learning/nn_inference.py`` runs it): each
 volume read, reoriented and min-max scaled, then its 64^3 tiles sent through the network one at
 a time, nothing kept.
-qcloop's engine: the version loaded once, tiles batched, preprocessed tensors cached on disk
-by file identity (an evaluation job after a promotion, or a second version with the same
-preprocessing, reads them back), torch threads from the setting.
+qcloop's engine as an evaluation job runs it (``Engine.score_files``): the version loaded once
+and traced, tiles batched, the next file read and preprocessed in a background thread while the
+network scores the current one, preprocessed tensors cached on disk by file identity (an
+evaluation job after a promotion, or a second version with the same preprocessing, reads them
+back), torch threads from the setting.
 
 Volumes: the MNI152 1 mm brain (197 x 233 x 189, 48 tiles) with different noise per copy, so
 each is its own file. Prints volumes per second of each way, their ratio (cold: the engine's
@@ -17,6 +19,7 @@ difference between the two ways' scores.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import shutil
 import sys
@@ -79,7 +82,8 @@ def main() -> None:
         timings, scores = [], None
         for _ in ("cold", "warm"):
             start = time.perf_counter()
-            scores = [engine.score(model, str(path), f"bench-{index}") for index, path in enumerate(paths)]
+            files = ((functools.partial(str, path), f"bench-{index}") for index, path in enumerate(paths))
+            scores = list(engine.score_files(model, files))
             timings.append(time.perf_counter() - start)
         difference = max(abs(ours[key] - theirs[key]) for ours, theirs in zip(scores, reference) for key in theirs)
     finally:

@@ -9,6 +9,7 @@ frames: the champion scores every frame it has not scored yet.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -162,17 +163,19 @@ def run_evaluation(params: dict[str, Any], ctx: jobs.JobContext) -> dict[str, An
                            f"registry: {err}") from err
     frames = _frames(model, params["scope"])
     counts = {"scored": 0, "failed": 0}
+    outcomes = engine().score_files(loaded, ((functools.partial(image_path, frame), frame.checksum)
+                                             for frame in frames))
     try:
-        for index, frame in enumerate(frames):
+        for index, (frame, outcome) in enumerate(zip(frames, outcomes)):
             row = Evaluation(model_version_id=model.id, scan_id=frame.scan_id, frame_id=frame.id, job_id=ctx.job_id,
                              state="pending", scores={})
-            try:
-                row.scores = project_scores(model, engine().score(loaded, image_path(frame), frame.checksum), entries)
-                counts["scored"] += 1
-            except Exception as err:  # noqa: BLE001 - one unreadable image is recorded, not the job's end
-                row.state, row.error = "failed", _reason(err)
+            if isinstance(outcome, Exception):  # one unreadable image is recorded, not the job's end
+                row.state, row.error = "failed", _reason(outcome)
                 counts["failed"] += 1
                 log.warning("evaluation job %s: frame %s not scored (%s)", ctx.job_id, frame.id, row.error)
+            else:
+                row.scores = project_scores(model, outcome, entries)
+                counts["scored"] += 1
             db.session.add(row)
             if (index + 1) % BATCH == 0 or index + 1 == len(frames):
                 db.session.commit()
