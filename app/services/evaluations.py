@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import exists, select, update
+from sqlalchemy import and_, exists, or_, select, update
 
 from app.db import Evaluation, Experiment, Frame, Job, ModelVersion, Project, Scan, User, db
 from app.services import jobs, review, vocabulary
@@ -238,11 +238,37 @@ def scan_suggestions(scans: list[Scan]) -> dict[int, dict[str, Any] | None]:
     return found
 
 
-def frame_suggestion(frame: Frame) -> dict[str, Any] | None:
-    """The champion's suggestion for this frame (its own evaluation, else its scan's)."""
-    project_id = frame.scan.experiment.project_id
-    evaluation = review.latest_evaluations(review.champion(project_id), [frame.scan_id], frame_id=frame.id)
-    return suggestion_json(evaluation.get(frame.scan_id))
+def frame_suggestions(frames: list[Frame]) -> dict[int, dict[str, Any] | None]:
+    """Frame id -> its project's champion's suggestion (the frame's own evaluation, else its scan's):
+    two queries per project on the page, not four per frame."""
+    found: dict[int, dict[str, Any] | None] = {frame.id: None for frame in frames}
+    projects = db.session.execute(select(Frame.id, Experiment.project_id).join(Scan, Frame.scan_id == Scan.id)
+                                  .join(Experiment, Scan.experiment_id == Experiment.id)
+                                  .where(Frame.id.in_(list(found)))).all()
+    by_project: dict[int, list[Frame]] = {}
+    frame_of = {frame.id: frame for frame in frames}
+    for frame_id, project_id in projects:
+        by_project.setdefault(project_id, []).append(frame_of[frame_id])
+    for project_id, members in by_project.items():
+        model = review.champion(project_id)
+        if model is None:
+            continue
+        scan_ids = {frame.scan_id for frame in members}
+        rows = db.session.scalars(
+            select(Evaluation).where(Evaluation.model_version_id == model.id, Evaluation.state == "scored",
+                                     or_(Evaluation.frame_id.in_([frame.id for frame in members]),
+                                         and_(Evaluation.frame_id.is_(None), Evaluation.scan_id.in_(scan_ids))))
+            .order_by(Evaluation.created_at.desc(), Evaluation.id.desc()))
+        own: dict[int, Evaluation] = {}
+        whole_scan: dict[int, Evaluation] = {}
+        for row in rows:
+            if row.frame_id is None:
+                whole_scan.setdefault(row.scan_id, row)
+            else:
+                own.setdefault(row.frame_id, row)
+        for frame in members:
+            found[frame.id] = suggestion_json(own.get(frame.id) or whole_scan.get(frame.scan_id))
+    return found
 
 
 def _suffix(head: bytes, filename: str) -> str:

@@ -163,3 +163,24 @@ def test_a_cancelled_evaluation_leaves_the_champions_suggestions_and_a_changed_v
     db.session.commit()
     refused = client.post(f"/api/v1/projects/{project.id}/evaluations", json={"scope": "all"}, headers=headers)
     assert refused.status_code == 400 and "no longer has (ghosting_motion)" in refused.get_json()["detail"]
+
+
+def test_frame_answers_carry_the_champions_suggestion_in_a_fixed_number_of_queries(app, client, factory):
+    from app.services import model_versions
+    from tests.app.test_review_pages import count_queries
+
+    admin = factory.user(superuser=True)
+    headers = token_headers(client, admin.username)
+    project = factory.project("Framed", creator=admin)
+    scans = [factory.scan(project, name=f"s{index}") for index in range(6)]
+    model_versions.import_miqa(project, SHARED_DATA / "miqa-weights" / "miqaT1-val0.pth", admin)
+    client.get("/api/v1/frames?limit=1", headers=headers)  # the token's first use of the day writes once
+    with count_queries() as few:
+        small = client.get("/api/v1/frames?limit=2", headers=headers).get_json()["results"]
+    with count_queries() as many:
+        large = client.get("/api/v1/frames?limit=6", headers=headers).get_json()["results"]
+    assert len(small) == 2 and len(large) == 6 == len(scans)
+    assert all(frame["suggestion"]["version"] == "1" and frame["suggestion"]["frame"] == frame["id"] for frame in large)
+    assert len(many) <= len(few), "queries grow with the number of frames (N+1)"
+    one = client.get(f"/api/v1/frames/{large[0]['id']}", headers=headers).get_json()
+    assert one["suggestion"] == large[0]["suggestion"]
