@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, event
+from sqlalchemy import JSON, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, event, false
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from app.db.base import UTCDateTime, db, utcnow
@@ -25,9 +25,18 @@ class Decision(db.Model):
     # The creator's project role when deciding: the tier rule reads it, later role changes don't.
     creator_role: Mapped[str | None] = mapped_column(String(20))
     note: Mapped[str] = mapped_column(String(NOTE_MAX_LENGTH), default="")
-    location_i: Mapped[int | None] = mapped_column(Integer)
-    location_j: Mapped[int | None] = mapped_column(Integer)
-    location_k: Mapped[int | None] = mapped_column(Integer)
+    # The point of interest as given: "voxel" (qcloop's reviews: an index of the original grid) or "world"
+    # (MIQA's viewer position in millimetres, LPS as ITK reads the file: floats, negative too).
+    location_i: Mapped[float | None] = mapped_column(Float)
+    location_j: Mapped[float | None] = mapped_column(Float)
+    location_k: Mapped[float | None] = mapped_column(Float)
+    location_space: Mapped[str | None] = mapped_column(String(5))
+    # An imported file's rows may point elsewhere on other frames: {"frame number": [i, j, k]}, same space.
+    frame_locations: Mapped[dict[str, list[float]] | None] = mapped_column(JSON)
+    # Artifact names an imported file gave that no entry of the vocabulary matched: {name: state}.
+    unmatched_artifacts: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    # The file gave no time: created_at is then the import's time (for order only) and exports leave it empty.
+    created_unknown: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     source: Mapped[str] = mapped_column(String(20), default="review")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
