@@ -1,23 +1,37 @@
-"""The sync cycle as a service: which files of a site's tree the default pattern and a custom one pick up."""
+"""The sync cycle as a service: which files of a site's tree the default patterns and custom ones take
+(flat folders, experiment/scan folders, BIDS-like trees, DICOM folders), what each file not taken is
+reported with, relative sources, and a failed sync that leaves nothing behind."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nrrd
 import numpy as np
 import pytest
 from flask import current_app
+from sqlalchemy import select
 
-from app.db import db
+from app.db import Frame, db
+from app.services import imaging
 from app.services.errors import InvalidInput
 from app.services.transfer import sync
 from tests.app.transfer_helpers import snapshot
+from tests.factories import write_dicom_series
+
+
+def _data() -> Path:
+    return Path(current_app.config["DATA_ROOT"])
+
+
+def _reasons(report: dict) -> dict[str, str]:
+    return {line["path"]: line["reason"] for line in report["skipped"]}
 
 
 def test_default_pattern_takes_nrrd_and_any_case(factory):
     project = factory.project("Site")
     db.session.commit()
-    root = Path(current_app.config["DATA_ROOT"]) / "repo"
+    root = _data() / "repo"
     factory.nifti("repo/visit1/sub-01_T1_0.nii.gz", shape=(8, 8, 8))
     factory.nifti("repo/visit1/sub-01_T1_1.NII.GZ", shape=(8, 8, 8))
     (root / "visit2").mkdir(parents=True)
@@ -29,6 +43,8 @@ def test_default_pattern_takes_nrrd_and_any_case(factory):
     db.session.commit()
     assert sorted(report["added"]) == ["repo/visit1/sub-01_T1_0.nii.gz", "repo/visit1/sub-01_T1_1.NII.GZ",
                                        "repo/visit2/sub-02_t2.nrrd"]
+    assert list(_reasons(report)) == ["visit2/sub-02_t2.json"]
+    assert _reasons(report)["visit2/sub-02_t2.json"].startswith("not an image file (qcloop reads NIfTI")
     scans = snapshot()["Site"]["experiments"]
     assert scans["visit1"]["scans"]["sub-01"]["frames"] == {0: "repo/visit1/sub-01_T1_0.nii.gz",
                                                             1: "repo/visit1/sub-01_T1_1.NII.GZ"}
@@ -38,21 +54,149 @@ def test_default_pattern_takes_nrrd_and_any_case(factory):
     again = sync.sync(project, root)
     db.session.commit()
     assert again["added"] == [] and again["summary"] is None and Path(again["backup"]).is_file()
+    assert again["known"] == 3 and list(_reasons(again)) == ["visit2/sub-02_t2.json"]
 
 
-def test_custom_pattern_and_a_frame_that_is_not_a_number(factory):
+def test_custom_patterns_with_subject_and_session_and_a_frame_that_is_not_a_number(factory):
     project = factory.project("Site")
     db.session.commit()
-    root = Path(current_app.config["DATA_ROOT"]) / "bids"
+    root = _data() / "bids"
     factory.nifti("bids/sub-01/ses-1/anat/sub-01_ses-1_run-1_T1w.nii.gz", shape=(8, 8, 8))
     factory.nifti("bids/sub-01/ses-1/anat/sub-01_ses-1_run-x_T1w.nii.gz", shape=(8, 8, 8))
-    pattern = r"^(?P<scan>sub-[^/]+)/(?P<experiment>ses-[^/]+)/anat/.*_run-(?P<frame>[^_]+)_T1w\.nii\.gz$"
+    pattern = r"^(?P<subject>sub-[^/]+)/(?P<session>ses-[^/]+)/anat/.*_run-(?P<frame>[^_]+)_(?P<scan>T1w)\.nii\.gz$"
 
-    report = sync.sync(project, root, pattern)
+    report = sync.sync(project, root, [pattern])
     db.session.commit()
     assert report["added"] == ["bids/sub-01/ses-1/anat/sub-01_ses-1_run-1_T1w.nii.gz"]
-    assert report["skipped"] == ["sub-01/ses-1/anat/sub-01_ses-1_run-x_T1w.nii.gz: frame 'x' is not a whole number"]
-    assert snapshot()["Site"]["experiments"]["ses-1"]["scans"]["sub-01"]["frames"] == {
-        1: "bids/sub-01/ses-1/anat/sub-01_ses-1_run-1_T1w.nii.gz"}
-    with pytest.raises(InvalidInput, match="named group"):
-        sync.sync(project, root, r"(?P<scan>.*)")
+    assert report["skipped"] == [{"path": "sub-01/ses-1/anat/sub-01_ses-1_run-x_T1w.nii.gz",
+                                  "reason": "frame 'x' is not a whole number"}]
+    scan = snapshot()["Site"]["experiments"]["sub-01_ses-1"]["scans"]["T1w"]
+    assert scan["frames"] == {1: "bids/sub-01/ses-1/anat/sub-01_ses-1_run-1_T1w.nii.gz"}
+    assert (scan["subject"], scan["session"], scan["type"]) == ("sub-01", "ses-1", "T1")
+    with pytest.raises(InvalidInput, match="named group scan"):
+        sync.sync(project, root, r"(?P<experiment>.*)")
+    with pytest.raises(InvalidInput, match="not a regular expression"):
+        sync.sync(project, root, r"(?P<scan>")
+
+
+def test_a_flat_folder_and_what_it_skips(factory):
+    project = factory.project("Flat")
+    db.session.commit()
+    for name in ("sub-01_T1.nii.gz", "sub-02_T2_1.nii.gz", "sub-03.nii", "sub-04_FLAIR.nii.gz"):
+        factory.nifti(f"lab/visit3/{name}", shape=(8, 8, 8))
+    root = _data() / "lab" / "visit3"
+    (root / "protocol.pdf").write_bytes(b"%PDF-1.4")
+    (root / ".DS_Store").write_bytes(b"\0")
+    (root / "broken.nii.gz").write_bytes(b"not gzip at all")
+    (root / "deeper" / "and" / "deeper").mkdir(parents=True)
+    factory.nifti("lab/visit3/deeper/and/deeper/x.nii.gz", shape=(8, 8, 8))
+
+    report = sync.sync(project, root)
+    db.session.commit()
+    assert sorted(report["added"]) == ["lab/visit3/sub-01_T1.nii.gz", "lab/visit3/sub-02_T2_1.nii.gz",
+                                       "lab/visit3/sub-03.nii", "lab/visit3/sub-04_FLAIR.nii.gz"]
+    experiment = snapshot()["Flat"]["experiments"]["visit3"]["scans"]  # the source folder names the experiment
+    assert {name: (scan["type"], list(scan["frames"])) for name, scan in experiment.items()} == {
+        "sub-01": ("T1", [0]), "sub-02": ("T2", [1]), "sub-03": ("T1", [0]), "sub-04": ("FLAIR", [0])}
+    reasons = _reasons(report)
+    assert sorted(reasons) == [".DS_Store", "broken.nii.gz", "deeper/and/deeper/x.nii.gz", "protocol.pdf"]
+    assert reasons[".DS_Store"] == "hidden file"
+    assert reasons["protocol.pdf"].startswith("not an image file")
+    assert "broken.nii.gz" in reasons["broken.nii.gz"] and "NIfTI" in reasons["broken.nii.gz"]
+    assert reasons["deeper/and/deeper/x.nii.gz"].startswith("matches no pattern (default patterns: bids, ")
+
+
+def test_a_bids_like_tree(factory):
+    project = factory.project("Bids")
+    db.session.commit()
+    for relative in ("sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz", "sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz",
+                     "sub-01/ses-1/dwi/sub-01_ses-1_dwi.nii.gz",
+                     "sub-01/ses-1/func/sub-01_ses-1_task-rest_run-1_bold.nii.gz",
+                     "sub-02/anat/sub-02_T2w.nii.gz", "sub-02/anat/sub-02_acq-fast_T1w.nii.gz"):
+        factory.nifti(f"study/{relative}", shape=(8, 8, 8))
+    root = _data() / "study"
+    (root / "participants.tsv").write_text("participant_id\nsub-01\nsub-02\n")
+    (root / "sub-01" / "ses-1" / "anat" / "sub-01_ses-1_T1w.json").write_text("{}")
+    (root / "sub-01" / "ses-1" / "dwi" / "sub-01_ses-1_dwi.bval").write_text("0 1000\n")
+
+    report = sync.sync(project, root)
+    db.session.commit()
+    assert len(report["added"]) == 6
+    experiments = snapshot()["Bids"]["experiments"]
+    described = {(experiment, name): (scan["type"], scan["subject"], scan["session"])
+                 for experiment, body in experiments.items() for name, scan in body["scans"].items()}
+    assert described == {
+        ("sub-01_ses-1", "T1w"): ("T1", "sub-01", "ses-1"),
+        ("sub-01_ses-1", "FLAIR"): ("FLAIR", "sub-01", "ses-1"),
+        ("sub-01_ses-1", "dwi"): ("DWI", "sub-01", "ses-1"),
+        ("sub-01_ses-1", "task-rest_run-1_bold"): ("FMRI", "sub-01", "ses-1"),
+        ("sub-02", "T2w"): ("T2", "sub-02", None),
+        ("sub-02", "acq-fast_T1w"): ("T1", "sub-02", None)}
+    assert sorted(_reasons(report)) == ["participants.tsv", "sub-01/ses-1/anat/sub-01_ses-1_T1w.json",
+                                        "sub-01/ses-1/dwi/sub-01_ses-1_dwi.bval"]
+    assert all(reason.startswith("not an image file") for reason in _reasons(report).values())
+
+
+def test_a_dicom_folder_is_one_frame(factory):
+    project = factory.project("Dicom")
+    db.session.commit()
+    root = _data() / "scanner"
+    volume = np.random.default_rng(3).integers(0, 500, (5, 9, 11)).astype(np.int16)
+    write_dicom_series(root / "visit1" / "sub-01_T2", volume, "1.2.826.0.1.3680043.2.1125.1.77")
+    write_dicom_series(root / "visit1" / "sub-02", volume, "1.2.826.0.1.3680043.2.1125.1.78", name="IM{z:04d}")
+    (root / "visit1" / "sub-02" / "notes.txt").write_text("acquired twice")
+
+    report = sync.sync(project, root)
+    db.session.commit()
+    assert sorted(report["added"]) == ["scanner/visit1/sub-01_T2/slice000.dcm", "scanner/visit1/sub-02/IM0000"]
+    assert report["skipped"] == [{"path": "visit1/sub-02/notes.txt",
+                                  "reason": f"not an image file (qcloop reads {imaging.SUPPORTED})"}]
+    scans = snapshot()["Dicom"]["experiments"]["visit1"]["scans"]
+    assert scans["sub-01"]["type"] == "T2" and scans["sub-02"]["frames"] == {0: "scanner/visit1/sub-02/IM0000"}
+    frame = db.session.scalar(select(Frame).where(Frame.file_location == "scanner/visit1/sub-01_T2/slice000.dcm"))
+    assert frame.shape == [11, 9, 5]  # the whole series, not one slice
+
+    again = sync.sync(project, root)
+    assert again["added"] == [] and again["known"] == 2
+
+
+def test_a_relative_source_is_the_same_as_an_absolute_one(factory, monkeypatch):
+    project = factory.project("Rel")
+    db.session.commit()
+    factory.nifti("site/visit1/sub-01_T1.nii.gz", shape=(8, 8, 8))
+    factory.nifti("site/visit1/sub-02_T1.nii.gz", shape=(8, 8, 8))
+    monkeypatch.chdir(_data().parent)
+
+    report = sync.sync(project, Path("data/site"))
+    db.session.commit()
+    assert sorted(report["added"]) == ["site/visit1/sub-01_T1.nii.gz", "site/visit1/sub-02_T1.nii.gz"]
+    assert report["skipped"] == []
+    again = sync.sync(project, Path("data/site"))
+    assert again["added"] == [] and again["skipped"] == [] and again["known"] == 2
+    assert sync.sync(project, _data() / "site")["known"] == 2
+
+
+def test_a_failed_sync_leaves_nothing_behind(factory):
+    project = factory.project("Fails")
+    db.session.commit()
+    factory.nifti("tree/visit1/sub-01_T1.nii.gz", shape=(8, 8, 8))
+    root = _data() / "tree"
+    folder = sync.sync_folder(project)
+    long_folder = "s" * 130
+    factory.nifti(f"tree/e/{long_folder}/{long_folder}/x.nii.gz", shape=(8, 8, 8))
+    pattern = r"^(?P<experiment>[^/]+)/(?P<scan>.+)\.nii\.gz$"  # this scan name is longer than 255 characters
+
+    with pytest.raises(InvalidInput):
+        sync.sync(project, root, pattern)
+    db.session.rollback()
+    assert not folder.exists()  # not even the sync folder of a first sync
+
+    first = sync.sync(project, root)
+    db.session.commit()
+    before = Path(first["export"]).read_bytes()
+    with pytest.raises(InvalidInput):
+        sync.sync(project, root, pattern)
+    db.session.rollback()
+    assert sorted(os.listdir(folder)) == ["export.csv", Path(first["rows_file"]).name]
+    assert Path(first["export"]).read_bytes() == before
+    assert snapshot()["Fails"]["experiments"].keys() == {"visit1"}

@@ -1,129 +1,320 @@
-"""The repository sync cycle: export the project's state (keeping the previous export as a
-timestamped backup), find image files in the site's tree that no frame points at yet, write
-them as MIQA CSV rows and import those in merge mode (committed, with a "frames.checksum" job for the
-new files). Run twice, the second run adds nothing."""
+"""The repository sync cycle: find image files in a site's tree that no frame points at yet, import
+them in merge mode (with a "frames.checksum" job for the new files once the caller commits), and keep
+the project's state before the sync as an export (the previous export kept as a timestamped backup).
+Run twice, the second run adds nothing.
+
+Paths relative to the source are matched against patterns with named groups ``experiment``, ``scan``,
+``type``, ``frame``, ``subject`` and ``session``; the first pattern that matches decides. Without
+``experiment`` a file's experiment is ``<subject>_<session>`` (what it has of them), else the source
+folder's name. A folder holding DICOM files is one frame (its series), matched as its path with a
+trailing ``/``. Every file not taken is reported with the reason; a sync that fails leaves no file
+behind and changes no export.
+"""
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from flask import current_app
 from sqlalchemy import select
 from werkzeug.utils import secure_filename
 
 from app.db import Experiment, Frame, Project, Scan, db
+from app.services import imaging
 from app.services.errors import InvalidInput
-from app.services.transfer import exporter, importer, miqa_csv, tasks
+from app.services.transfer import exporter, importer
 from app.services.transfer.csvfile import CsvSink
-from app.services.transfer.model import SCAN_TYPES
-from app.storage import Roots, StorageError, relative_location, resolve
+from app.services.transfer.files import FileChecker
+from app.services.transfer.model import SCAN_TYPE_MAX, SCAN_TYPES
+from app.storage import LocalLocation, Roots, StorageError, relative_location
 
-# <experiment>/<scan>[_<type>][_<frame>].<nii, nii.gz, nrrd or nhdr>, e.g. visit1/sub-01_T1_0.nii.gz,
-# visit1/sub-01_t2.nrrd or visit1/sub-01.nii (type and extension in any case)
-DEFAULT_PATTERN = (r"^(?P<experiment>[^/]+)/(?P<scan>[^/]+?)(?:_(?P<type>(?i:"
-                   + "|".join(map(re.escape, SCAN_TYPES)) + r")))?(?:_(?P<frame>\d+))?(?i:\.nii(?:\.gz)?|\.nrrd|\.nhdr)$")
+# BIDS suffixes and the scan type each is imported as.
+BIDS_SUFFIXES = {"T1w": "T1", "T2w": "T2", "FLAIR": "FLAIR", "dwi": "DWI", "bold": "FMRI"}
+GROUPS = ("experiment", "scan", "type", "frame", "subject", "session")
+_TYPE = "(?i:" + "|".join(map(re.escape, sorted({*SCAN_TYPES, *BIDS_SUFFIXES}, key=len, reverse=True))) + ")"
+_IMAGE_SUFFIXES = tuple(sorted(imaging.NIFTI_SUFFIXES + imaging.NRRD_SUFFIXES, key=len, reverse=True))
+# An image file's extension, or the "/" that ends a DICOM folder's path.
+_END = "(?:(?i:" + "|".join(map(re.escape, _IMAGE_SUFFIXES)) + ")|/)$"
+
+# The default patterns, tried in this order (the first that matches a path decides).
+DEFAULT_PATTERNS = {
+    # sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz (session optional): experiment sub-01_ses-1, scan T1w
+    # (with its other entities, e.g. acq-fast_run-1_T1w), the suffix mapped by BIDS_SUFFIXES.
+    "bids": (r"^(?P<subject>sub-[A-Za-z0-9]+)/(?:(?P<session>ses-[A-Za-z0-9]+)/)?[A-Za-z0-9]+/"
+             r"(?P=subject)(?:_(?P=session))?_(?P<scan>(?:[A-Za-z0-9]+-[A-Za-z0-9]+_)*(?P<type>[A-Za-z0-9]+))"
+             + _END),
+    # visit1/sub-01_T1_0.nii.gz, visit1/sub-01_t2.nrrd, visit1/sub-01.nii, visit1/sub-01_T1/ (DICOM)
+    "experiment/scan": (r"^(?P<experiment>[^/]+)/(?P<scan>[^/]+?)(?:_(?P<type>" + _TYPE + r"))?"
+                        r"(?:_(?P<frame>\d+))?" + _END),
+    # MIQA's samples: IXI002/0828-DTI/IXI002-Guys-0828-DTI-01.nii.gz (the scan folder's last word is its type
+    # when it is one; a trailing -N or _N numbers the frame)
+    "experiment/scan/frame": (r"^(?P<experiment>[^/]+)/(?P<scan>(?:[^/]*[-_])?(?P<type>" + _TYPE + r")(?=/)|[^/]+)/"
+                              r"(?:[^/]*[-_](?P<frame>\d+)|[^/]+)" + _END),
+    # sub-01_T1.nii.gz directly in the source folder (experiment: the source folder's name)
+    "flat": r"^(?P<scan>[^/]+?)(?:_(?P<type>" + _TYPE + r"))?(?:_(?P<frame>\d+))?" + _END,
+}
+_DEFAULTS = [re.compile(text) for text in DEFAULT_PATTERNS.values()]
+DICOM_PREAMBLE = (128, b"DICM")
 
 
-def _pattern(text: str | None) -> re.Pattern:
-    try:
-        pattern = re.compile(text or DEFAULT_PATTERN)
-    except re.error as err:
-        raise InvalidInput(f"pattern is not a regular expression: {err}", field="pattern") from err
-    missing = {"experiment", "scan"} - set(pattern.groupindex)
-    if missing:
-        raise InvalidInput(f"pattern needs the named group(s) {', '.join(sorted(missing))} "
-                           "(and may name type and frame)", field="pattern")
-    return pattern
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A candidate frame: an image file, or a folder of DICOM files (``relative`` ends with "/")."""
+
+    relative: str
+    path: Path
+    stored: Path  # the file the frame names: the image, or the DICOM folder's first file
+
+
+@dataclass
+class NewScan:
+    type: str | None
+    subject: str | None
+    session: str | None
+    first: str
+
+
+@dataclass
+class Found:
+    rows: list[tuple[str, str, int, str, str]] = field(default_factory=list)  # experiment, scan, frame, location
+    scans: dict[tuple[str, str], NewScan] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    known: int = 0
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped.append({"path": path, "reason": reason})
+
+
+def compile_patterns(texts: str | Iterable[str] | None) -> list[re.Pattern]:
+    """The user's patterns (one or several, tried in order), or the default ones."""
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = [text for text in (texts or []) if text]
+    if not texts:
+        return _DEFAULTS
+    compiled = []
+    for text in texts:
+        try:
+            pattern = re.compile(text)
+        except re.error as err:
+            raise InvalidInput(f"pattern {text!r} is not a regular expression: {err}", field="pattern") from err
+        if "scan" not in pattern.groupindex:
+            raise InvalidInput(f"pattern {text!r} needs the named group scan (and may name "
+                               f"{', '.join(name for name in GROUPS if name != 'scan')})", field="pattern")
+        compiled.append(pattern)
+    return compiled
+
+
+def scan_type(value: str) -> str | None:
+    """A type as qcloop stores it: MIQA's spelling of its types, BIDS suffixes mapped, others as given
+    (None when too long for the column)."""
+    for known in SCAN_TYPES:
+        if value.lower() == known.lower():
+            return known
+    for suffix, known in BIDS_SUFFIXES.items():
+        if value.lower() == suffix.lower():
+            return known
+    return value if len(value) <= SCAN_TYPE_MAX else None
 
 
 def sync_folder(project: Project) -> Path:
     return Path(current_app.config["INSTANCE_PATH"]) / "sync" / (secure_filename(project.name) or f"project{project.id}")
 
 
-def _known(project: Project, roots: Roots) -> tuple[set[str], set[tuple[str, str, int]]]:
-    """Resolved locations of the project's frames, and its (experiment, scan, frame) slots."""
-    locations, slots = set(), set()
+def _is_dicom(path: Path) -> bool:
+    """A DICOM file: by its extension, or (without an image extension) by the "DICM" preamble."""
+    name = path.name.lower()
+    if name.endswith(imaging.DICOM_SUFFIXES):
+        return True
+    if name.endswith(_IMAGE_SUFFIXES):
+        return False
+    offset, magic = DICOM_PREAMBLE
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
+def _items(source: Path, found: Found) -> Iterator[Item]:
+    """Image files and DICOM folders under ``source``, in name order; what is not one is reported."""
+    for folder, folders, files in os.walk(source):
+        here = Path(folder)
+        prefix = "" if here == source else here.relative_to(source).as_posix() + "/"
+        for name in sorted(folders):
+            if name.startswith("."):
+                found.skip(prefix + name + "/", "hidden folder, not searched")
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        dicom = [name for name in sorted(files) if _is_dicom(here / name)]
+        if dicom:
+            if prefix:
+                yield Item(prefix, here, here / dicom[0])
+            else:
+                for name in dicom:
+                    found.skip(name, "a DICOM file directly in the source folder (give each series its own folder)")
+        for name in sorted(set(files) - set(dicom)):
+            relative = prefix + name
+            lower = name.lower()
+            if name.startswith("."):
+                found.skip(relative, "hidden file")
+            elif lower.endswith(_IMAGE_SUFFIXES):
+                yield Item(relative, here / name, here / name)
+            elif lower.endswith((".raw", ".raw.gz")) and any(
+                    (here / (name[: -len(ext)] + ".nhdr")).exists() for ext in (".raw", ".raw.gz")
+                    if lower.endswith(ext)):
+                found.skip(relative, "data file of a detached NRRD header (.nhdr): the header is the frame")
+            else:
+                found.skip(relative, f"not an image file (qcloop reads {imaging.SUPPORTED})")
+
+
+def _known(project: Project, checker: FileChecker) -> tuple[set[str], set[tuple[str, str, int]], set[tuple[str, str]]]:
+    """Resolved locations of the project's frames (and the folders of its DICOM frames), its
+    (experiment, scan, frame) slots and its (experiment, scan) names."""
+    locations, slots, scans = set(), set(), set()
     for experiment, scan, number, location in db.session.execute(
             select(Experiment.name, Scan.name, Frame.frame_number, Frame.file_location)
             .join(Scan, Scan.id == Frame.scan_id).join(Experiment, Experiment.id == Scan.experiment_id)
             .where(Experiment.project_id == project.id)):
         slots.add((experiment, scan, number))
-        try:
-            locations.add(str(resolve(location, roots)))
-        except StorageError:
+        resolved = checker.resolve(location, project.id)
+        if isinstance(resolved, LocalLocation):
+            locations.add(str(resolved.path))
+            if resolved.path.is_dir() or _is_dicom(resolved.path):
+                locations.add(str(resolved.path if resolved.path.is_dir() else resolved.path.parent) + "/")
+    for experiment, scan in db.session.execute(
+            select(Experiment.name, Scan.name).join(Scan, Scan.experiment_id == Experiment.id)
+            .where(Experiment.project_id == project.id)):
+        scans.add((experiment, scan))
+    return locations, slots, scans
+
+
+def _experiment(groups: dict[str, str | None], source: Path) -> str:
+    if groups.get("experiment"):
+        return groups["experiment"]
+    named = "_".join(groups[name] for name in ("subject", "session") if groups.get(name))
+    return named or source.name
+
+
+def _find(project: Project, source: Path, patterns: list[re.Pattern], roots: Roots) -> Found:
+    found = Found()
+    checker = FileChecker(roots, "error")
+    known, slots, existing_scans = _known(project, checker)
+    taken: dict[tuple[str, str, int], str] = {}
+    for item in _items(source, found):
+        real = os.path.realpath(item.path) + ("/" if item.relative.endswith("/") else "")
+        if real in known or os.path.realpath(item.stored) in known:
+            found.known += 1
             continue
-    return locations, slots
+        match = next((m for m in (p.search(item.relative) for p in patterns) if m is not None), None)
+        if match is None:
+            found.skip(item.relative, "matches no pattern" + (
+                f" (default patterns: {', '.join(DEFAULT_PATTERNS)})" if patterns == _DEFAULTS else ""))
+            continue
+        groups = {name: (value.strip() if isinstance(value, str) else None) or None
+                  for name, value in match.groupdict().items()}
+        frame = groups.get("frame") or "0"
+        if not frame.isdigit():
+            found.skip(item.relative, f"frame {frame!r} is not a whole number")
+            continue
+        kind = scan_type(groups["type"]) if groups.get("type") else None
+        if groups.get("type") and kind is None:
+            found.skip(item.relative, f"scan type is longer than {SCAN_TYPE_MAX} characters")
+            continue
+        if not groups.get("scan"):
+            found.skip(item.relative, "the pattern's scan group is empty")
+            continue
+        slot = (_experiment(groups, source), groups["scan"], int(frame))
+        if slot in slots:
+            found.skip(item.relative, f"{slot[0]}/{slot[1]} already has a frame {slot[2]} (another file)")
+            continue
+        if slot in taken:
+            found.skip(item.relative, f"frame {slot[2]} of {slot[0]}/{slot[1]} is taken by {taken[slot]}")
+            continue
+        resolved = checker.resolve(str(item.path), project.id)
+        if isinstance(resolved, str):
+            found.skip(item.relative, resolved)
+            continue
+        checked = checker.check(resolved)
+        if checked.problem:
+            found.skip(item.relative, checked.problem)
+            continue
+        scan_key = slot[:2]
+        if scan_key not in existing_scans:
+            first = found.scans.get(scan_key)
+            if first is None:
+                found.scans[scan_key] = NewScan(kind, groups.get("subject"), groups.get("session"), item.relative)
+            elif kind and first.type and kind != first.type:
+                found.skip(item.relative, f"scan type {kind} differs from {first.type} of {first.first} "
+                                          f"(the same scan {slot[0]}/{slot[1]})")
+                continue
+        taken[slot] = item.relative
+        found.rows.append((*slot, relative_location(item.stored, roots)))
+    return found
 
 
-def sync(project: Project, source: Path, pattern: str | None = None,
+def _rows_text(project: Project, found: Found) -> str:
+    """The new frames as qcloop CSV records (which, unlike MIQA's CSV, carry any scan type)."""
+    columns = ["record", "project_name", "experiment_name", "scan_name", "frame_number", "file_location",
+               "scan_type", "subject_id", "session_id"]
+    sink = CsvSink()
+    sink.row(columns)
+    for (experiment, scan), new in found.scans.items():
+        sink.row(["scan", project.name, experiment, scan, None, None, new.type, new.subject, new.session])
+    for experiment, scan, number, location in found.rows:
+        sink.row(["frame", project.name, experiment, scan, number, location, None, None, None])
+    return sink.drain()
+
+
+def sync(project: Project, source: Path, patterns: str | Iterable[str] | None = None,
          progress: importer.Progress = importer._no_progress) -> dict[str, Any]:
-    """One cycle; returns the export path, its backup, the new rows file and what was added."""
-    regex = _pattern(pattern)
+    """One cycle; returns the export path, its backup, the new rows file, what was added and what was
+    skipped (path and reason each). Nothing is written when it fails; the caller commits."""
+    compiled = compile_patterns(patterns)
     roots = Roots.from_config()
-    source = Path(source)
+    source = Path(os.path.abspath(source))  # relative to the working folder, as any command-line path
     if not source.is_dir():
         raise InvalidInput(f"source {source} is not a folder", field="source")
     try:
         relative_location(source, roots)
     except StorageError as err:
         raise InvalidInput(f"source {source} is outside the data root and allowed roots", field="source") from err
+    progress(0.05, f"looking for new files under {source}")
+    found = _find(project, source, compiled, roots)
     folder = sync_folder(project)
-    folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    current, backup = folder / "export.csv", None
-    if current.exists():
-        backup = folder / f"export-{stamp}.csv"
-        os.replace(current, backup)
-    progress(0.05, "exporting the current state")
-    exporter.export_to_file("csv", [project.id], current)
-    known, slots = _known(project, roots)
-    rows, skipped = [], []
-    progress(0.3, f"looking for new files under {source}")
-    for folder_path, folders, files in os.walk(source):
-        folders.sort()
-        for name in sorted(files):
-            path = Path(folder_path) / name
-            relative = path.relative_to(source).as_posix()
-            match = regex.search(relative)
-            if match is None:
-                continue
-            try:
-                resolved = str(resolve(str(path), roots))
-            except StorageError as err:
-                skipped.append(f"{relative}: {err}")
-                continue
-            if resolved in known:
-                continue
-            groups = match.groupdict()
-            frame = (groups.get("frame") or "0").strip()
-            if not frame.isdigit():
-                skipped.append(f"{relative}: frame {frame!r} is not a whole number")
-                continue
-            slot = (groups["experiment"], groups["scan"], int(frame))
-            if slot in slots:
-                skipped.append(f"{relative}: frame {slot[2]} of {slot[0]}/{slot[1]} already exists")
-                continue
-            slots.add(slot)
-            known.add(resolved)
-            rows.append([project.name, slot[0], slot[1], groups.get("type") or "T1", slot[2],
-                         relative_location(path, roots)])
-    report: dict[str, Any] = {"export": str(current), "backup": str(backup) if backup else None, "rows_file": None,
-                              "added": [row[5] for row in rows], "skipped": skipped, "summary": None}
-    if not rows:
-        progress(1.0, "nothing new")
-        return report
-    rows_file = folder / f"new-{stamp}.csv"
-    sink = CsvSink()
-    sink.row(miqa_csv.REQUIRED)
-    for row in rows:
-        sink.row(row)
-    rows_file.write_text(sink.drain(), encoding="utf-8")
-    report["rows_file"] = str(rows_file)
-    report["summary"] = importer.import_file(
-        rows_file, project=project, mode="merge", actor=None,
-        progress=lambda fraction, message: progress(0.4 + 0.6 * fraction, message))
-    tasks.frames_added(report["summary"])
+    current = folder / "export.csv"
+    backup = folder / f"export-{stamp}.csv" if current.exists() else None
+    rows_file = folder / f"new-{stamp}.csv" if found.rows else None
+    report: dict[str, Any] = {
+        "export": str(current), "backup": str(backup) if backup else None,
+        "rows_file": str(rows_file) if rows_file else None, "added": [row[3] for row in found.rows],
+        "skipped": found.skipped, "known": found.known, "summary": None}
+    created_folder = not folder.exists()
+    staged: list[Path] = []
+    try:
+        progress(0.3, "exporting the current state")
+        staged.append(exporter.export_to_file("csv", [project.id], folder / f".export-{stamp}.partial"))
+        if rows_file is not None:
+            staged.append(folder / f".new-{stamp}.partial")
+            staged[-1].write_text(_rows_text(project, found), encoding="utf-8")
+            report["summary"] = importer.import_file(
+                staged[-1], project=project, mode="merge", actor=None, filename=rows_file.name,
+                progress=lambda fraction, message: progress(0.4 + 0.6 * fraction, message))
+        if backup is not None:
+            os.replace(current, backup)
+        os.replace(staged[0], current)
+        if rows_file is not None:
+            os.replace(staged[1], rows_file)
+    except BaseException:
+        for path in staged:
+            path.unlink(missing_ok=True)
+        if created_folder and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+    progress(1.0, f"added {len(found.rows)} file(s)" if found.rows else "nothing new")
     return report
