@@ -40,6 +40,7 @@ def _run(project, token: str | None, filename: str | None):
     """Start (or preview) an import and show its outcome; a refused file lists its problems."""
     mode = request.form.get("mode", "merge")
     dry_run = request.form.get("dry_run") == "on"
+    add_unknown = request.form.get("add_unknown_artifacts") == "on"
     try:
         if token is None:
             upload = request.files.get("file")
@@ -48,7 +49,7 @@ def _run(project, token: str | None, filename: str | None):
                 return redirect(_here(project))
             token, filename = tasks.stash_upload(upload.stream, upload.filename), upload.filename
         summary, job = tasks.start_import(token, project=project, mode=mode, dry_run=dry_run, actor=current_user,
-                                          filename=filename)
+                                          filename=filename, add_unknown_artifacts=add_unknown)
     except (ServiceError, StorageError) as err:
         message = getattr(err, "message", str(err))
         flash(f"Nothing imported: {message.splitlines()[0]}", "error")

@@ -48,7 +48,9 @@ def _stash() -> tuple[str, str]:
 _IMPORT_FILE = {"type": "object", "required": ["file"], "properties": {
     "file": {"type": "string", "format": "binary", "description": "MIQA CSV/JSON or qcloop full CSV/JSON"},
     "mode": {"type": "string", "enum": ["merge", "replace"], "default": "merge"},
-    "dry_run": {"type": "boolean", "default": False}}}
+    "dry_run": {"type": "boolean", "default": False},
+    "add_unknown_artifacts": {"type": "boolean", "default": False, "description":
+                              "add artifact names the vocabulary lacks (default: keep them as unmatched tags)"}}}
 IMPORT_BODY = {"multipart/form-data": {"schema": _IMPORT_FILE}, "text/csv": {"schema": {"type": "string"}}}
 EXPORT_BODY = {"application/json": {"schema": {"type": "object", "properties": {
     "format": {"type": "string", "enum": list(exporter.FORMATS), "default": "miqa-csv"}}}}}
@@ -69,7 +71,8 @@ def _import_answers(view):
 def _start(project):
     token, filename = _stash()
     summary, job = tasks.start_import(token, project=project, mode=_option("mode", "merge"),
-                                      dry_run=_flag("dry_run"), actor=current_user, filename=filename)
+                                      dry_run=_flag("dry_run"), actor=current_user, filename=filename,
+                                      add_unknown_artifacts=_flag("add_unknown_artifacts"))
     if job is not None:
         url = f"/api/v1/jobs/{job.id}" if project is not None else f"/api/v1/global/jobs/{job.id}"
         return {"job": tasks.job_json(job), "url": url}, 202
@@ -102,7 +105,8 @@ def _stream(fmt: str, project_ids: list[int], stem: str) -> Response:
 def import_project(project_id: int):
     """Import a MIQA CSV/JSON or qcloop full CSV/JSON file into this project.
 
-    Multipart field ``file``; options ``mode`` (merge|replace) and ``dry_run``. Small files answer
+    Multipart field ``file``; options ``mode`` (merge|replace), ``dry_run`` and ``add_unknown_artifacts``
+    (artifact names the vocabulary lacks become entries; otherwise unmatched tags). Small files answer
     at once with what was (or would be) added, changed and archived; large ones answer 202 with
     the job to poll. Any problem refuses the whole file (400, each error names row and field).
     """

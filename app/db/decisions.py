@@ -25,8 +25,8 @@ class Decision(db.Model):
     # The creator's project role when deciding: the tier rule reads it, later role changes don't.
     creator_role: Mapped[str | None] = mapped_column(String(20))
     note: Mapped[str] = mapped_column(String(NOTE_MAX_LENGTH), default="")
-    # The point of interest as given: "voxel" (qcloop's reviews: an index of the original grid) or "world"
-    # (MIQA's viewer position in millimetres, LPS as ITK reads the file: floats, negative too).
+    # The point of interest as given: a voxel of the original grid (qcloop's reviews; space NULL) or, with
+    # space "world", MIQA's viewer position in millimetres (LPS, as ITK reads the file; floats, negative too).
     location_i: Mapped[float | None] = mapped_column(Float)
     location_j: Mapped[float | None] = mapped_column(Float)
     location_k: Mapped[float | None] = mapped_column(Float)

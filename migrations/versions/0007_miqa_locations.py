@@ -23,7 +23,6 @@ def upgrade():
         batch_op.add_column(sa.Column('frame_locations', sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column('unmatched_artifacts', sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column('created_unknown', sa.Boolean(), server_default=sa.false(), nullable=False))
-    op.execute("UPDATE decisions SET location_space = 'voxel' WHERE location_i IS NOT NULL")
 
 
 def downgrade():

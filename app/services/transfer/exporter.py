@@ -17,7 +17,7 @@ from app.db import (
 from app.services.errors import InvalidInput
 from app.services.transfer import full, miqa_csv, miqa_json, people
 from app.services.transfer.model import (
-    MIQA_INVERTED, DecisionOut, EvaluationOut, ExperimentOut, ProjectOut, ScanOut, format_time, miqa_states,
+    MIQA_INVERTED, VOXEL, DecisionOut, EvaluationOut, ExperimentOut, ProjectOut, ScanOut, format_time, miqa_states,
 )
 
 FORMATS = {"miqa-csv": ".csv", "miqa-json": ".json", "csv": ".csv", "json": ".json"}
@@ -148,7 +148,8 @@ def _fill(batch, full_state: bool, option_keys, entry_keys, models, creators, in
     for row in db.session.execute(
             select(Decision.id, Decision.scan_id, Decision.option_id, Decision.creator_id, Decision.creator_name,
                    Decision.creator_role, Decision.note, Decision.created_at, Decision.location_i,
-                   Decision.location_j, Decision.location_k, Decision.source)
+                   Decision.location_j, Decision.location_k, Decision.location_space, Decision.frame_locations,
+                   Decision.unmatched_artifacts, Decision.created_unknown, Decision.source)
             .where(Decision.scan_id.in_(ids)).order_by(Decision.scan_id, Decision.created_at, Decision.id)):
         decisions.setdefault(row.scan_id, []).append(row)
     if not full_state:  # MIQA keeps the last decision only
@@ -183,9 +184,13 @@ def _fill(batch, full_state: bool, option_keys, entry_keys, models, creators, in
             ordered = miqa_states({key: found[key] for key in entry_order if key in found}, bool(inverted)) \
                 if not full_state else {key: found.get(key, "undefined") for key in entry_order}
             creator = creators.get(d.creator_id) if d.creator_id else d.creator_name
+            frame_locations = {int(number): None if point is None else tuple(point)
+                               for number, point in (d.frame_locations or {}).items()}
             scan_decisions.append(DecisionOut(option_keys[d.option_id], creator, d.creator_role, d.note or "",
-                                              d.created_at, (d.location_i, d.location_j, d.location_k), ordered,
-                                              d.source))
+                                              None if d.created_unknown else d.created_at,
+                                              (d.location_i, d.location_j, d.location_k), ordered, d.source,
+                                              d.location_space or VOXEL, frame_locations,
+                                              dict(d.unmatched_artifacts or {})))
         out.append(_Id(row.id, ScanOut(None, row.name, row.scan_type, row.subject_id, row.session_id, row.link,
                                        row.archived_at is not None, frames.get(row.id, []), scan_decisions,
                                        evaluations.get(row.id, [])), row.experiment_id))

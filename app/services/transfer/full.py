@@ -9,16 +9,16 @@ from typing import Any, Callable, Iterator
 from app.services.transfer import people
 from app.services.transfer.csvfile import CsvSink, CsvSource
 from app.services.transfer.model import (
-    ARTIFACT_STATES, FULL_CSV_FIELDS, DecisionIn, Document, EvaluationIn, ExperimentIn, FrameIn, ModelVersionIn,
-    ScanIn, clean, format_location, format_time, parse_frame_number, parse_location, parse_scan_type, parse_time,
-    set_once, shared,
+    ARTIFACT_STATES, FULL_CSV_FIELDS, VOXEL, DecisionIn, Document, EvaluationIn, ExperimentIn, FrameIn,
+    ModelVersionIn, ScanIn, clean, format_location, format_time, location_object, parse_frame_number,
+    parse_location, parse_scan_type, parse_space, parse_time, set_once, shared,
 )
 
 COLUMNS = [
     "record", "project_name", "experiment_name", "scan_name", "frame_number", "file_location", "scan_type",
     "subject_id", "session_id", "scan_link", "experiment_notes", "archived", "decision", "decision_creator",
     "decision_creator_role", "decision_note", "decision_created", "decision_source", "location_of_interest",
-    "model_name", "model_version", "model_alias", "model_run_id", "model_output_map", "model_metrics",
+    "location_space", "frame_locations", "unmatched_artifacts", "model_name", "model_version", "model_alias", "model_run_id", "model_output_map", "model_metrics",
     "evaluation_scores", "created", "key", "label", "meaning", "position", "shortcut", "requires_note", "retired",
     "username", "email", "role",
 ]
@@ -172,13 +172,26 @@ def _decision(row: dict[str, str], where: str, scan: ScanIn, artifact_columns: l
             present.append(key)
         elif state == "absent":
             absent.append(key)
+    space = parse_space(row.get("location_space"), where, "location_space", problems, VOXEL)
     decision = DecisionIn(
         where, FULL_CSV_FIELDS, code, creator=clean(row.get("decision_creator")),
-        role=clean(row.get("decision_creator_role")), role_given=True, note=(row.get("decision_note") or "").strip(),
+        role=clean(row.get("decision_creator_role")), role_given=True, note=row.get("decision_note") or "",
         created=parse_time(row.get("decision_created"), where, "decision_created", problems),
-        location=parse_location(clean(row.get("location_of_interest")), where, "location_of_interest", problems),
-        present=tuple(present), absent=tuple(absent), unlisted="undefined",
+        location=parse_location(clean(row.get("location_of_interest")), where, "location_of_interest", problems,
+                                space),
+        space=space, present=tuple(present), absent=tuple(absent), unlisted="undefined",
         source=(clean(row.get("decision_source")) or "import")[:20])
+    frame_locations = _json(row.get("frame_locations"), where, "frame_locations", dict, problems) or {}
+    for number, point in frame_locations.items():
+        frame = parse_frame_number(number, where, "frame_locations", problems)
+        if frame is not None:
+            decision.frame_locations[frame] = parse_location(point, where, "frame_locations", problems, space)
+    unmatched = _json(row.get("unmatched_artifacts"), where, "unmatched_artifacts", dict, problems) or {}
+    bad = [name for name, state in unmatched.items() if state not in ARTIFACT_STATES]
+    if bad:
+        problems.error(where, "unmatched_artifacts", f"state of {bad[0]!r} is not one of {', '.join(ARTIFACT_STATES)}")
+        return
+    decision.add_states(unmatched)
     scan.add_decision(decision)
 
 
@@ -237,9 +250,13 @@ def write(events: Iterator[tuple[str, object]], artifact_keys: list[str]) -> Ite
                 row(record="frame", frame_number=number, file_location=location, **names)
             for d in item.decisions:
                 states = {ARTIFACT_PREFIX + key: state for key, state in d.states.items()}
+                located = d.location[0] is not None
+                frame_locations = {str(n): location_object(p) for n, p in sorted(d.frame_locations.items())}
                 row(record="decision", decision=d.code, decision_creator=d.creator, decision_creator_role=d.role,
                     decision_note=d.note, decision_created=format_time(d.created), decision_source=d.source,
-                    location_of_interest=format_location(*d.location), **states, **names)
+                    location_of_interest=format_location(*d.location), location_space=d.space if located else "",
+                    frame_locations=json.dumps(frame_locations) if frame_locations else "",
+                    unmatched_artifacts=json.dumps(d.unmatched) if d.unmatched else "", **states, **names)
             for e in item.evaluations:
                 row(record="evaluation", frame_number="" if e.frame_number is None else e.frame_number,
                     model_name=e.model[0], model_version=e.model[1], evaluation_scores=json.dumps(e.scores),

@@ -28,9 +28,10 @@ from app.db import (
 from app.services import audit, projects, vocabulary
 from app.services.errors import InvalidInput
 from app.services.transfer import full, limits, miqa_csv, miqa_json, people
+from app.services.transfer.artifact_names import ArtifactNames, lookup
 from app.services.transfer.csvfile import CsvSource
 from app.services.transfer.files import FileChecker
-from app.services.transfer.model import FLIPPED, MIQA_INVERTED, DecisionIn, Document, ExperimentIn, ProjectIn, ScanIn
+from app.services.transfer.model import WORLD, DecisionIn, Document, ExperimentIn, ProjectIn, ScanIn
 from app.storage import Roots
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,13 @@ class ResolvedDecision:
     role: str | None
     note: str
     created: datetime
-    location: tuple[int, int, int] | None
+    location: tuple[float, float, float] | None
     states: dict[str, str]
     source: str
+    space: str
+    frame_locations: dict[int, tuple[float, float, float] | None]
+    unmatched: dict[str, str]
+    created_unknown: bool
 
 
 @dataclass
@@ -139,17 +144,22 @@ class Plan:
     warnings: list[str]
     warning_count: int
     people: people.PeoplePlan = field(default_factory=people.PeoplePlan)
+    unmatched_artifacts: dict[str, int] = field(default_factory=dict)
 
     def summary(self, dry_run: bool) -> dict[str, Any]:
         return {"format": self.format, "mode": self.mode, "dry_run": dry_run, "rows": self.rows,
                 "projects": [p.name for p in self.projects], "counts": dict(self.counts),
                 "changes": sum(self.counts[name] for name in COUNTERS), "samples": self.samples,
-                "warnings": self.warnings, "warning_count": self.warning_count}
+                "warnings": self.warnings, "warning_count": self.warning_count,
+                "unmatched_artifacts": dict(self.unmatched_artifacts)}
 
 
 class _Planner:
-    def __init__(self, document: Document, mode: str, target: Project | None, actor: User | None) -> None:
+    def __init__(self, document: Document, mode: str, target: Project | None, actor: User | None,
+                 add_unknown_artifacts: bool = False) -> None:
         self.document, self.mode, self.target, self.actor = document, mode, target, actor
+        self.add_unknown_artifacts = add_unknown_artifacts
+        self.unmatched: dict[str, int] = {}
         self.problems = document.problems
         self.counts = {name: 0 for name in COUNTERS + UNCHANGED}
         self.samples: dict[str, list[str]] = {}
@@ -177,7 +187,7 @@ class _Planner:
         members = people.plan(self.document, self.target is None, self.count, self.problems)
         warnings = [str(p) for p in self.problems.warnings]
         return Plan(self.document.format, self.mode, self.document.rows, plans, self.counts, self.samples, warnings,
-                    self.problems.warning_count, members)
+                    self.problems.warning_count, members, self.unmatched)
 
     # project and vocabulary
 
@@ -199,19 +209,25 @@ class _Planner:
         self.option_keys = {key: {"key": key, "label": o.label} for key, o in options.items()}
         self.entry_keys = {key: {"key": key, "label": e.label} for key, e in entries.items()}
         self._vocabulary(pin, plan)
-        self._option_lookup = self._lookup(self.option_keys)
-        self._entry_lookup = self._lookup(self.entry_keys)
-        # MIQA's partial_brain_coverage, read as full_brain_coverage flipped, unless the project names it itself.
-        self._inverted = {alias: target for alias, target in MIQA_INVERTED.items()
-                          if target in self.entry_keys and alias not in self._entry_lookup}
-        # Decisions naming the same artifacts share one states dict (apply only reads it).
-        self._states: dict[tuple, dict[str, str]] = {}
+        self._option_lookup = lookup(self.option_keys)
+        self.artifacts = ArtifactNames(self.entry_keys, self.add_unknown_artifacts)
+
+        def add_entry(key: str, label: str) -> None:
+            plan.new_entries.append({"key": key, "label": label, "position": len(self.entry_keys)})
+            self.count("vocabulary_added", f"{pin.name}: {key}")
+
+        self.artifacts.add_unknown_entries(pin, add_entry)
         self.roles = {} if project is None else dict(db.session.execute(
             select(Membership.user_id, Membership.role).where(Membership.project_id == pid)).all())
         if self.actor is not None and project is None and getattr(self.actor, "is_authenticated", False):
             self.roles[self.actor.id] = "admin"  # create_project makes the importer the new project's admin
         self._tree(pin, plan, pid)
         self._models(pin, plan)
+        for name, count in sorted(self.artifacts.unmatched.items()):
+            self.unmatched[name] = self.unmatched.get(name, 0) + count
+            self.problems.warn(pin.where, "artifacts",
+                               f"unknown artifact {name!r} on {count} decision(s): kept on them as an unmatched tag "
+                               "and exported back (add it to the vocabulary with --add-unknown-artifacts)")
         return plan
 
     def _vocabulary(self, pin: ProjectIn, plan: ProjectPlan) -> None:
@@ -233,16 +249,6 @@ class _Planner:
                 target.append(fields)
                 known[row["key"]] = {"key": row["key"], "label": fields["label"]}
                 self.count("vocabulary_added", f"{pin.name}: {row['key']}")
-
-    @staticmethod
-    def _lookup(known: dict[str, dict]) -> dict[str, str]:
-        """Name as written in a file -> vocabulary key: the key itself, or its label, any case."""
-        lookup: dict[str, str] = {}
-        for key, row in known.items():
-            for name in (row["label"].lower(), row["label"].lower().replace(" ", "_"), key.lower()):
-                lookup.setdefault(name, key)
-        lookup.update({key: key for key in known})
-        return lookup
 
     # experiments, scans, frames
 
@@ -379,7 +385,7 @@ class _Planner:
         if key is None:
             self.problems.error(d.where, d.fields["decision"],
                                 f"unknown decision {d.code!r} (known: {', '.join(self.option_keys)})")
-        states = self._decision_states(d)
+        states, unmatched = self.artifacts.states(d, self.problems)
         creator_id = self.logins.get(d.creator.lower()) if d.creator else None
         if d.role_given:
             role = d.role
@@ -390,33 +396,8 @@ class _Planner:
         if self.problems.error_count > errors_before:
             return None
         return ResolvedDecision(experiment, scan, key, creator_id, None if creator_id else d.creator, role, d.note,
-                                d.created or self.now, d.location, states, d.source)
-
-    def _decision_states(self, d: DecisionIn) -> dict[str, str]:
-        """Every entry's state for a decision; problems with its artifact names are errors at its place."""
-        key = (d.present, d.absent, d.undefined, d.unlisted)
-        states = self._states.get(key)
-        if states is not None:
-            return states
-        errors_before = self.problems.error_count
-        states = {k: d.unlisted for k in self.entry_keys}
-        for target in self._inverted.values():  # MIQA not marking partial coverage says coverage is full
-            states[target] = FLIPPED[d.unlisted]
-        given: dict[str, str] = {}
-        for names, state in ((d.present, "present"), (d.absent, "absent"), (d.undefined, "undefined")):
-            for name in names:
-                entry, value = self._entry_lookup.get(name) or self._entry_lookup.get(name.lower()), state
-                if entry is None and name.lower() in self._inverted:
-                    entry, value = self._inverted[name.lower()], FLIPPED[state]
-                if entry is None:
-                    self.problems.error(d.where, d.fields["artifacts"], f"unknown artifact {name!r}")
-                elif given.get(entry, value) != value:
-                    self.problems.error(d.where, d.fields["artifacts"], f"artifact {name!r} is given two states")
-                else:
-                    states[entry] = given[entry] = value
-        if self.problems.error_count == errors_before:
-            self._states[key] = states
-        return states
+                                d.created or self.now, d.location, states, d.source, d.space, d.frame_locations,
+                                unmatched, d.created is None)
 
     @staticmethod
     def _same(resolved: ResolvedDecision, d: DecisionIn, other: tuple) -> bool:
@@ -476,13 +457,13 @@ class _Planner:
 
 
 def build_plan(document: Document, *, mode: str, target: Project | None, actor: User | None,
-               progress: Progress = _no_progress) -> Plan:
+               progress: Progress = _no_progress, add_unknown_artifacts: bool = False) -> Plan:
     """Check the document against the database and plan the writes; it consumes the document's frames
     and decisions as it goes, so a big file is not held twice (as read and as planned)."""
     if mode not in MODES:
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}", field="mode")
     document.problems.raise_if_any()
-    plan = _Planner(document, mode, target, actor).plan(progress)
+    plan = _Planner(document, mode, target, actor, add_unknown_artifacts).plan(progress)
     document.problems.raise_if_any()
     return plan
 
@@ -591,6 +572,9 @@ def _insert_decisions(plan: ProjectPlan, pid: int, scan_ids: dict, progress: Pro
                  "location_i": d.location[0] if d.location else None,
                  "location_j": d.location[1] if d.location else None,
                  "location_k": d.location[2] if d.location else None,
+                 "location_space": WORLD if d.space == WORLD and (d.location or d.frame_locations) else None,
+                 "frame_locations": {str(n): None if p is None else list(p) for n, p in d.frame_locations.items()}
+                 or None, "unmatched_artifacts": d.unmatched or None, "created_unknown": d.created_unknown,
                  "source": d.source, "created_at": d.created} for d in batch]
         ids = db.session.execute(statement, rows).scalars().all()
         # A decision carries every entry's state: insert those a batch at a time too.
@@ -640,16 +624,19 @@ def _insert_evaluations(plan: ProjectPlan, pid: int, scan_ids: dict) -> None:
 
 def import_file(path: Path, *, project: Project | None, mode: str = "merge", dry_run: bool = False,
                 actor: User | None = None, filename: str | None = None,
-                progress: Progress = _no_progress) -> dict[str, Any]:
+                progress: Progress = _no_progress, add_unknown_artifacts: bool = False) -> dict[str, Any]:
     """Read, check and (unless a dry run) write an import file; returns what was (or would be) done.
 
     Raises InvalidInput naming the row or JSON path and the field of every problem found; the
     caller commits on success and rolls back otherwise (a dry run writes nothing either way).
+    Artifact names no entry matches are kept on their decisions as unmatched tags, or, with
+    ``add_unknown_artifacts``, added to the project's vocabulary.
     """
     if mode not in MODES:
         raise InvalidInput(f"mode must be one of {', '.join(MODES)}", field="mode")
     document = read_document(Path(path), filename, progress)
-    plan = build_plan(document, mode=mode, target=project, actor=actor, progress=progress)
+    plan = build_plan(document, mode=mode, target=project, actor=actor, progress=progress,
+                      add_unknown_artifacts=add_unknown_artifacts)
     summary = plan.summary(dry_run)
     if dry_run:
         progress(1.0, "dry run: nothing written")

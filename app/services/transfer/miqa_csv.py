@@ -1,12 +1,16 @@
-"""MIQA's CSV: one row per frame, the scan's last decision repeated on each of its rows."""
+"""MIQA's CSV: one row per frame, the scan's last decision repeated on each of its rows.
+
+A location of interest in MIQA's files is MIQA's viewer position (world millimetres, floats); a frame
+row pointing elsewhere than the scan's other rows keeps its own location for that frame.
+"""
 from __future__ import annotations
 
 from typing import Callable, Iterator
 
 from app.services.transfer.csvfile import CsvSink, CsvSource
 from app.services.transfer.model import (
-    MIQA_CSV_FIELDS, DecisionIn, Document, ExperimentIn, FrameIn, ScanIn, clean, format_location, format_time, parse_frame_number,
-    parse_location, parse_scan_type, parse_time, set_once, shared, split_names,
+    MIQA_CSV_FIELDS, WORLD, DecisionIn, Document, ExperimentIn, FrameIn, ScanIn, clean, format_location, format_time,
+    miqa_present, parse_frame_number, parse_location, parse_scan_type, parse_time, set_once, shared, split_names,
 )
 
 COLUMNS = [
@@ -81,11 +85,12 @@ def _row(document: Document, where: str, row: dict[str, str], unlisted: str) -> 
         return
     decision = DecisionIn(
         where, MIQA_CSV_FIELDS, code, creator=clean(row.get("last_decision_creator")),
-        note=(row.get("last_decision_note") or "").strip(),
+        note=row.get("last_decision_note") or "",
         created=parse_time(row.get("last_decision_created"), where, "last_decision_created", problems),
-        location=parse_location(clean(row.get("location_of_interest")), where, "location_of_interest", problems),
-        present=split_names(row.get("identified_artifacts")), unlisted=unlisted)
-    scan.add_decision(decision)
+        location=parse_location(clean(row.get("location_of_interest")), where, "location_of_interest", problems,
+                                WORLD),
+        space=WORLD, present=split_names(row.get("identified_artifacts")), unlisted=unlisted)
+    scan.add_decision(decision, frame=number)
 
 
 def write(events: Iterator[tuple[str, object]]) -> Iterator[str]:
@@ -97,14 +102,13 @@ def write(events: Iterator[tuple[str, object]]) -> Iterator[str]:
         if kind != "scan" or item.archived or item.experiment.archived:
             continue
         last = item.decisions[-1] if item.decisions else None
-        tail = ["", "", "", "", "", ""]
+        tail = ["", "", "", "", ""]
         if last is not None:
-            present = [key for key, state in last.states.items() if state == "present"]
-            tail = [last.code, last.creator or "", last.note, format_time(last.created), ";".join(present),
-                    format_location(*last.location)]
+            tail = [last.code, last.creator or "", last.note, format_time(last.created), ";".join(miqa_present(last))]
         for number, location in item.frames:
+            point = format_location(*last.location_of(number)) if last is not None else ""
             sink.row([item.experiment.project, item.experiment.name, item.name, item.scan_type, number, location,
-                      item.experiment.note, item.subject_id, item.session_id, item.link, *tail])
+                      item.experiment.note, item.subject_id, item.session_id, item.link, *tail, point])
             rows += 1
         if rows >= 2000:
             yield sink.drain()

@@ -13,9 +13,9 @@ import ijson
 
 from app.services.transfer import people
 from app.services.transfer.model import (
-    ARTIFACT_STATES, JSON_FIELDS, DecisionIn, Document, EvaluationIn, ExperimentIn, FrameIn, ModelVersionIn,
-    ProjectIn, ScanIn, clean, format_time, parse_frame_number, parse_location, parse_scan_type, parse_time,
-    set_once, split_names, split_states,
+    ARTIFACT_STATES, JSON_FIELDS, VOXEL, WORLD, DecisionIn, Document, EvaluationIn, ExperimentIn, FrameIn,
+    ModelVersionIn, ProjectIn, ScanIn, clean, format_location, format_time, location_object, miqa_present,
+    parse_frame_number, parse_location, parse_scan_type, parse_space, parse_time, set_once, split_names, split_states,
 )
 
 FULL_FORMAT = "qcloop-full"
@@ -239,12 +239,13 @@ def _scan(raw: dict[str, Any], scan: ScanIn, where: str, document: Document, unl
     if decisions is not None and not isinstance(decisions, list):
         problems.error(where, "decisions", "must be a list")
         decisions = None
+    full = document.format == "full-json"
     for index, item in enumerate(decisions or []):
-        decision = _decision(item, f"{where}.decisions[{index}]", problems, unlisted)
+        decision = _decision(item, f"{where}.decisions[{index}]", problems, unlisted, full)
         if decision is not None:
             scan.add_decision(decision)
     if raw.get("last_decision") is not None:
-        decision = _decision(raw["last_decision"], f"{where}.last_decision", problems, unlisted)
+        decision = _decision(raw["last_decision"], f"{where}.last_decision", problems, unlisted, full)
         if decision is not None:
             scan.add_decision(decision)
     evaluations = raw.get("evaluations")
@@ -257,7 +258,9 @@ def _scan(raw: dict[str, Any], scan: ScanIn, where: str, document: Document, unl
             scan.evaluations.append(evaluation)
 
 
-def _decision(raw: Any, where: str, problems, unlisted: str) -> DecisionIn | None:
+def _decision(raw: Any, where: str, problems, unlisted: str, full: bool) -> DecisionIn | None:
+    """A decision object: MIQA's (locations in MIQA's world space) or qcloop's full one (each location
+    names its space, voxel when it does not)."""
     if not isinstance(raw, dict):
         problems.error(where, None, "a decision must be an object")
         return None
@@ -273,10 +276,29 @@ def _decision(raw: Any, where: str, problems, unlisted: str) -> DecisionIn | Non
     if creator is not None and not isinstance(creator, str):
         problems.error(where, "creator", "must be text (a username or e-mail)")
         return None
-    decision = DecisionIn(where, JSON_FIELDS, code.strip(), creator=clean(creator), note=note.strip(),
+    location = raw.get("location")
+    space = WORLD
+    if full:
+        given = location.get("space") if isinstance(location, dict) else None
+        space = parse_space(given, where, "location.space", problems, VOXEL)
+    decision = DecisionIn(where, JSON_FIELDS, code.strip(), creator=clean(creator), note=note,
                           created=parse_time(raw.get("created"), where, "created", problems),
-                          location=parse_location(raw.get("location"), where, "location", problems),
+                          location=parse_location(location, where, "location", problems, space), space=space,
                           unlisted=unlisted)
+    frame_locations = raw.get("frame_locations") if full else None
+    if frame_locations is not None:
+        if not isinstance(frame_locations, dict):
+            problems.error(where, "frame_locations", "must be an object of locations by frame number")
+            return None
+        for number, point in frame_locations.items():
+            frame = parse_frame_number(number, where, "frame_locations", problems)
+            if frame is not None:
+                decision.frame_locations[frame] = parse_location(point, where, f"frame_locations.{number}", problems,
+                                                                 space)
+    unmatched = (raw.get("unmatched_artifacts") if full else None) or {}
+    if not isinstance(unmatched, dict) or any(state not in ARTIFACT_STATES for state in unmatched.values()):
+        problems.error(where, "unmatched_artifacts", f"must be an object of names with {', '.join(ARTIFACT_STATES)}")
+        return None
     if "creator_role" in raw:
         decision.role_given, decision.role = True, clean(raw.get("creator_role"))
     if isinstance(raw.get("source"), str) and raw["source"].strip():
@@ -297,6 +319,7 @@ def _decision(raw: Any, where: str, problems, unlisted: str) -> DecisionIn | Non
             decision.present, decision.absent, decision.undefined = split_states(names)
         else:
             decision.present = split_names(names)
+    decision.add_states(unmatched)  # names no entry matched when exported: matched again, or kept unmatched
     return decision
 
 
@@ -322,16 +345,24 @@ def _evaluation(raw: Any, where: str, problems) -> EvaluationIn | None:
 # --- writing -------------------------------------------------------------------------------------
 
 def _decision_json(decision, full: bool) -> dict[str, Any]:
-    location = None if decision.location[0] is None else dict(zip("ijk", decision.location))
+    """MIQA's decision object (a location as MIQA's text, no time as null), or qcloop's full one."""
     if not full:
-        present = [key for key, state in decision.states.items() if state == "present"]
-        location_text = "" if location is None else ";".join(f"{axis}={value}" for axis, value in location.items())
         return {"decision": decision.code, "creator": decision.creator, "note": decision.note,
-                "created": format_time(decision.created), "user_identified_artifacts": ";".join(present) or None,
-                "location": location_text or None}
-    return {"decision": decision.code, "creator": decision.creator, "creator_role": decision.role,
-            "note": decision.note, "created": format_time(decision.created), "source": decision.source,
+                "created": format_time(decision.created) or None,
+                "user_identified_artifacts": ";".join(miqa_present(decision)) or None,
+                "location": format_location(*decision.location) or None}
+    location = location_object(decision.location)
+    if location is not None:
+        location["space"] = decision.space
+    body = {"decision": decision.code, "creator": decision.creator, "creator_role": decision.role,
+            "note": decision.note, "created": format_time(decision.created) or None, "source": decision.source,
             "location": location, "artifacts": decision.states}
+    if decision.frame_locations:
+        body["frame_locations"] = {str(number): location_object(point)
+                                   for number, point in sorted(decision.frame_locations.items())}
+    if decision.unmatched:
+        body["unmatched_artifacts"] = decision.unmatched
+    return body
 
 
 def _scan_json(scan, full: bool) -> dict[str, Any]:

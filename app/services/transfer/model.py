@@ -6,7 +6,7 @@ number or a JSON path) so later checks can name the place and the field of a pro
 """
 from __future__ import annotations
 
-import re
+import math
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,9 +28,14 @@ ARTIFACT_STATES = ("present", "absent", "undefined")
 # network output "full_brain_coverage" that qcloop's vocabulary keeps (present = full coverage):
 # MIQA files name the former, so it is read and written as the latter with present/absent swapped.
 MIQA_INVERTED = {"partial_brain_coverage": "full_brain_coverage"}
+# Names MIQA's files use for its artifacts besides the current ones: its documentation's examples write
+# "partial_coverage", and its network code named susceptibility_metal "metal_susceptibility".
+MIQA_ALIASES = {"partial_coverage": "partial_brain_coverage", "metal_susceptibility": "susceptibility_metal"}
 FLIPPED = {"present": "absent", "absent": "present", "undefined": "undefined"}
 MAX_ERRORS = 100
-_LOCATION = re.compile(r"^\s*i\s*=\s*(-?\d+)\s*;\s*j\s*=\s*(-?\d+)\s*;\s*k\s*=\s*(-?\d+)\s*;?\s*$")
+# Where a location is: a voxel index of the original grid (qcloop's own) or MIQA's viewer position in mm.
+VOXEL, WORLD = "voxel", "world"
+AXES = ("i", "j", "k")
 
 
 @dataclass(slots=True)
@@ -98,7 +103,10 @@ class DecisionIn:
     role_given: bool = False
     note: str = ""
     created: datetime | None = None
-    location: tuple[int, int, int] | None = None
+    location: tuple[float, float, float] | None = None
+    space: str = VOXEL
+    # Frames whose rows point elsewhere than ``location`` (None: no point on that frame), same space.
+    frame_locations: dict[int, tuple[float, float, float] | None] = field(default_factory=dict)
     present: tuple[str, ...] = ()
     absent: tuple[str, ...] = ()
     undefined: tuple[str, ...] = ()
@@ -115,13 +123,25 @@ class DecisionIn:
         self.absent = tuple(map(sys.intern, self.absent))
         self.undefined = tuple(map(sys.intern, self.undefined))
 
+    def add_states(self, states: dict[str, str]) -> None:
+        """More artifact names with their states (qcloop's files list names no entry matched apart)."""
+        for name, state in states.items():
+            setattr(self, state, getattr(self, state) + (sys.intern(str(name)),))
+
     def identity(self) -> tuple:
         return (self.code, (self.creator or "").lower(), self.created)
 
-    def content(self) -> tuple:
+    def content(self, with_location: bool = True) -> tuple:
         """Everything the decision says, without where the file says it."""
-        return (self.code, self.creator, self.role, self.role_given, self.note, self.created, self.location,
-                self.present, self.absent, self.undefined, self.unlisted, self.source)
+        return (self.code, self.creator, self.role, self.role_given, self.note, self.created,
+                (self.location, self.space) if with_location else None, self.present, self.absent, self.undefined,
+                self.unlisted, self.source)
+
+    def same_as(self, other: DecisionIn, with_location: bool = True) -> bool:
+        """The same decision: code, creator and time when the time is given, else everything it says."""
+        if other.created is not None:
+            return self.identity() == other.identity()
+        return self.content(with_location) == other.content(with_location)
 
 
 @dataclass(slots=True)
@@ -164,16 +184,15 @@ class ScanIn:
     decisions: list[DecisionIn] = field(default_factory=list)
     evaluations: list[EvaluationIn] = field(default_factory=list)
 
-    def add_decision(self, decision: DecisionIn) -> None:
+    def add_decision(self, decision: DecisionIn, frame: int | None = None) -> None:
         """Rows repeating a scan's decision (MIQA writes it on every frame row) count once, with or
-        without a time."""
-        key = decision.identity()
-        if decision.created is not None and any(d.identity() == key for d in self.decisions):
-            return
-        content = decision.content()
-        if decision.created is None and any(d.content() == content for d in self.decisions):
-            return
-        self.decisions.append(decision)
+        without a time; a frame row (``frame``) pointing elsewhere keeps its own location for that frame."""
+        same = next((d for d in self.decisions if d.same_as(decision, with_location=frame is None)), None)
+        if same is None:
+            self.decisions.append(decision)
+        elif frame is not None and frame not in same.frame_locations and (
+                (decision.location, decision.space) != (same.location, same.space)):
+            same.frame_locations[frame] = decision.location
 
 
 @dataclass(slots=True)
@@ -303,32 +322,69 @@ def parse_time(value: Any, where: str, field_name: str, problems: Problems) -> d
     return moment.astimezone(timezone.utc)
 
 
-def parse_location(value: Any, where: str, field_name: str, problems: Problems) -> tuple[int, int, int] | None:
-    """MIQA's 'i=..;j=..;k=..' (or an {"i","j","k"} object in JSON)."""
+def parse_location(value: Any, where: str, field_name: str, problems: Problems,
+                   space: str = VOXEL) -> tuple[float, float, float] | None:
+    """MIQA's 'i=..;j=..;k=..' (or an {"i","j","k"} object in JSON), numbers as MIQA writes them: floats,
+    negative too, in ``space``; a voxel index (qcloop's own space) cannot be negative."""
     if value is None or value == "" or value == {}:
         return None
     if isinstance(value, dict):
-        try:
-            ijk = tuple(int(value[axis]) for axis in ("i", "j", "k"))
-        except (KeyError, TypeError, ValueError):
-            problems.error(where, field_name, f"{value!r} needs integer i, j and k")
-            return None
+        ijk: tuple | str = tuple(_number(value.get(axis), axis) for axis in AXES)
+    elif isinstance(value, str):
+        ijk = _ijk(value)
     else:
-        ijk = _ijk(str(value))
-        if ijk is None:
-            problems.error(where, field_name, f"{value!r} is not of the form i=..;j=..;k=..")
-            return None
-    if any(n < 0 for n in ijk):
-        problems.error(where, field_name, f"{value!r} has a negative index")
+        ijk = "must be text such as 'i=-45.5;j=20;k=15.25' or an object with i, j and k"
+    if isinstance(ijk, tuple) and any(isinstance(n, str) for n in ijk):
+        ijk = next(n for n in ijk if isinstance(n, str))
+    if isinstance(ijk, str):
+        problems.error(where, field_name, f"{value!r}: {ijk}")
+        return None
+    if space == VOXEL and any(n < 0 for n in ijk):
+        problems.error(where, field_name, f"{value!r}: a voxel index cannot be negative")
         return None
     return ijk  # type: ignore[return-value]
 
 
+def _number(value: Any, axis: str) -> float | str:
+    """An axis's value as a float, or the reason it is none."""
+    if value is None or value == "":
+        return f"{axis} is missing"
+    if isinstance(value, bool):
+        return f"{axis} is not a number ({value!r})"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return f"{axis} is not a number ({value!r})"
+    if not math.isfinite(number):
+        return f"{axis} is not a finite number ({value!r})"
+    return number
+
+
 @lru_cache(maxsize=4096)
-def _ijk(text: str) -> tuple[int, int, int] | None:
-    """Cached, so decisions pointing at the same voxel share one tuple."""
-    match = _LOCATION.match(text)
-    return None if match is None else tuple(int(group) for group in match.groups())  # type: ignore[return-value]
+def _ijk(text: str) -> tuple[float, float, float] | str:
+    """'i=..;j=..;k=..' as three floats, or what is wrong with it; cached, so decisions pointing at the
+    same place share one tuple."""
+    found: dict[str, str] = {}
+    for part in text.strip().rstrip(";").split(";"):
+        axis, equals, number = part.partition("=")
+        axis = axis.strip().lower()
+        if not equals or axis not in AXES:
+            return f"{part.strip()!r} is not one of i=.., j=.., k=.. (expected i=..;j=..;k=..)"
+        if axis in found:
+            return f"{axis} is given twice"
+        found[axis] = number.strip()
+    values = tuple(_number(found.get(axis), axis) for axis in AXES)
+    return next((v for v in values if isinstance(v, str)), values)  # type: ignore[return-value]
+
+
+def parse_space(value: Any, where: str, field_name: str, problems: Problems, default: str) -> str:
+    """A location's space in qcloop's files: voxel (an index of the original grid) or world (MIQA's)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if not isinstance(value, str) or value.strip().lower() not in (VOXEL, WORLD):
+        problems.error(where, field_name, f"{value!r} is not {VOXEL} or {WORLD}")
+        return default
+    return value.strip().lower()
 
 
 def split_names(value: Any) -> tuple[str, ...]:
@@ -360,7 +416,7 @@ def miqa_states(states: dict[str, str], invert: bool) -> dict[str, str]:
     partial_brain_coverage entry) full_brain_coverage is written as partial_brain_coverage, flipped."""
     if not invert:
         return states
-    out = {}
+    out: dict[str, str] = {}
     for key, state in states.items():
         alias = next((name for name, target in MIQA_INVERTED.items() if target == key), None)
         if alias is None:
@@ -370,12 +426,30 @@ def miqa_states(states: dict[str, str], invert: bool) -> dict[str, str]:
     return out
 
 
+def miqa_present(decision: DecisionOut) -> list[str]:
+    """The artifact names a MIQA file lists for a decision: present entries, then present unmatched names."""
+    return [key for key, state in decision.states.items() if state == "present"] + [
+        name for name, state in decision.unmatched.items() if state == "present"]
+
+
 def format_time(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).isoformat() if moment else ""
 
 
-def format_location(i: int | None, j: int | None, k: int | None) -> str:
-    return "" if i is None else f"i={i};j={j};k={k}"
+def format_number(value: float) -> str:
+    """A location's number as short as it reads back the same: 3 for 3.0, -45.504, 15.5."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def format_location(i: float | None, j: float | None = None, k: float | None = None) -> str:
+    return "" if i is None else f"i={format_number(i)};j={format_number(j)};k={format_number(k)}"
+
+
+def location_object(ijk: tuple | None) -> dict[str, float] | None:
+    """A location as JSON numbers (whole ones as integers)."""
+    if ijk is None or ijk[0] is None:
+        return None
+    return {axis: int(v) if float(v).is_integer() else float(v) for axis, v in zip(AXES, ijk)}
 
 
 # --- what the exporter hands the writers ---------------------------------------------------------
@@ -403,10 +477,19 @@ class DecisionOut:
     creator: str | None
     role: str | None
     note: str
-    created: datetime
-    location: tuple[int | None, int | None, int | None]
+    created: datetime | None  # None: the imported file gave no time
+    location: tuple[float | None, float | None, float | None]
     states: dict[str, str]
     source: str
+    space: str = VOXEL
+    frame_locations: dict[int, tuple[float, float, float] | None] = field(default_factory=dict)
+    unmatched: dict[str, str] = field(default_factory=dict)
+
+    def location_of(self, frame: int) -> tuple[float | None, float | None, float | None]:
+        """The point of interest on one frame (a frame row of a file may have pointed elsewhere)."""
+        if frame in self.frame_locations:
+            return self.frame_locations[frame] or (None, None, None)
+        return self.location
 
 
 @dataclass(slots=True)

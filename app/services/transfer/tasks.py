@@ -61,7 +61,8 @@ def _detailed(err: InvalidInput) -> InvalidInput:
 
 
 def run_import(token: str, *, project: Project | None, mode: str, dry_run: bool, actor: User | None,
-               filename: str | None = None, progress: importer.Progress = importer._no_progress) -> dict[str, Any]:
+               filename: str | None = None, progress: importer.Progress = importer._no_progress,
+               add_unknown_artifacts: bool = False) -> dict[str, Any]:
     """Import a stashed file here and now, committing (or, for a dry run, rolling back).
 
     The file is kept after a dry run (so the preview can be applied) and removed after a real import.
@@ -69,7 +70,8 @@ def run_import(token: str, *, project: Project | None, mode: str, dry_run: bool,
     path = stashed(token)
     try:
         summary = importer.import_file(path, project=project, mode=mode, dry_run=dry_run, actor=actor,
-                                       filename=filename or path.name, progress=progress)
+                                       filename=filename or path.name, progress=progress,
+                                       add_unknown_artifacts=add_unknown_artifacts)
     except InvalidInput as err:
         db.session.rollback()
         raise _detailed(err) from err
@@ -83,6 +85,7 @@ def run_import(token: str, *, project: Project | None, mode: str, dry_run: bool,
         path.unlink(missing_ok=True)
         frames_added(summary, actor)
     summary["token"] = token if dry_run else None
+    summary["add_unknown_artifacts"] = add_unknown_artifacts
     return summary
 
 
@@ -96,16 +99,18 @@ def frames_added(summary: dict[str, Any], actor: User | None = None) -> list[Job
 
 
 def start_import(token: str, *, project: Project | None, mode: str, dry_run: bool, actor: User | None,
-                 filename: str | None = None) -> tuple[dict[str, Any] | None, Job | None]:
+                 filename: str | None = None,
+                 add_unknown_artifacts: bool = False) -> tuple[dict[str, Any] | None, Job | None]:
     """(summary, None) for a small file imported at once; (None, job) for a large one sent to the worker."""
     if mode not in importer.MODES:
         raise InvalidInput(f"mode must be one of {', '.join(importer.MODES)}", field="mode")
     path = stashed(token)
     if path.stat().st_size <= current_app.config.get("IMPORT_INLINE_MAX_BYTES", 2 << 20):
-        return run_import(token, project=project, mode=mode, dry_run=dry_run, actor=actor, filename=filename), None
+        return run_import(token, project=project, mode=mode, dry_run=dry_run, actor=actor, filename=filename,
+                          add_unknown_artifacts=add_unknown_artifacts), None
     params = {"token": token, "project_id": project.id if project else None, "mode": mode, "dry_run": dry_run,
               "actor_id": actor.id if actor is not None and getattr(actor, "is_authenticated", False) else None,
-              "filename": filename}
+              "filename": filename, "add_unknown_artifacts": add_unknown_artifacts}
     return None, jobs.enqueue("transfer.import", params, project_id=project.id if project else None, user=actor)
 
 
@@ -118,7 +123,8 @@ def _import_job(params: dict[str, Any], context: jobs.JobContext) -> dict[str, A
         if project is None:
             raise NotFound("the project of this import was deleted")
     return run_import(params["token"], project=project, mode=params["mode"], dry_run=params["dry_run"], actor=actor,
-                      filename=params.get("filename"), progress=context.progress)
+                      filename=params.get("filename"), progress=context.progress,
+                      add_unknown_artifacts=bool(params.get("add_unknown_artifacts")))
 
 
 def job_json(job: Job) -> dict[str, Any]:
