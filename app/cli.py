@@ -419,7 +419,11 @@ def _refused(err) -> click.ClickException:
 @click.option("--mode", type=click.Choice(["merge", "replace"]), default="merge", show_default=True,
               help="merge adds and updates; replace also archives what left the file (decisions stay).")
 @click.option("--dry-run", is_flag=True, help="Report what would be added, changed and archived; write nothing.")
-def import_command(file: Path, project_name: str | None, mode: str, dry_run: bool) -> None:
+@click.option("--add-unknown-artifacts", is_flag=True,
+              help="Add artifact names the vocabulary lacks to it (default: keep them on the decisions as "
+                   "unmatched tags, listed in the report and exported back).")
+def import_command(file: Path, project_name: str | None, mode: str, dry_run: bool,
+                   add_unknown_artifacts: bool) -> None:
     """Import a MIQA CSV/JSON or qcloop full CSV/JSON file, all or nothing."""
     from app.db import db as database
     from app.services.errors import ServiceError
@@ -430,7 +434,7 @@ def import_command(file: Path, project_name: str | None, mode: str, dry_run: boo
     project = _project_option(project_name)
     try:
         summary = importer.import_file(file, project=project, mode=mode, dry_run=dry_run, actor=None,
-                                       progress=_ProgressLine())
+                                       progress=_ProgressLine(), add_unknown_artifacts=add_unknown_artifacts)
     except ServiceError as err:
         raise _refused(err) from err
     except StorageError as err:

@@ -158,9 +158,11 @@ class ExperimentOut(_Open):
 
 
 class LocationOut(_Open):
-    i = fields.Integer(required=True)
-    j = fields.Integer(required=True)
-    k = fields.Integer(required=True)
+    """A voxel of the original grid, or (space "world") MIQA's viewer position in millimetres."""
+    i = fields.Float(required=True)
+    j = fields.Float(required=True)
+    k = fields.Float(required=True)
+    space = fields.String(metadata={"enum": ["voxel", "world"]})
 
 
 class DecisionOut(_Open):

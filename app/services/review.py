@@ -272,7 +272,8 @@ def decision_json(decision: Decision) -> dict[str, Any]:
     creator = decision.creator
     location = None
     if decision.location_i is not None:
-        location = {"i": decision.location_i, "j": decision.location_j, "k": decision.location_k}
+        location = {"i": decision.location_i, "j": decision.location_j, "k": decision.location_k,
+                    "space": decision.location_space or "voxel"}
     return {
         "id": decision.id, "scan": decision.scan_id, "decision": decision.option.key,
         "decision_label": decision.option.label, "note": decision.note, "created": decision.created_at.isoformat(),

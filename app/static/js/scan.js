@@ -241,9 +241,16 @@
     return [0, 1, 2].map((r) => a[r][0] * voxel[0] + a[r][1] * voxel[1] + a[r][2] * voxel[2] + a[r][3]);
   }
 
+  // A point as the nearest voxel of the original grid: MIQA's viewer positions (space "world", LPS
+  // millimetres as ITK reads the file) go through the frame's affine; qcloop's own are voxels already.
+  function nearestVoxel(poi) {
+    if (poi.space === "world") return toOriginalVoxel([-poi.i, -poi.j, poi.k]);
+    return [poi.i, poi.j, poi.k].map(Math.round);
+  }
+
   function placeCrosshair(poi) {
     if (!state.geometry || !nv.volumes.length) return;
-    nv.scene.crosshairPos = nv.mm2frac(toMM([poi.i, poi.j, poi.k]));
+    nv.scene.crosshairPos = nv.mm2frac(toMM(nearestVoxel(poi)));
     nv.drawScene();
     nv.onLocationChange();
   }
@@ -463,7 +470,8 @@
       if (d.artifacts.absent.length) parts.push(`absent: ${d.artifacts.absent.join(", ")}`);
       if (parts.length) item.append(Object.assign(document.createElement("div"), {textContent: parts.join("; ")}));
       if (d.location) {
-        const at = button(`point i ${d.location.i}, j ${d.location.j}, k ${d.location.k}`, "small link",
+        const where = d.location.space === "world" ? "MIQA position" : "point";
+        const at = button(`${where} i ${d.location.i}, j ${d.location.j}, k ${d.location.k}`, "small link",
                           () => placeCrosshair(d.location));
         item.append(at);
       }
