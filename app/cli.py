@@ -143,6 +143,42 @@ def users_set_password(username: str, password: str | None) -> None:
     click.echo(f"password of {user.username} changed")
 
 
+@cli.group("projects")
+def projects_group() -> None:
+    """Projects."""
+
+
+@projects_group.command("create")
+@click.argument("name")
+@click.option("--from-template", "template", default=None, metavar="PROJECT",
+              help="Copy this project's active decision options, artifact entries and settings (not its members, "
+                   "data or models).")
+@click.option("--admin", "admin_name", default=None, metavar="USERNAME",
+              help="Make this account the project's admin (default: no member; a superuser adds them).")
+def projects_create(name: str, template: str | None, admin_name: str | None) -> None:
+    """Create an empty project (audited)."""
+    from app.db import db as database
+    from app.services import projects
+    from app.services import users as user_service
+    from app.services.errors import ServiceError
+
+    preflight()
+    admin = None
+    if admin_name is not None:
+        admin = user_service.find_user(admin_name)
+        if admin is None:
+            raise click.ClickException(f"no user named {admin_name!r}")
+    try:
+        project = projects.create_project(name, admin, template)
+        database.session.commit()
+    except ServiceError as err:
+        database.session.rollback()
+        raise click.ClickException(err.message) from err
+    click.echo(f"created project {project.name} (id {project.id}"
+               + (f", from template {template}" if template else "")
+               + (f", admin {admin.username}" if admin else "") + ")")
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
@@ -375,14 +411,22 @@ class _ProgressLine:
             click.echo(f"[{state[0]:3d}%] {message}".rstrip())
 
 
-def _project_option(name: str | None):
+def _project_option(name: str | None, create: bool | None = None):
+    """The named project; with ``create`` a missing one is created (in the command's transaction, so a
+    failed import or sync leaves no project behind); None: the command has no --create-project."""
     from app.services import projects
 
     if name is None:
+        if create:
+            raise click.ClickException("--create-project needs --project NAME")
         return None
     project = projects.find_project(name)
+    if project is None and create:
+        project = projects.create_project(name, None)
+        click.echo(f"creating project {project.name}")
     if project is None:
-        raise click.ClickException(f"no project named {name!r}")
+        raise click.ClickException(f"no project named {name!r}" + ("" if create is None else
+                                                                    " (--create-project creates it)"))
     return project
 
 
@@ -419,10 +463,12 @@ def _refused(err) -> click.ClickException:
 @click.option("--mode", type=click.Choice(["merge", "replace"]), default="merge", show_default=True,
               help="merge adds and updates; replace also archives what left the file (decisions stay).")
 @click.option("--dry-run", is_flag=True, help="Report what would be added, changed and archived; write nothing.")
+@click.option("--create-project", is_flag=True,
+              help="Create --project (empty, default vocabularies) when it does not exist; undone if the import fails.")
 @click.option("--add-unknown-artifacts", is_flag=True,
               help="Add artifact names the vocabulary lacks to it (default: keep them on the decisions as "
                    "unmatched tags, listed in the report and exported back).")
-def import_command(file: Path, project_name: str | None, mode: str, dry_run: bool,
+def import_command(file: Path, project_name: str | None, mode: str, dry_run: bool, create_project: bool,
                    add_unknown_artifacts: bool) -> None:
     """Import a MIQA CSV/JSON or qcloop full CSV/JSON file, all or nothing."""
     from app.db import db as database
@@ -431,8 +477,8 @@ def import_command(file: Path, project_name: str | None, mode: str, dry_run: boo
     from app.storage import StorageError
 
     preflight()
-    project = _project_option(project_name)
     try:
+        project = _project_option(project_name, create_project)
         summary = importer.import_file(file, project=project, mode=mode, dry_run=dry_run, actor=None,
                                        progress=_ProgressLine(), add_unknown_artifacts=add_unknown_artifacts)
     except ServiceError as err:
@@ -469,30 +515,44 @@ def export_command(project_name: str | None, fmt: str, output: Path) -> None:
 @click.option("--project", "project_name", required=True)
 @click.option("--source", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="The site's image tree (under the data root or an allowed root).")
-@click.option("--pattern", default=None,
-              help="Regular expression on paths relative to --source, with named groups experiment, scan and "
-                   "optionally type and frame (default: EXPERIMENT/SCAN[_TYPE][_FRAME].nii, .nii.gz, .nrrd or .nhdr).")
-def sync_command(project_name: str, source: Path, pattern: str | None) -> None:
-    """Export the project, then import the image files of --source that it does not have yet."""
+@click.option("--pattern", "patterns", multiple=True,
+              help="Regular expression on paths relative to --source (a DICOM folder's path ends with /), with the "
+                   "named group scan and optionally experiment, type, frame, subject and session; repeat it to try "
+                   "several in order (default: BIDS-like, EXPERIMENT/SCAN[_TYPE][_FRAME], EXPERIMENT/SCAN/FRAME "
+                   "and flat folders).")
+@click.option("--create-project", is_flag=True, help="Create --project when it does not exist.")
+@click.option("--all-skipped", is_flag=True, help="List every file not taken (default: the first 50).")
+def sync_command(project_name: str, source: Path, patterns: tuple[str, ...], create_project: bool,
+                 all_skipped: bool) -> None:
+    """Export the project, then import the image files of --source that it does not have yet; every file
+    not taken is listed with the reason."""
     from app.db import db as database
     from app.services.errors import ServiceError
-    from app.services.transfer import sync
+    from app.services.transfer import sync, tasks
 
     preflight()
-    project = _project_option(project_name)
     try:
-        report = sync.sync(project, source, pattern, progress=_ProgressLine())
+        project = _project_option(project_name, create_project)
+        report = sync.sync(project, source, patterns, progress=_ProgressLine())
     except ServiceError as err:
         raise _refused(err) from err
     database.session.commit()
-    click.echo(f"exported the current state to {report['export']}"
+    if report["summary"] is not None:
+        tasks.frames_added(report["summary"])
+    click.echo(f"exported the state before this sync to {report['export']}"
                + (f" (previous export kept as {report['backup']})" if report["backup"] else ""))
-    for line in report["skipped"][:20]:
-        click.echo(f"skipped: {line}", err=True)
+    shown = report["skipped"] if all_skipped else report["skipped"][:50]
+    for skipped in shown:
+        click.echo(f"skipped: {skipped['path']}: {skipped['reason']}", err=True)
+    if len(report["skipped"]) > len(shown):
+        click.echo(f"skipped: ... and {len(report['skipped']) - len(shown)} more (--all-skipped lists them)", err=True)
+    if report["known"]:
+        click.echo(f"{report['known']} file(s) already in the project")
     if not report["added"]:
-        click.echo("nothing new to add")
+        click.echo(f"nothing new to add ({len(report['skipped'])} file(s) skipped)")
         return
-    click.echo(f"added {len(report['added'])} file(s) (rows in {report['rows_file']}):")
+    click.echo(f"added {len(report['added'])} file(s), skipped {len(report['skipped'])} "
+               f"(rows in {report['rows_file']}):")
     for location in report["added"][:50]:
         click.echo(f"  {location}")
     if len(report["added"]) > 50:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from sqlalchemy import select
 
-from app.db import ROLES, Experiment, Frame, Membership, Project, Scan, User, db
+from app.db import ROLES, ArtifactEntry, DecisionOption, Experiment, Frame, Membership, Project, Scan, User, db
 from app.services import audit, vocabulary
 from app.services.errors import Conflict, InvalidInput, NotFound
 
@@ -29,21 +30,59 @@ def model_name_for(name: str) -> str:
     return "qcloop-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-").lower() or "project")
 
 
-def create_project(name: str, creator: User | None) -> Project:
-    name = (name or "").strip()
+def check_name(name: str | None) -> str:
+    """The project name as stored (outer spaces removed); InvalidInput when empty, too long or holding
+    control characters (names appear in CSV rows, file names and page titles)."""
+    if not isinstance(name, str):
+        raise InvalidInput("project name must be text", field="name")
+    name = name.strip()
     if not name or len(name) > 255:
         raise InvalidInput("project name must be 1-255 characters", field="name")
+    if any(unicodedata.category(character) == "Cc" for character in name):
+        raise InvalidInput("project name may not contain control characters (tabs, line breaks, NUL)", field="name")
+    return name
+
+
+def create_project(name: str, creator: User | None, template: Project | str | None = None) -> Project:
+    """A new project with its own vocabulary and settings, its creator as admin member (audited; the
+    caller commits). ``template`` (a project or its name) gives the new project copies of that project's
+    active decision options, artifact entries and settings instead of the defaults; its members, data
+    and models are not copied, and the model registry name is always the new project's own."""
+    name = check_name(name)
+    if isinstance(template, str):
+        template_name = template
+        template = find_project(template_name)
+        if template is None:
+            raise InvalidInput(f"no project named {template_name!r} to use as a template", field="template")
     if db.session.scalar(select(Project.id).where(Project.name == name)) is not None:
         raise Conflict(f"a project named {name!r} already exists", field="name")
-    project = Project(name=name, creator_id=creator.id if creator else None,
-                      settings=dict(DEFAULT_SETTINGS), model_name=model_name_for(name))
+    settings = {**DEFAULT_SETTINGS, **(template.settings or {})} if template is not None else dict(DEFAULT_SETTINGS)
+    project = Project(name=name, creator_id=creator.id if creator else None, settings=settings,
+                      model_name=model_name_for(name))
     db.session.add(project)
     db.session.flush()
-    vocabulary.copy_defaults_to(project.id)
+    if template is None:
+        vocabulary.copy_defaults_to(project.id)
+    else:
+        _copy_vocabulary(template.id, project.id)
     if creator is not None:
         db.session.add(Membership(project_id=project.id, user_id=creator.id, role="admin"))
-    audit.record("project.create", actor=creator, project_id=project.id, target=("project", project.id))
+    audit.record("project.create", actor=creator, project_id=project.id, target=("project", project.id),
+                 after={"name": name, "template": template.name if template is not None else None})
+    db.session.flush()
     return project
+
+
+def _copy_vocabulary(source_id: int, target_id: int) -> None:
+    """The template's active decision options and artifact entries (retired ones only serve old decisions,
+    which a new project has none of)."""
+    for option in vocabulary.decision_options(source_id):
+        db.session.add(DecisionOption(project_id=target_id, key=option.key, label=option.label,
+                                      meaning=option.meaning, position=option.position, shortcut=option.shortcut,
+                                      requires_note=option.requires_note))
+    for entry in vocabulary.artifact_entries(source_id):
+        db.session.add(ArtifactEntry(project_id=target_id, key=entry.key, label=entry.label,
+                                     position=entry.position, shortcut=entry.shortcut))
 
 
 def settings_of(project: Project) -> dict[str, Any]:

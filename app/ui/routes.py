@@ -103,4 +103,4 @@ def _prepare_volumes(scan: Scan, context: dict) -> None:
     volumes.prepare(frames)
 
 
-from app.ui import models, training  # noqa: E402,F401 - registers the model and training pages on bp
+from app.ui import models, projects, training  # noqa: E402,F401 - registers more pages on bp

@@ -1,0 +1,32 @@
+"""Creating projects (superusers). Listing and reading them is the review API's (MIQA's shapes)."""
+from __future__ import annotations
+
+from flask_login import current_user
+from marshmallow import Schema, fields
+
+from app.api.docs import Blueprint, ProjectOut, answers
+from app.api.review import project_json
+from app.auth.permissions import permission
+from app.db import db
+from app.services import projects
+
+blp = Blueprint("projects", __name__, description="Creating projects")
+
+
+class NewProject(Schema):
+    name = fields.String(required=True, metadata={"description": "1-255 characters, no control characters"})
+    template = fields.String(load_default=None, allow_none=True,
+                             metadata={"description": "name of a project whose active vocabularies and settings "
+                                                      "the new project copies (default: qcloop's defaults)"})
+
+
+@blp.route("/projects", methods=["POST"])
+@blp.arguments(NewProject)
+@answers(blp, 201, ProjectOut)
+@permission("superuser")
+def create_project(new: dict):
+    """Create an empty project; the caller becomes its admin (audited). A taken name is a 409, a bad name
+    or an unknown template a 400."""
+    project = projects.create_project(new["name"], current_user, new["template"])
+    db.session.commit()
+    return project_json(project, "admin"), 201
