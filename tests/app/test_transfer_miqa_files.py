@@ -1,14 +1,23 @@
 """Files as MIQA itself writes and reads them: its sample files' layout (columns in another order,
 notes on an experiment's first row only, zero-padded frame numbers, a decision without a time on
-every frame row), its export's column order, and its reviewers' partial_brain_coverage artifact."""
+every frame row), its export's column order, its reviewers' partial_brain_coverage artifact, frame
+rows pointing at different places, decisions without a time, and artifact names no entry matches."""
 from __future__ import annotations
 
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
 from flask import current_app
 from sqlalchemy import func, select
 
-from app.db import Decision, db
+from app.cli import import_command
+from app.db import ArtifactEntry, Decision, Project, db
+from app.services.errors import InvalidInput
 from app.services.transfer import exporter, importer
-from tests.app.transfer_helpers import MIQA_HEADER, read_csv_text, snapshot, write_csv, write_json
+from tests.app.transfer_helpers import MIQA_HEADER, empty_database, read_csv_text, snapshot, write_csv, write_json
+from tests.factories import token_headers
 
 # The column order of MIQA's samples/new_subject_session_scans_to_review.csv (read by name, not position).
 SAMPLE_ORDER = ["project_name", "experiment_name", "scan_name", "scan_type", "frame_number", "file_location",
@@ -125,3 +134,128 @@ def test_miqa_stored_artifact_map_keeps_all_three_states(factory, tmp_path):
     states = _states(snapshot()["Site"]["experiments"]["e"]["scans"]["a"]["decisions"][0])
     assert (states["lesions"], states["misalignment"], states["ghosting_motion"]) == ("present", "absent", "undefined")
     assert states["full_brain_coverage"] == "present" and states["inhomogeneity"] == "undefined"
+
+
+def _frames(factory, tmp_path, locations: list[str], created: str = "2022-01-01 13:44:34"):
+    factory.nifti("s/f0.nii.gz", shape=(8, 8, 8))
+    factory.nifti("s/f1.nii.gz", shape=(8, 8, 8))
+    factory.nifti("s/f2.nii.gz", shape=(8, 8, 8))
+    rows = [["Site", "e", "dti", "DTI", str(n), f"s/f{n}.nii.gz", "", "", "", "", "U", "me@my-org.org", "", created,
+             "lesions", location] for n, location in enumerate(locations)]
+    return write_csv(tmp_path / "frames.csv", rows)
+
+
+def test_frame_rows_pointing_elsewhere_keep_their_own_location(factory, tmp_path):
+    project = factory.project("Site")
+    source = _frames(factory, tmp_path, ["i=-45.504;j=-20.451;k=15.5", "i=1.25;j=-2;k=3", ""])
+    summary = importer.import_file(source, project=project)
+    db.session.commit()
+    assert summary["counts"]["decisions_added"] == 1  # one decision, three frame rows
+    decision = db.session.scalar(select(Decision))
+    assert (decision.location_i, decision.location_j, decision.location_k) == (-45.504, -20.451, 15.5)
+    assert decision.frame_locations == {"1": [1.25, -2.0, 3.0], "2": None}
+
+    for fmt in ("miqa-csv", "csv", "json"):
+        if fmt != "miqa-csv":  # through qcloop's full files into an empty qcloop, then as MIQA's CSV again
+            full = exporter.export_to_file(fmt, [project.id], tmp_path / f"full.{fmt}")
+            empty_database()
+            importer.import_file(full, project=None)
+            db.session.commit()
+            project = db.session.scalar(select(Project).where(Project.name == "Site"))
+        rows = read_csv_text("".join(exporter.export("miqa-csv", [project.id])))
+        assert [r["location_of_interest"] for r in rows] == ["i=-45.504;j=-20.451;k=15.5", "i=1.25;j=-2;k=3", ""], fmt
+    back = tmp_path / "back.csv"
+    back.write_text("".join(exporter.export("miqa-csv", [project.id])), encoding="utf-8")
+    assert importer.import_file(back, project=project)["changes"] == 0
+
+
+def test_a_decision_without_time_stays_without_time(factory, tmp_path):
+    project = factory.project("Site")
+    factory.nifti("s/a.nii.gz", shape=(8, 8, 8))
+    decision = {"decision": "Q?", "creator": "me@my-org.org", "note": "ghosting? ", "created": None,
+                "user_identified_artifacts": None, "location": None}
+    body = {"projects": {"Site": {"experiments": {"e": {"notes": "", "scans": {"a": {
+        "type": "T1", "frames": {"0": {"file_location": "s/a.nii.gz"}}, "decisions": [decision]}}}}}}}
+    source = write_json(tmp_path / "untimed.json", body)
+    importer.import_file(source, project=project)
+    db.session.commit()
+    stored = db.session.scalar(select(Decision))
+    assert stored.created_unknown and stored.note == "ghosting? "
+
+    exported = json.loads("".join(exporter.export("miqa-json", [project.id])))
+    last = exported["projects"]["Site"]["experiments"]["e"]["scans"]["a"]["last_decision"]
+    assert last["created"] is None and last["note"] == "ghosting? " and last["location"] is None
+    assert read_csv_text("".join(exporter.export("miqa-csv", [project.id])))[0]["last_decision_created"] == ""
+    full = json.loads("".join(exporter.export("json", [project.id])))
+    assert full["projects"]["Site"]["experiments"]["e"]["scans"]["a"]["decisions"][0]["created"] is None
+    again = importer.import_file(source, project=project)
+    assert again["changes"] == 0 and again["counts"]["decisions_already_present"] == 1
+
+
+def _unknown_tags(factory, tmp_path):
+    project = factory.project("Site")
+    factory.nifti("s/a.nii.gz", shape=(8, 8, 8))
+    rows = [["Site", "e", "a", "T1", "0", "s/a.nii.gz", "", "", "", "", "UN", "me@my-org.org", "",
+             "2022-01-02 09:04:22", "lesions;Zipper Artifact;metal_susceptibility", ""]]
+    return project, write_csv(tmp_path / "tags.csv", rows)
+
+
+def test_unknown_artifact_names_are_kept_listed_and_exported_back(factory, tmp_path):
+    project, source = _unknown_tags(factory, tmp_path)
+    summary = importer.import_file(source, project=project)
+    db.session.commit()
+    assert summary["unmatched_artifacts"] == {"Zipper Artifact": 1}
+    assert any("unknown artifact 'Zipper Artifact'" in warning for warning in summary["warnings"])
+    decision = db.session.scalar(select(Decision))
+    assert decision.unmatched_artifacts == {"Zipper Artifact": "present"}
+    states = {a.entry.key: a.state for a in decision.artifacts}
+    assert states["susceptibility_metal"] == "present" and states["lesions"] == "present"  # an older MIQA name
+
+    row = read_csv_text("".join(exporter.export("miqa-csv", [project.id])))[0]
+    assert row["identified_artifacts"].split(";") == ["lesions", "susceptibility_metal", "Zipper Artifact"]
+    full = exporter.export_to_file("json", [project.id], tmp_path / "full.json")
+    empty_database()
+    importer.import_file(full, project=None)
+    db.session.commit()
+    assert db.session.scalar(select(Decision.unmatched_artifacts)) == {"Zipper Artifact": "present"}
+
+
+def test_unknown_artifact_names_join_the_vocabulary_when_asked(factory, tmp_path):
+    project, source = _unknown_tags(factory, tmp_path)
+    summary = importer.import_file(source, project=project, add_unknown_artifacts=True)
+    db.session.commit()
+    assert summary["unmatched_artifacts"] == {} and summary["counts"]["vocabulary_added"] == 1
+    entry = db.session.scalar(select(ArtifactEntry).where(ArtifactEntry.project_id == project.id,
+                                                          ArtifactEntry.key == "zipper_artifact"))
+    assert entry.label == "Zipper Artifact"
+    decision = db.session.scalar(select(Decision))
+    assert not decision.unmatched_artifacts
+    assert {a.entry.key: a.state for a in decision.artifacts}["zipper_artifact"] == "present"
+
+
+def test_add_unknown_artifacts_from_the_command_line_and_the_api(app, client, factory, tmp_path):
+    project, source = _unknown_tags(factory, tmp_path)
+    preview = CliRunner().invoke(import_command, [str(source), "--project", "Site", "--dry-run"])
+    assert preview.exit_code == 0, preview.output
+    assert "unknown artifact 'Zipper Artifact'" in preview.output
+
+    factory.member(project, "admin", "projectadmin")
+    headers = token_headers(client, "projectadmin")
+    answer = client.post(f"/api/v1/projects/{project.id}/import", headers=headers, content_type="multipart/form-data",
+                         data={"file": (io.BytesIO(source.read_bytes()), "tags.csv"), "add_unknown_artifacts": "true"})
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["counts"]["vocabulary_added"] == 1 and answer.get_json()["unmatched_artifacts"] == {}
+    assert db.session.scalar(select(ArtifactEntry.label).where(ArtifactEntry.key == "zipper_artifact")) == \
+        "Zipper Artifact"
+
+
+def test_location_errors_name_the_real_cause(factory, tmp_path):
+    project = factory.project("Site")
+    cases = {"i=1.5.2;j=0;k=0": "i is not a number ('1.5.2')", "i=nan;j=0;k=0": "i is not a finite number ('nan')",
+             "i=1;i=2;k=3": "i is given twice"}
+    for text, message in cases.items():
+        with pytest.raises(InvalidInput) as caught:
+            importer.import_file(_frames(factory, tmp_path, [text]), project=project)
+        assert caught.value.details["errors"][0] == {"where": "row 2", "field": "location_of_interest",
+                                                     "message": f"{text!r}: {message}"}
+        db.session.rollback()
