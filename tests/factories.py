@@ -65,6 +65,28 @@ class Factory:
         return scan
 
 
+def write_dicom_series(folder: Path, volume: np.ndarray, series: str, planes: list[int] | None = None, *,
+                       description: str = "", name: str = "slice{z:03d}.dcm") -> None:
+    """One DICOM file per z plane of ``volume`` ((z, y, x) as ITK gives it), 0.8 x 0.9 x 2.5 mm, named by
+    ``name`` (formatted with z; DICOM files need no extension); ``planes`` limits which files are (re)written."""
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for z in planes if planes is not None else range(volume.shape[0]):
+        plane = sitk.GetImageFromArray(volume[z:z + 1])
+        plane.SetSpacing((0.8, 0.9, 2.5))
+        for tag, value in (("0020|000e", series), ("0020|000d", series + ".1"), ("0008|0060", "MR"),
+                           ("0008|103e", description), ("0020|0032", f"10\\20\\{30 + 2.5 * z}"),
+                           ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0020|0013", str(z + 1)), ("0018|0050", "2.5"),
+                           ("0028|0030", "0.9\\0.8")):
+            plane.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetImageIO("GDCMImageIO")  # chosen by name, so a file without extension is DICOM too
+        writer.SetFileName(str(folder / name.format(z=z)))
+        writer.Execute(plane)
+
+
 def login(client, username: str, password: str = PASSWORD):
     """Log a test client in through the real form."""
     response = client.post("/login", data={"username": username, "password": password})

@@ -7,15 +7,16 @@ max-age cannot serve a stale copy.
 """
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
+from urllib.parse import quote
 
 from flask import Response, request, send_file
 
 from app.api.docs import BINARY, OPEN, Blueprint, answers
 from app.auth.permissions import permission
 from app.db import Frame
-from app.services import review, volumes
-from app.services.errors import InvalidInput
+from app.services import downloads, review, volumes
 from app.storage import StorageError, resolve
 from app.storage import checksum as file_checksum
 
@@ -82,17 +83,33 @@ def saliency(frame_id: int):
 
 
 @blp.route("/frames/<int:frame_id>/download", methods=["GET"])
-@answers(blp, 200, content=NIFTI, description="the original file")
+@answers(blp, 200, content={**NIFTI, "application/zip": BINARY},
+         description="the original file, or a zip of all the files of a frame made of several")
 @permission("project", "collaborator")
 def download(frame_id: int):
-    """The original file, as stored (a DICOM frame downloads the file its location names)."""
-    frame = review.get(Frame, frame_id)
-    path = volumes.source_path(frame)
-    if path.is_dir():
-        raise InvalidInput(f"frame {frame_id} is a DICOM series folder; download its files from the storage")
-    response = send_file(path, mimetype="application/octet-stream", as_attachment=True, download_name=path.name,
-                         conditional=True, etag=frame.checksum or True, max_age=MAX_AGE)
-    return _private(response)
+    """The original file as stored; a frame made of several files (a detached NRRD's header and data file,
+    a DICOM series) answers a zip of all of them, streamed as it is written."""
+    found = downloads.of_frame(review.get(Frame, frame_id))
+    if not found.zipped:
+        path = found.members[0][0]
+        response = send_file(path, mimetype="application/octet-stream", as_attachment=True, download_name=found.name,
+                             conditional=True, etag=found.etag or True, max_age=MAX_AGE)
+        return _private(response)
+    response = Response(downloads.zip_stream(found.members), mimetype="application/zip")
+    response.headers.set("Content-Disposition", "attachment", **_filename(found.name))
+    response.cache_control.private = True
+    response.cache_control.max_age = MAX_AGE
+    return response
+
+
+def _filename(name: str) -> dict[str, str]:
+    """Content-Disposition's filename, with an RFC 5987 ``filename*`` for names beyond ASCII (as send_file)."""
+    try:
+        name.encode("ascii")
+    except UnicodeEncodeError:
+        plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+        return {"filename": plain, "filename*": f"UTF-8''{quote(name, safe='!#$&+^`|~')}"}
+    return {"filename": name}
 
 
 @blp.route("/frames/<int:frame_id>/slice", methods=["GET"])

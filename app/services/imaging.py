@@ -1,17 +1,24 @@
-"""Reading images: NIfTI, NRRD and DICOM series as one NIfTI-like image with a RAS affine.
+"""Reading images: the one registry of formats qcloop reads, and each image as a NIfTI-like RAS image.
 
-Every format becomes a ``nibabel.Nifti1Image`` whose voxel axes are the file's own axes
-(i, j, k as stored) and whose affine maps them to RAS millimetres, so that the rest of
-qcloop (header facts, locations, the viewer cache) deals with one representation.
+``FORMATS`` names every readable format once: its suffixes, how a file without a known suffix is
+recognised (a DICOM file by the "DICM" preamble), its reader and the files that make one frame (a
+detached NRRD's header and data file, every file of a DICOM series). Import, upload, sync and their
+messages all ask this module, so they accept and name the same formats.
+
+Every format becomes a ``nibabel.Nifti1Image`` whose voxel axes are the file's own axes (i, j, k as
+stored) and whose affine maps them to RAS millimetres, so that the rest of qcloop (header facts,
+locations, the viewer cache) deals with one representation. qcloop reviews 3-D volumes: a 2-D image
+(or a single slice) is refused with a message saying so, before any view could fail on it.
 """
 from __future__ import annotations
 
 import bz2
 import gzip
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -22,10 +29,11 @@ from app.services.errors import InvalidInput
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-SUPPORTED = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or a DICOM series (a folder, or one of its .dcm files)"
+DICOM_MAGIC_OFFSET, DICOM_MAGIC = 128, b"DICM"  # after the 128-byte preamble of a DICOM Part 10 file
 # NRRD spaces whose first two axes point the opposite way to RAS.
 _LPS_SPACES = {"left-posterior-superior", "lps"}
 _RAS_SPACES = {"right-anterior-superior", "ras"}
+_SERIES_UID, _SERIES_DESCRIPTION = "0020|000e", "0008|103e"
 
 
 @dataclass(frozen=True)
@@ -35,16 +43,72 @@ class ImageInfo:
     orientation: str
 
 
-def image_format(path: Path) -> str:
-    """'nifti', 'nrrd' or 'dicom' from the name (a folder is a DICOM series); InvalidInput otherwise."""
+@dataclass(frozen=True)
+class ImageFormat:
+    """A readable format: how a path is recognised, how it is read and which files make one frame."""
+
+    name: str
+    label: str
+    described: str  # how messages name it: label and suffixes
+    suffixes: tuple[str, ...]
+    read: Callable[[Path, bool], nib.Nifti1Image]  # (path, header_only) -> image
+    files: Callable[[Path], list[Path]]  # every file of the frame the path names
+    single_file: tuple[str, ...] = ()  # suffixes of files that hold a whole frame: what an upload can carry
+    several: str = ""  # how messages name its frames made of several files
+    sniff: Callable[[bytes], bool] | None = None  # recognises the first bytes of a file without a known suffix
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """One DICOM series of a folder: its SeriesInstanceUID, SeriesDescription and files (in slice order)."""
+
+    uid: str
+    description: str
+    files: list[Path]
+
+    def __str__(self) -> str:
+        described = f' "{self.description}"' if self.description else ""
+        return f"{self.uid}{described} ({len(self.files)} file{'s' if len(self.files) != 1 else ''})"
+
+
+def format_of(path: Path) -> ImageFormat:
+    """The path's format: a folder is a DICOM series, a file is known by its suffix or, failing that, by its
+    first bytes (a DICOM file without extension); InvalidInput naming the supported formats otherwise."""
+    if path.is_dir():
+        return FORMATS["dicom"]
     name = path.name.lower()
-    if name.endswith(NIFTI_SUFFIXES):
-        return "nifti"
-    if name.endswith(NRRD_SUFFIXES):
-        return "nrrd"
-    if name.endswith(DICOM_SUFFIXES) or path.is_dir():
-        return "dicom"
+    for found in FORMATS.values():
+        if name.endswith(found.suffixes):
+            return found
+    head = _head(path)
+    for found in FORMATS.values():
+        if found.sniff is not None and found.sniff(head):
+            return found
     raise InvalidInput(f"{path.name}: unsupported image format (expected {SUPPORTED})")
+
+
+def image_format(path: Path) -> str:
+    """'nifti', 'nrrd' or 'dicom' (see :func:`format_of`)."""
+    return format_of(path).name
+
+
+def frame_files(path: Path) -> list[Path]:
+    """Every file one frame is made of: the file itself, a detached NRRD's header and data file, or every
+    file of a DICOM series (the folder's only series, or the series of the file named); InvalidInput when
+    a companion file is missing or the folder holds several series."""
+    return format_of(path).files(path)
+
+
+def _head(path: Path, size: int = DICOM_MAGIC_OFFSET + len(DICOM_MAGIC)) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
+
+
+def _is_dicom(head: bytes) -> bool:
+    return head[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + len(DICOM_MAGIC)] == DICOM_MAGIC
 
 
 @dataclass(frozen=True)
@@ -80,37 +144,57 @@ def check_size(name: str, shape: Sequence[int], itemsize: int) -> None:
                            f"{_mb(limits.max_bytes)} MB (QCLOOP_IMAGE_MAX_MB)")
 
 
+def check_volume(name: str, shape: Sequence[int]) -> None:
+    """Refuse (InvalidInput) an image that is not a 3-D volume: the viewer, thumbnails and networks need
+    three spatial axes of more than one voxel, which a 2-D image or a single slice lacks."""
+    sizes = [int(n) for n in shape]
+    extent = sum(n > 1 for n in sizes[:3])
+    if extent < 3:
+        raise InvalidInput(f"{name}: {extent}-D image ({' x '.join(map(str, sizes))}): qcloop reviews 3-D volumes")
+
+
 def _mb(size: int) -> str:
     return f"{size / (1024 * 1024):.0f}"
 
 
 def load_image(path: Path) -> nib.Nifti1Image:
-    """The image with a RAS affine; InvalidInput when the file is missing, not a readable image, or
-    larger than the image limits (checked on the header, before decoding)."""
+    """The image with a RAS affine; InvalidInput when the file is missing, not a readable image, not a 3-D
+    volume, or larger than the image limits (checked on the header, before decoding)."""
     return _open(path, header_only=False)
+
+
+def read_info(path: Path) -> ImageInfo:
+    """Header facts (shape, spacing, axis codes) of a supported 3-D image; InvalidInput when unreadable, 2-D
+    or over the image limits. NIfTI and NRRD voxels are not decoded."""
+    image = _open(path, header_only=True)
+    shape = [int(n) for n in image.shape]
+    spacing = [round(float(z), 6) for z in image.header.get_zooms()[: len(shape)]]
+    orientation = "".join(nib.aff2axcodes(image.affine))
+    return ImageInfo(shape, spacing, orientation)
 
 
 def _open(path: Path, *, header_only: bool) -> nib.Nifti1Image:
     """The image; with ``header_only`` NRRD voxels are not decoded (a zero-stride stand-in array)."""
-    kind = image_format(path)
+    found = format_of(path)
     try:
-        if kind == "nifti":
-            image = nib.load(str(path))  # lazy: only the header is read here
-            check_size(path.name, image.shape, image.get_data_dtype().itemsize)
-            if not isinstance(image, nib.Nifti1Image):  # NIfTI-2 and friends: same data, NIfTI-1 header
-                image = nib.Nifti1Image(image.dataobj, image.affine)
-            return image
-        if kind == "nrrd":
-            return _load_nrrd(path, header_only)
-        return _load_dicom_series(path)
+        image = found.read(path, header_only)
     except InvalidInput:
         raise
     except Exception as err:  # noqa: BLE001 - the readers raise many types for bad files
-        raise InvalidInput(f"{path.name}: not a readable {kind.upper() if kind != 'nifti' else 'NIfTI'} "
-                           f"image ({err})") from err
+        raise InvalidInput(f"{path.name}: not a readable {found.label} image ({err})") from err
+    check_volume(path.name, image.shape)
+    return image
 
 
-def _load_nrrd(path: Path, header_only: bool) -> nib.Nifti1Image:
+def _read_nifti(path: Path, header_only: bool) -> nib.Nifti1Image:
+    image = nib.load(str(path))  # lazy: only the header is read here
+    check_size(path.name, image.shape, image.get_data_dtype().itemsize)
+    if not isinstance(image, nib.Nifti1Image):  # NIfTI-2 and friends: same data, NIfTI-1 header
+        image = nib.Nifti1Image(image.dataobj, image.affine)
+    return image
+
+
+def _read_nrrd(path: Path, header_only: bool) -> nib.Nifti1Image:
     import nrrd
 
     with open(path, "rb") as handle:
@@ -119,32 +203,61 @@ def _load_nrrd(path: Path, header_only: bool) -> nib.Nifti1Image:
         dtype = nrrd.reader._determine_datatype(header)
         check_size(path.name, sizes, dtype.itemsize)
         affine, order = _nrrd_layout(path, header)
+        data_file = _nrrd_data_file(path, header)
         if header_only:  # shape and type, no voxels: a zero-stride view of one zero
             return nib.Nifti1Image(np.transpose(np.broadcast_to(np.zeros((), dtype), sizes), order), affine)
-        data = _nrrd_voxels(path, handle, header, sizes, dtype)
+        data = _nrrd_voxels(path, handle, header, data_file, sizes, dtype)
     return nib.Nifti1Image(np.ascontiguousarray(np.transpose(data, order)), affine)
 
 
-def _nrrd_voxels(path: Path, handle, header: dict[str, Any], sizes: list[int], dtype: np.dtype) -> np.ndarray:
+def _nrrd_files(path: Path) -> list[Path]:
+    import nrrd
+
+    try:
+        with open(path, "rb") as handle:
+            header = nrrd.read_header(handle)
+    except Exception as err:  # noqa: BLE001 - pynrrd raises many types for bad headers
+        raise InvalidInput(f"{path.name}: not a readable NRRD image ({err})") from err
+    data_file = _nrrd_data_file(path, header)
+    return [path] if data_file is None else [path, data_file]
+
+
+def _nrrd_data_file(path: Path, header: dict[str, Any]) -> Path | None:
+    """A detached header's data file (None when the data follows the header); it must exist in the header's
+    folder or below it (a header must not make qcloop read or serve a file elsewhere)."""
+    detached = header.get("data file") or header.get("datafile")
+    if detached is None:
+        return None
+    detached = str(detached).strip()
+    words = detached.split()
+    if words[0] == "LIST" or (len(words) >= 4 and "%" in words[0]):
+        raise InvalidInput(f"{path.name}: NRRD data in several files ({detached}) is not supported")
+    data_file = Path(os.path.normpath(path.parent / detached))
+    if not data_file.resolve().is_relative_to(path.parent.resolve()):
+        raise InvalidInput(f"{path.name}: its data file {detached} must lie in the header's folder or below it")
+    if not data_file.is_file():
+        raise InvalidInput(f"{path.name}: its data file {detached} does not exist")
+    return data_file
+
+
+def _nrrd_voxels(path: Path, handle, header: dict[str, Any], data_file: Path | None, sizes: list[int],
+                 dtype: np.dtype) -> np.ndarray:
     """The voxels in index order "F" (data[i, j, k], i fastest). Compressed data is inflated only up to
     the size the header declares (checked against the limits): a stream holding more is refused."""
     import nrrd
 
     encoding = str(header["encoding"]).lower()
-    detached = header.get("data file") or header.get("datafile")
     if encoding not in ("gzip", "gz", "bzip2", "bz2"):  # raw and text hold no more than the file itself
         return nrrd.read_data(header, handle, str(path))
-    if detached is not None and not isinstance(detached, str):
-        raise InvalidInput(f"{path.name}: compressed NRRD data in several files is not supported")
     skip = max(0, int(header.get("byte skip", 0)))
     expected = math.prod(sizes) * dtype.itemsize
-    source = open(path.parent / detached, "rb") if detached else handle
+    source = open(data_file, "rb") if data_file else handle
     try:
         stream = gzip.GzipFile(fileobj=source) if encoding in ("gzip", "gz") else bz2.BZ2File(source)
         with stream:
             raw = stream.read(skip + expected + 1)
     finally:
-        if detached:
+        if data_file:
             source.close()
     if len(raw) != skip + expected:
         problem = "holds more data than" if len(raw) > skip + expected else "holds less data than"
@@ -156,7 +269,7 @@ def _nrrd_layout(path: Path, header: dict[str, Any]) -> tuple[np.ndarray, list[i
     """The RAS affine and the axis order (spatial axes first) that an NRRD header describes."""
     ndim = int(header["dimension"])
     if ndim < 3:
-        raise InvalidInput(f"{path.name}: expected a 3-D (or 4-D) image, got {ndim} dimensions")
+        check_volume(path.name, header["sizes"])
     space = str(header.get("space", "")).lower()
     directions = header.get("space directions")
     affine = np.eye(4)
@@ -182,26 +295,60 @@ def _nrrd_layout(path: Path, header: dict[str, Any]) -> tuple[np.ndarray, list[i
     return affine, list(range(ndim))
 
 
-def _load_dicom_series(path: Path) -> nib.Nifti1Image:
+def dicom_series(folder: Path) -> list[DicomSeries]:
+    """Every DICOM series of a folder (not its subfolders), with descriptions: what a sync lists and a
+    refusal names."""
+    return [DicomSeries(uid, _dicom_tag(files[0], _SERIES_DESCRIPTION) if files else "", files)
+            for uid, files in _series_files(folder).items()]
+
+
+def _series_files(folder: Path) -> dict[str, list[Path]]:
+    """Each series' files in slice order, by SeriesInstanceUID (GDCM reads any file name, extension or not)."""
     import SimpleITK as sitk
 
+    return {uid: [Path(name) for name in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)]
+            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()}
+
+
+def _dicom_tag(path: Path, tag: str) -> str:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        return reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
+    except (RuntimeError, UnicodeDecodeError):  # an unreadable header, or a description in a legacy encoding
+        return ""
+
+
+def _series_of(path: Path) -> list[Path]:
+    """The files of the series a path names: a folder's only series, or the series holding the file."""
     folder = path if path.is_dir() else path.parent
     if not folder.is_dir():
         raise InvalidInput(f"{path.name}: DICOM series folder does not exist")
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()
-    if not series_ids:
+    series = _series_files(folder)
+    if not series:
         raise InvalidInput(f"{path.name}: no DICOM series found")
-    series = series_ids[0]
-    if path.is_file():  # the series this file belongs to
-        file_reader = sitk.ImageFileReader()
-        file_reader.SetFileName(str(path))
-        file_reader.ReadImageInformation()
-        if file_reader.HasMetaDataKey("0020|000e"):
-            series = file_reader.GetMetaData("0020|000e").strip()
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series)
+    if path.is_dir():
+        if len(series) > 1:
+            named = "; ".join(map(str, dicom_series(folder)))
+            raise InvalidInput(f"{path.name}: {len(series)} DICOM series in one folder, and a frame is one series "
+                               f"(name one of its files, or give each series its own folder): {named}")
+        return next(iter(series.values()))
+    for files in series.values():
+        if any(item.name == path.name for item in files):
+            return files
+    raise InvalidInput(f"{path.name}: not a DICOM file of a series in its folder")
+
+
+def _read_dicom(path: Path, header_only: bool) -> nib.Nifti1Image:
+    import SimpleITK as sitk
+
+    files = _series_of(path)
     _check_dicom_size(path.name, files)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
+    reader.SetFileNames([str(item) for item in files])
     image = reader.Execute()
     # SimpleITK arrays are (z, y, x); NIfTI voxel order is (x, y, z). ITK's physical space is LPS.
     data = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0) + tuple(range(3, image.GetDimension())))
@@ -212,26 +359,34 @@ def _load_dicom_series(path: Path) -> nib.Nifti1Image:
     return nib.Nifti1Image(np.ascontiguousarray(data), np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps)
 
 
-def _check_dicom_size(name: str, files: Sequence[str]) -> None:
+def _check_dicom_size(name: str, files: Sequence[Path]) -> None:
     """The series' size from its first file's header (every slice of a series has the same grid)."""
     import SimpleITK as sitk
 
-    if not files:
-        raise InvalidInput(f"{name}: no DICOM series found")
     reader = sitk.ImageFileReader()
-    reader.SetFileName(files[0])
+    reader.SetFileName(str(files[0]))
     reader.ReadImageInformation()
     size = list(reader.GetSize())
     size[-1] *= len(files)  # slices stack along the last axis (a multi-frame file holds its own frames)
     pixel = sitk.GetArrayViewFromImage(sitk.Image([1, 1], reader.GetPixelID(), reader.GetNumberOfComponents()))
     check_size(name, size, pixel.dtype.itemsize * reader.GetNumberOfComponents())
+    check_volume(name, size)
 
 
-def read_info(path: Path) -> ImageInfo:
-    """Header facts (shape, spacing, axis codes) of a supported image; InvalidInput when unreadable or
-    over the image limits. NIfTI and NRRD voxels are not decoded."""
-    image = _open(path, header_only=True)
-    shape = [int(n) for n in image.shape]
-    spacing = [round(float(z), 6) for z in image.header.get_zooms()[: len(shape)]]
-    orientation = "".join(nib.aff2axcodes(image.affine))
-    return ImageInfo(shape, spacing, orientation)
+FORMATS: dict[str, ImageFormat] = {
+    "nifti": ImageFormat("nifti", "NIfTI", "NIfTI (.nii, .nii.gz)", NIFTI_SUFFIXES, _read_nifti,
+                         lambda path: [path], single_file=NIFTI_SUFFIXES),
+    "nrrd": ImageFormat("nrrd", "NRRD", "NRRD (.nrrd, or a .nhdr header beside its data file)", NRRD_SUFFIXES,
+                        _read_nrrd, _nrrd_files, single_file=(".nrrd",),
+                        several="a detached NRRD (a .nhdr header and its data file)"),
+    "dicom": ImageFormat("dicom", "DICOM", "a DICOM series (its folder, or one of its files: .dcm, .dicom, .ima "
+                         "or any name, known by its DICM preamble)", DICOM_SUFFIXES, _read_dicom, _series_of,
+                         several="a DICOM series", sniff=_is_dicom),
+}
+SUFFIXES = tuple(suffix for found in FORMATS.values() for suffix in found.suffixes)
+SUPPORTED = ", ".join(found.described for found in list(FORMATS.values())[:-1]) + \
+    f" or {list(FORMATS.values())[-1].described}"
+UPLOADABLE_SUFFIXES = tuple(suffix for found in FORMATS.values() for suffix in found.single_file)
+UPLOADABLE = " or ".join(f"{found.label} ({', '.join(found.single_file)})" for found in FORMATS.values()
+                         if found.single_file) + " holding its own data"
+SEVERAL_FILES = " and ".join(found.several for found in FORMATS.values() if found.several)

@@ -110,12 +110,16 @@ def source_path_of(location: Location) -> Path:
 
 
 def _files_read(path: Path) -> list[Path]:
-    """The files an image is read from: the file itself, or every file of its DICOM series folder
-    (a changed slice anywhere in the series changes the volume)."""
-    if path.is_dir() or path.name.lower().endswith(imaging.DICOM_SUFFIXES):
-        folder = path if path.is_dir() else path.parent
-        return sorted(item for item in folder.iterdir() if item.is_file() and not item.name.startswith("."))
-    return [path]
+    """The files an image is read from: the file itself, a detached NRRD's header and data file, or every
+    file of its DICOM series folder (a changed slice anywhere in the series changes the volume; listing
+    the folder costs less than finding the series)."""
+    try:
+        if imaging.image_format(path) == "dicom":
+            folder = path if path.is_dir() else path.parent
+            return sorted(item for item in folder.iterdir() if item.is_file() and not item.name.startswith("."))
+        return imaging.frame_files(path)
+    except (InvalidInput, OSError):  # reading the image reports the problem
+        return [path]
 
 
 def _key(frame: Frame, path: Path) -> str:
@@ -244,8 +248,6 @@ def _build(path: Path, folder: Path, label: str) -> None:
         raise FrameUnreadable(f"{label}: {err.message}") from err
     except Exception as err:  # noqa: BLE001 - nibabel raises many types for truncated data
         raise FrameUnreadable(f"{label}: the image data cannot be read ({err})") from err
-    if data.ndim < 3 or min(data.shape[:3]) < 1:
-        raise FrameUnreadable(f"{label}: expected a 3-D image, got shape {list(data.shape)}")
     volume3 = data[..., 0] if data.ndim > 3 else data
     volume3 = volume3.reshape(volume3.shape[:3])
     low, high = _window(volume3)

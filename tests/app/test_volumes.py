@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from app.db import Frame, db
 from app.services import frames, projects
-from tests.factories import token_headers
+from tests.factories import token_headers, write_dicom_series
 
 LPS_AFFINE = np.array([[-2.0, 0, 0, 30], [0, -2.0, 0, 40], [0, 0, 3.0, -10], [0, 0, 0, 1]])
 
@@ -133,32 +133,13 @@ def test_nrrd_frames_read_in_lps_space(app, client, setup):
     assert np.allclose(image.affine @ [11, 9, 0, 1], [-5, -6, 7, 1])
 
 
-def _write_dicom_series(folder: Path, volume: np.ndarray, series: str, planes: list[int] | None = None) -> None:
-    """One DICOM file per z plane of ``volume`` ((z, y, x) as ITK gives it), 0.8 x 0.9 x 2.5 mm;
-    ``planes`` limits which files are (re)written."""
-    import SimpleITK as sitk
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for z in planes if planes is not None else range(volume.shape[0]):
-        plane = sitk.GetImageFromArray(volume[z:z + 1])
-        plane.SetSpacing((0.8, 0.9, 2.5))
-        for tag, value in (("0020|000e", series), ("0020|000d", series + ".1"), ("0008|0060", "MR"),
-                           ("0020|0032", f"10\\20\\{30 + 2.5 * z}"), ("0020|0037", "1\\0\\0\\0\\1\\0"),
-                           ("0020|0013", str(z + 1)), ("0018|0050", "2.5"), ("0028|0030", "0.9\\0.8")):
-            plane.SetMetaData(tag, value)
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
-        writer.Execute(plane)
-
-
 SERIES = "1.2.826.0.1.3680043.2.1125.1.4242"
 
 
 def test_dicom_series_frames(app, client, setup):
     project, headers = setup
     volume = np.random.default_rng(1).integers(0, 500, (6, 9, 11)).astype(np.int16)  # (z, y, x) as ITK gives it
-    _write_dicom_series(Path(app.config["DATA_ROOT"]) / "v/dicom", volume, SERIES)
+    write_dicom_series(Path(app.config["DATA_ROOT"]) / "v/dicom", volume, SERIES)
     frame = _frame_for(project, "dicom", "v/dicom/slice000.dcm")
     assert frame.shape == [11, 9, 6] and frame.orientation == "LPS"
     image = _nifti(client.get(f"/api/v1/frames/{frame.id}/volume", headers=headers).data)
@@ -174,7 +155,7 @@ def test_a_dicom_series_changed_in_another_file_is_read_again(app, client, setup
     project, headers = setup
     folder = Path(app.config["DATA_ROOT"]) / "v/series"
     volume = np.random.default_rng(2).integers(0, 500, (6, 9, 11)).astype(np.int16)
-    _write_dicom_series(folder, volume, SERIES)
+    write_dicom_series(folder, volume, SERIES)
     frame = _frame_for(project, "series", "v/series/slice000.dcm")
     url = f"/api/v1/frames/{frame.id}"
     first = client.get(f"{url}/volume", headers=headers)
@@ -185,7 +166,7 @@ def test_a_dicom_series_changed_in_another_file_is_read_again(app, client, setup
 
     changed = volume.copy()
     changed[4] = 999  # only the fifth plane, stored in slice004.dcm
-    _write_dicom_series(folder, changed, SERIES, planes=[4])
+    write_dicom_series(folder, changed, SERIES, planes=[4])
     assert (folder / "slice000.dcm").read_bytes() == untouched  # the named file (and its checksum) is the same
     stamp = (folder / "slice004.dcm").stat().st_mtime_ns + 10**9  # even on a coarse-clock file system
     os.utime(folder / "slice004.dcm", ns=(stamp, stamp))

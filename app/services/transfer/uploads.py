@@ -9,10 +9,10 @@ from app.services import access, frames, imaging, projects
 from app.services.errors import Conflict, InvalidInput
 from app.services.transfer.model import Problems, parse_frame_number, parse_scan_type
 from app.storage import Roots
-from app.storage.identity import store, suffix_of
+from app.storage.identity import Stored, store, suffix_of
 
 # Formats held in one file (an NRRD with a detached .nhdr header, or a DICOM series, is several).
-UPLOADABLE = imaging.NIFTI_SUFFIXES + (".nrrd",)
+UPLOADABLE = imaging.UPLOADABLE_SUFFIXES
 
 
 def _target_scan(user: User, form: Mapping[str, str]) -> Scan:
@@ -45,7 +45,9 @@ def upload_frame(user: User, stream: BinaryIO | None, filename: str, form: Mappi
     if stream is None or not filename:
         raise InvalidInput("send the image as the multipart field 'file' (or MIQA's 'content')", field="file")
     if not filename.lower().endswith(UPLOADABLE):
-        raise InvalidInput(f"{filename}: unsupported image format (expected {', '.join(UPLOADABLE)})", field="file")
+        raise InvalidInput(f"{filename}: an upload is one file holding a whole volume: {imaging.UPLOADABLE}; "
+                           f"{imaging.SEVERAL_FILES} are several files: import or sync them from their folder",
+                           field="file")
     problems = Problems()
     number = parse_frame_number(form.get("frame_number") or "0", "form", "frame_number", problems)
     problems.raise_if_any()
@@ -54,7 +56,7 @@ def upload_frame(user: User, stream: BinaryIO | None, filename: str, form: Mappi
         raise Conflict(f"scan {scan.name!r} already has frame {number}", field="frame_number")
     stored = store(stream, scan.experiment.project_id, suffix_of(filename), Roots.from_config())
     try:
-        frame = frames.register_frame(scan, number, stored.location)
+        frame = _register(scan, number, stored, filename)
         db.session.commit()
     except Exception:
         db.session.rollback()
@@ -63,3 +65,14 @@ def upload_frame(user: User, stream: BinaryIO | None, filename: str, form: Mappi
         raise
     frames.frames_added([scan.experiment.project_id], user)
     return frame
+
+
+def _register(scan: Scan, number: int, stored: Stored, filename: str) -> Frame:
+    """The stored file as a frame once it holds a whole, readable 3-D volume; problems name the file as sent,
+    not its content path."""
+    try:
+        if len(imaging.frame_files(stored.path)) > 1:
+            raise InvalidInput(f"{filename}: its voxels are in another file; upload an NRRD holding its own data")
+        return frames.register_frame(scan, number, stored.location)
+    except InvalidInput as err:
+        raise InvalidInput(err.message.replace(stored.path.name, filename), field="file") from err
