@@ -272,8 +272,10 @@ def decision_json(decision: Decision) -> dict[str, Any]:
     creator = decision.creator
     location = None
     if decision.location_i is not None:
-        location = {"i": decision.location_i, "j": decision.location_j, "k": decision.location_k,
-                    "space": decision.location_space or "voxel"}
+        location = {axis: int(value) if float(value).is_integer() else value for axis, value in
+                    (("i", decision.location_i), ("j", decision.location_j), ("k", decision.location_k))}
+        if decision.location_space == "world":  # MIQA's viewer position (mm), as an imported file gave it
+            location["space"] = "world"
     return {
         "id": decision.id, "scan": decision.scan_id, "decision": decision.option.key,
         "decision_label": decision.option.label, "note": decision.note, "created": decision.created_at.isoformat(),
