@@ -17,7 +17,7 @@ from app.services import imaging
 from app.services.errors import InvalidInput
 from app.services.transfer import sync
 from tests.app.transfer_helpers import snapshot
-from tests.factories import write_dicom_series
+from tests.factories import token_headers, write_dicom_series
 
 
 def _data() -> Path:
@@ -88,18 +88,25 @@ def test_a_flat_folder_and_what_it_skips(factory):
     (root / "protocol.pdf").write_bytes(b"%PDF-1.4")
     (root / ".DS_Store").write_bytes(b"\0")
     (root / "broken.nii.gz").write_bytes(b"not gzip at all")
+    nrrd.write(str(root / "sub-05_T2.nhdr"), np.zeros((8, 8, 8), dtype=np.uint8),
+               {"space": "left-posterior-superior", "space directions": np.eye(3), "space origin": np.zeros(3)},
+               detached_header=True)  # a header and its data file sub-05_T2.raw.gz: one frame
     (root / "deeper" / "and" / "deeper").mkdir(parents=True)
     factory.nifti("lab/visit3/deeper/and/deeper/x.nii.gz", shape=(8, 8, 8))
 
     report = sync.sync(project, root)
     db.session.commit()
     assert sorted(report["added"]) == ["lab/visit3/sub-01_T1.nii.gz", "lab/visit3/sub-02_T2_1.nii.gz",
-                                       "lab/visit3/sub-03.nii", "lab/visit3/sub-04_FLAIR.nii.gz"]
+                                       "lab/visit3/sub-03.nii", "lab/visit3/sub-04_FLAIR.nii.gz",
+                                       "lab/visit3/sub-05_T2.nhdr"]
     experiment = snapshot()["Flat"]["experiments"]["visit3"]["scans"]  # the source folder names the experiment
     assert {name: (scan["type"], list(scan["frames"])) for name, scan in experiment.items()} == {
-        "sub-01": ("T1", [0]), "sub-02": ("T2", [1]), "sub-03": ("T1", [0]), "sub-04": ("FLAIR", [0])}
+        "sub-01": ("T1", [0]), "sub-02": ("T2", [1]), "sub-03": ("T1", [0]), "sub-04": ("FLAIR", [0]),
+        "sub-05": ("T2", [0])}
     reasons = _reasons(report)
-    assert sorted(reasons) == [".DS_Store", "broken.nii.gz", "deeper/and/deeper/x.nii.gz", "protocol.pdf"]
+    assert sorted(reasons) == [".DS_Store", "broken.nii.gz", "deeper/and/deeper/x.nii.gz", "protocol.pdf",
+                               "sub-05_T2.raw.gz"]
+    assert reasons["sub-05_T2.raw.gz"] == "data file of the NRRD header sub-05_T2.nhdr (the header is the frame)"
     assert reasons[".DS_Store"] == "hidden file"
     assert reasons["protocol.pdf"].startswith("not an image file")
     assert "broken.nii.gz" in reasons["broken.nii.gz"] and "NIfTI" in reasons["broken.nii.gz"]
@@ -145,12 +152,19 @@ def test_a_dicom_folder_is_one_frame(factory):
     write_dicom_series(root / "visit1" / "sub-01_T2", volume, "1.2.826.0.1.3680043.2.1125.1.77")
     write_dicom_series(root / "visit1" / "sub-02", volume, "1.2.826.0.1.3680043.2.1125.1.78", name="IM{z:04d}")
     (root / "visit1" / "sub-02" / "notes.txt").write_text("acquired twice")
+    write_dicom_series(root / "visit1" / "sub-03", volume, "1.2.826.0.1.3680043.2.1125.1.79", description="T1 axial",
+                       name="a{z:02d}.dcm")
+    write_dicom_series(root / "visit1" / "sub-03", volume, "1.2.826.0.1.3680043.2.1125.1.80", description="T2 axial",
+                       name="b{z:02d}.dcm")
 
     report = sync.sync(project, root)
     db.session.commit()
     assert sorted(report["added"]) == ["scanner/visit1/sub-01_T2/slice000.dcm", "scanner/visit1/sub-02/IM0000"]
-    assert report["skipped"] == [{"path": "visit1/sub-02/notes.txt",
-                                  "reason": f"not an image file (qcloop reads {imaging.SUPPORTED})"}]
+    reasons = _reasons(report)
+    assert sorted(reasons) == ["visit1/sub-02/notes.txt", "visit1/sub-03/"]
+    assert reasons["visit1/sub-02/notes.txt"] == f"not an image file (qcloop reads {imaging.SUPPORTED})"
+    assert "2 DICOM series in one folder" in reasons["visit1/sub-03/"]
+    assert '"T1 axial" (5 files)' in reasons["visit1/sub-03/"] and '"T2 axial" (5 files)' in reasons["visit1/sub-03/"]
     scans = snapshot()["Dicom"]["experiments"]["visit1"]["scans"]
     assert scans["sub-01"]["type"] == "T2" and scans["sub-02"]["frames"] == {0: "scanner/visit1/sub-02/IM0000"}
     frame = db.session.scalar(select(Frame).where(Frame.file_location == "scanner/visit1/sub-01_T2/slice000.dcm"))
@@ -200,3 +214,29 @@ def test_a_failed_sync_leaves_nothing_behind(factory):
     assert sorted(os.listdir(folder)) == ["export.csv", Path(first["rows_file"]).name]
     assert Path(first["export"]).read_bytes() == before
     assert snapshot()["Fails"]["experiments"].keys() == {"visit1"}
+
+
+def test_the_api_syncs_a_folder_under_the_data_root_and_lists_what_it_skipped(factory, client):
+    project = factory.project("Api")
+    factory.member(project, "admin", "lead")
+    factory.member(project, "tier1", "reviewer")
+    factory.nifti("incoming/visit1/sub-01_T1.nii.gz", shape=(8, 8, 8))
+    (_data() / "incoming" / "visit1" / "sub-01_T1.json").write_text("{}")
+    url = f"/api/v1/projects/{project.id}/sync"
+
+    assert client.post(url, json={"source": "incoming"}, headers=token_headers(client, "reviewer")).status_code == 403
+    headers = token_headers(client, "lead")
+    answer = client.post(url, json={"source": "incoming"}, headers=headers)  # relative to the data root
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert body["added"] == ["incoming/visit1/sub-01_T1.nii.gz"] and body["known"] == 0
+    assert body["skipped"] == [{"path": "visit1/sub-01_T1.json",
+                                "reason": f"not an image file (qcloop reads {imaging.SUPPORTED})"}]
+    assert body["summary"]["counts"]["frames_added"] == 1
+    again = client.post(url, json={"source": str(_data() / "incoming")}, headers=headers).get_json()
+    assert again["added"] == [] and again["known"] == 1
+
+    outside = client.post(url, json={"source": "/"}, headers=headers)
+    assert outside.status_code == 400 and "outside the data root" in outside.get_json()["detail"]
+    assert client.post(url, json={"source": "incoming", "patterns": ["(?P<x>.*)"]},
+                       headers=headers).status_code == 400

@@ -58,7 +58,6 @@ DEFAULT_PATTERNS = {
     "flat": r"^(?P<scan>[^/]+?)(?:_(?P<type>" + _TYPE + r"))?(?:_(?P<frame>\d+))?" + _END,
 }
 _DEFAULTS = [re.compile(text) for text in DEFAULT_PATTERNS.values()]
-DICOM_PREAMBLE = (128, b"DICM")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,23 +125,16 @@ def sync_folder(project: Project) -> Path:
 
 
 def _is_dicom(path: Path) -> bool:
-    """A DICOM file: by its extension, or (without an image extension) by the "DICM" preamble."""
-    name = path.name.lower()
-    if name.endswith(imaging.DICOM_SUFFIXES):
-        return True
-    if name.endswith(_IMAGE_SUFFIXES):
-        return False
-    offset, magic = DICOM_PREAMBLE
+    """A DICOM file: by its extension, or by its preamble when its name says nothing."""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            return handle.read(len(magic)) == magic
-    except OSError:
+        return path.is_file() and imaging.format_of(path).name == "dicom"
+    except InvalidInput:
         return False
 
 
 def _items(source: Path, found: Found) -> Iterator[Item]:
     """Image files and DICOM folders under ``source``, in name order; what is not one is reported."""
+    companions: dict[Path, str] = {}  # data files of detached NRRD headers -> the header's relative path
     for folder, folders, files in os.walk(source):
         here = Path(folder)
         prefix = "" if here == source else here.relative_to(source).as_posix() + "/"
@@ -157,6 +149,9 @@ def _items(source: Path, found: Found) -> Iterator[Item]:
             else:
                 for name in dicom:
                     found.skip(name, "a DICOM file directly in the source folder (give each series its own folder)")
+        for name in files:
+            if name.lower().endswith(".nhdr") and not name.startswith("."):
+                companions.update((Path(os.path.realpath(path)), prefix + name) for path in _nrrd_data(here / name))
         for name in sorted(set(files) - set(dicom)):
             relative = prefix + name
             lower = name.lower()
@@ -164,12 +159,20 @@ def _items(source: Path, found: Found) -> Iterator[Item]:
                 found.skip(relative, "hidden file")
             elif lower.endswith(_IMAGE_SUFFIXES):
                 yield Item(relative, here / name, here / name)
-            elif lower.endswith((".raw", ".raw.gz")) and any(
-                    (here / (name[: -len(ext)] + ".nhdr")).exists() for ext in (".raw", ".raw.gz")
-                    if lower.endswith(ext)):
-                found.skip(relative, "data file of a detached NRRD header (.nhdr): the header is the frame")
+            elif Path(os.path.realpath(here / name)) in companions:
+                found.skip(relative, f"data file of the NRRD header {companions[Path(os.path.realpath(here / name))]}"
+                                     " (the header is the frame)")
             else:
                 found.skip(relative, f"not an image file (qcloop reads {imaging.SUPPORTED})")
+
+
+def _nrrd_data(header: Path) -> list[Path]:
+    """The files of a detached NRRD besides its header (none when the header is unreadable: its own check
+    reports that)."""
+    try:
+        return [path for path in imaging.frame_files(header) if path != header]
+    except InvalidInput:
+        return []
 
 
 def _known(project: Project, checker: FileChecker) -> tuple[set[str], set[tuple[str, str, int]], set[tuple[str, str]]]:
@@ -270,13 +273,18 @@ def _rows_text(project: Project, found: Found) -> str:
     return sink.drain()
 
 
-def sync(project: Project, source: Path, patterns: str | Iterable[str] | None = None,
-         progress: importer.Progress = importer._no_progress) -> dict[str, Any]:
-    """One cycle; returns the export path, its backup, the new rows file, what was added and what was
-    skipped (path and reason each). Nothing is written when it fails; the caller commits."""
+def sync(project: Project, source: Path | str, patterns: str | Iterable[str] | None = None,
+         progress: importer.Progress = importer._no_progress, *, from_data_root: bool = False) -> dict[str, Any]:
+    """One cycle; returns the export path, its backup, the new rows file, what was added, what was
+    skipped (path and reason each) and how many files the project has already. A relative ``source`` is
+    taken from the working folder, as any command-line path, or with ``from_data_root`` (the API) from
+    the data root. Nothing is written when it fails; the caller commits."""
     compiled = compile_patterns(patterns)
     roots = Roots.from_config()
-    source = Path(os.path.abspath(source))  # relative to the working folder, as any command-line path
+    source = Path(source)
+    if not str(source).strip():
+        raise InvalidInput("source is required", field="source")
+    source = Path(os.path.abspath(roots.data_root / source if from_data_root else source))
     if not source.is_dir():
         raise InvalidInput(f"source {source} is not a folder", field="source")
     try:
