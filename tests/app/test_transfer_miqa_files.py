@@ -17,7 +17,7 @@ from app.db import ArtifactEntry, Decision, Project, db
 from app.services.errors import InvalidInput
 from app.services.transfer import exporter, importer
 from tests.app.transfer_helpers import MIQA_HEADER, empty_database, read_csv_text, snapshot, write_csv, write_json
-from tests.factories import token_headers
+from tests.factories import PASSWORD, token_headers
 
 # The column order of MIQA's samples/new_subject_session_scans_to_review.csv (read by name, not position).
 SAMPLE_ORDER = ["project_name", "experiment_name", "scan_name", "scan_type", "frame_number", "file_location",
@@ -259,3 +259,27 @@ def test_location_errors_name_the_real_cause(factory, tmp_path):
         assert caught.value.details["errors"][0] == {"where": "row 2", "field": "location_of_interest",
                                                      "message": f"{text!r}: {message}"}
         db.session.rollback()
+
+
+@pytest.mark.browser
+def test_viewer_shows_a_miqa_position_at_its_nearest_voxel(app, factory, live_server, page, tmp_path):
+    """MIQA's position is in its viewer's world (LPS millimetres); the page maps it through the frame's affine
+    (2 mm voxels from the origin here) and rounds: (-6.4, -9.7, 14.3) LPS is voxel (3.2, 4.85, 7.15)."""
+    project = factory.project("Site")
+    factory.member(project, "tier2", "bob")
+    factory.nifti("s/a.nii.gz", shape=(16, 16, 16))
+    rows = [["Site", "e", "a", "T1", "0", "s/a.nii.gz", "", "", "", "", "Q?", "me@my-org.org", "look here",
+             "2022-01-02 14:02:57", "", "i=-6.4;j=-9.7;k=14.3"]]
+    importer.import_file(write_csv(tmp_path / "point.csv", rows), project=project)
+    db.session.commit()
+    scan_id = db.session.scalar(select(Decision.scan_id))
+
+    page.goto(live_server.url + "/login")
+    page.fill("#username", "bob")
+    page.fill("#password", PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_url(live_server.url + "/")
+    page.goto(f"{live_server.url}/scans/{scan_id}")
+    page.wait_for_function("() => document.querySelector('#viewer').dataset.loaded === 'full'", timeout=30000)
+    page.click("text=MIQA position i -6.4, j -9.7, k 14.3")
+    page.wait_for_function("document.querySelector('#crosshair').textContent.includes('voxel 3, 5, 7')")
