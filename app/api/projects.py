@@ -3,7 +3,7 @@ and reading projects is the review API's (MIQA's shapes)."""
 from __future__ import annotations
 
 from flask_login import current_user
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from app.api.docs import Blueprint, ProjectOut, answers
 from app.api.review import project_json
@@ -16,7 +16,8 @@ blp = Blueprint("projects", __name__, description="Creating projects and syncing
 
 
 class NewProject(Schema):
-    name = fields.String(required=True, metadata={"description": "1-255 characters, no control characters"})
+    name = fields.String(required=True, validate=validate.Length(min=1, max=255),
+                         metadata={"description": "1-255 characters (outer spaces removed), no control characters"})
     template = fields.String(load_default=None, allow_none=True,
                              metadata={"description": "name of a project whose active vocabularies and settings "
                                                       "the new project copies (default: qcloop's defaults)"})

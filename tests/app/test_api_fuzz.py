@@ -39,6 +39,8 @@ DATA_DEPENDENT = {
     "POST /api/v1/projects/{project_id}/predict": "the file must be a readable NIfTI or NRRD image",
     "POST /api/v1/scan-decisions": "decision and artifact keys come from the project's vocabulary",
     "POST /api/v1/scans/{scan_id}/email": "recipients must be members of the scan's project",
+    "POST /api/v1/projects": "the name must be free and printable, the template a real project",
+    "POST /api/v1/projects/{project_id}/sync": "the source must be a folder under the data root",
 }
 
 
