@@ -109,7 +109,8 @@ def test_documented_csv_keeps_floats_aliases_and_notes(factory):
     assert states["full_brain_coverage"] == "absent" and states["misalignment"] == "present"  # partial_coverage
     assert not b.unmatched_artifacts and not b.created_unknown
 
-    rows = {row["scan_name"]: row for row in _csv_rows("".join(exporter.export("miqa-csv", exporter.all_project_ids())))}
+    exported = "".join(exporter.export("miqa-csv", exporter.all_project_ids()))
+    rows = {row["scan_name"]: row for row in _csv_rows(exported)}
     assert rows["Scan B"]["location_of_interest"] == "i=-2.669;j=-61.718;k=-48.763"
     assert rows["Scan C"]["location_of_interest"] == "i=50.305;j=-40.541;k=-30"
     assert rows["Scan A"]["location_of_interest"] == "i=-45.504;j=-20.451;k=15.5"  # the number, not its zeros

@@ -18,7 +18,8 @@ COLUMNS = [
     "record", "project_name", "experiment_name", "scan_name", "frame_number", "file_location", "scan_type",
     "subject_id", "session_id", "scan_link", "experiment_notes", "archived", "decision", "decision_creator",
     "decision_creator_role", "decision_note", "decision_created", "decision_source", "location_of_interest",
-    "location_space", "frame_locations", "unmatched_artifacts", "model_name", "model_version", "model_alias", "model_run_id", "model_output_map", "model_metrics",
+    "location_space", "frame_locations", "unmatched_artifacts", "model_name", "model_version", "model_alias",
+    "model_run_id", "model_output_map", "model_metrics",
     "evaluation_scores", "created", "key", "label", "meaning", "position", "shortcut", "requires_note", "retired",
     "username", "email", "role",
 ]

@@ -329,13 +329,11 @@ def parse_location(value: Any, where: str, field_name: str, problems: Problems,
     if value is None or value == "" or value == {}:
         return None
     if isinstance(value, dict):
-        ijk: tuple | str = tuple(_number(value.get(axis), axis) for axis in AXES)
+        ijk = _axes(value)
     elif isinstance(value, str):
         ijk = _ijk(value)
     else:
         ijk = "must be text such as 'i=-45.5;j=20;k=15.25' or an object with i, j and k"
-    if isinstance(ijk, tuple) and any(isinstance(n, str) for n in ijk):
-        ijk = next(n for n in ijk if isinstance(n, str))
     if isinstance(ijk, str):
         problems.error(where, field_name, f"{value!r}: {ijk}")
         return None
@@ -343,6 +341,12 @@ def parse_location(value: Any, where: str, field_name: str, problems: Problems,
         problems.error(where, field_name, f"{value!r}: a voxel index cannot be negative")
         return None
     return ijk  # type: ignore[return-value]
+
+
+def _axes(given: dict[str, Any]) -> tuple[float, float, float] | str:
+    """The i, j and k of a mapping as floats, or what is wrong with the first that is not one."""
+    values = tuple(_number(given.get(axis), axis) for axis in AXES)
+    return next((v for v in values if isinstance(v, str)), values)  # type: ignore[return-value]
 
 
 def _number(value: Any, axis: str) -> float | str:
@@ -373,8 +377,7 @@ def _ijk(text: str) -> tuple[float, float, float] | str:
         if axis in found:
             return f"{axis} is given twice"
         found[axis] = number.strip()
-    values = tuple(_number(found.get(axis), axis) for axis in AXES)
-    return next((v for v in values if isinstance(v, str)), values)  # type: ignore[return-value]
+    return _axes(found)
 
 
 def parse_space(value: Any, where: str, field_name: str, problems: Problems, default: str) -> str:
