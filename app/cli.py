@@ -528,7 +528,7 @@ def sync_command(project_name: str, source: Path, patterns: tuple[str, ...], cre
     not taken is listed with the reason."""
     from app.db import db as database
     from app.services.errors import ServiceError
-    from app.services.transfer import sync, tasks
+    from app.services.transfer import sync
 
     preflight()
     try:
@@ -537,8 +537,6 @@ def sync_command(project_name: str, source: Path, patterns: tuple[str, ...], cre
     except ServiceError as err:
         raise _refused(err) from err
     database.session.commit()
-    if report["summary"] is not None:
-        tasks.frames_added(report["summary"])
     click.echo(f"exported the state before this sync to {report['export']}"
                + (f" (previous export kept as {report['backup']})" if report["backup"] else ""))
     shown = report["skipped"] if all_skipped else report["skipped"][:50]

@@ -10,7 +10,7 @@ from app.api.review import project_json
 from app.auth.permissions import permission
 from app.db import db
 from app.services import projects
-from app.services.transfer import sync, tasks
+from app.services.transfer import sync
 
 blp = Blueprint("projects", __name__, description="Creating projects and syncing them with image folders")
 
@@ -67,8 +67,7 @@ class SyncOut(Schema):
 def sync_project(body: dict, project_id: int):
     """Import the image files of a folder on the server that the project has no frame for (as `qcloop
     sync`); the answer lists what was added and every file skipped with the reason."""
-    report = sync.sync(projects.get_project(project_id), body["source"], body["patterns"], from_data_root=True)
+    report = sync.sync(projects.get_project(project_id), body["source"], body["patterns"], from_data_root=True,
+                       actor=current_user)
     db.session.commit()
-    if report["summary"] is not None:
-        tasks.frames_added(report["summary"], current_user)
     return report

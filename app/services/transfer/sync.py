@@ -1,5 +1,5 @@
 """The repository sync cycle: find image files in a site's tree that no frame points at yet, import
-them in merge mode (with a "frames.checksum" job for the new files once the caller commits), and keep
+them in merge mode (with a "frames.checksum" job for the new files), and keep
 the project's state before the sync as an export (the previous export kept as a timestamped backup).
 Run twice, the second run adds nothing.
 
@@ -23,10 +23,10 @@ from flask import current_app
 from sqlalchemy import select
 from werkzeug.utils import secure_filename
 
-from app.db import Experiment, Frame, Project, Scan, db
+from app.db import Experiment, Frame, Project, Scan, User, db
 from app.services import imaging
 from app.services.errors import InvalidInput
-from app.services.transfer import exporter, importer
+from app.services.transfer import exporter, importer, tasks
 from app.services.transfer.csvfile import CsvSink
 from app.services.transfer.files import FileChecker
 from app.services.transfer.model import SCAN_TYPE_MAX, SCAN_TYPES
@@ -274,11 +274,12 @@ def _rows_text(project: Project, found: Found) -> str:
 
 
 def sync(project: Project, source: Path | str, patterns: str | Iterable[str] | None = None,
-         progress: importer.Progress = importer._no_progress, *, from_data_root: bool = False) -> dict[str, Any]:
+         progress: importer.Progress = importer._no_progress, *, from_data_root: bool = False,
+         actor: User | None = None) -> dict[str, Any]:
     """One cycle; returns the export path, its backup, the new rows file, what was added, what was
     skipped (path and reason each) and how many files the project has already. A relative ``source`` is
     taken from the working folder, as any command-line path, or with ``from_data_root`` (the API) from
-    the data root. Nothing is written when it fails; the caller commits."""
+    the data root. Nothing is written when it fails; what it adds is committed with its checksum job."""
     compiled = compile_patterns(patterns)
     roots = Roots.from_config()
     source = Path(source)
@@ -324,5 +325,7 @@ def sync(project: Project, source: Path | str, patterns: str | Iterable[str] | N
         if created_folder and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
         raise
+    if report["summary"] is not None:
+        tasks.frames_added(report["summary"], actor)
     progress(1.0, f"added {len(found.rows)} file(s)" if found.rows else "nothing new")
     return report
