@@ -10,8 +10,8 @@ from werkzeug.wrappers import Response
 
 from app.api.pagination import paginate
 from app.auth.permissions import permission
-from app.db import ROLES, db
-from app.services import invitations, members, overview, projects, users
+from app.db import ROLES, Project, db
+from app.services import invitations, mail, members, overview, projects, users
 from app.services.errors import ServiceError
 
 bp = Blueprint("admin", __name__)
@@ -31,13 +31,32 @@ def _attempt(action: Callable[[], object], success: str, target: str) -> Respons
     return redirect(target)
 
 
+def _invite(email: str, project: Project | None, role: str, target: str) -> Response:
+    """Invite and say where the link went: mailed, or shown here once when no mail server is configured."""
+    try:
+        invitation, raw = invitations.invite(email, project, role, current_user)
+        link = invitations.unmailed_link(raw)
+        db.session.commit()
+    except ServiceError as err:
+        db.session.rollback()
+        flash(err.message, "error")
+        return redirect(target)
+    if link is None:
+        flash(f"An invitation is mailed to {invitation.email}.", "info")
+    else:
+        flash(f"No mail server is configured, so the invitation was NOT mailed to {invitation.email}. Send them this link "
+              f"yourself; it is shown only now and is valid for {invitations.INVITE_LIFETIME.days} days:", "invite")
+        flash(link, "invite-link")
+    return redirect(target)
+
+
 @bp.get("/")
 @permission("superuser")
 def index():
     return render_template(
         "admin/index.html", users=users.all_users(), pending=users.pending_users(),
         projects=overview.projects_for(current_user), invitations=invitations.pending(None), roles=ROLES,
-        is_expired=invitations.is_expired)
+        is_expired=invitations.is_expired, mail_configured=mail.configured())
 
 
 @bp.post("/users/<int:user_id>/approve")
@@ -72,9 +91,7 @@ def invite():
     """Invite someone to qcloop, into a project when one is chosen."""
     raw_project = request.form.get("project_id", "")
     project = projects.get_project(int(raw_project)) if raw_project.isdigit() else None
-    email = request.form.get("email", "")
-    return _attempt(lambda: invitations.invite(email, project, request.form.get("role", "tier1"), current_user),
-                    f"An invitation is mailed to {email}.", url_for("admin.index"))
+    return _invite(request.form.get("email", ""), project, request.form.get("role", "tier1"), url_for("admin.index"))
 
 
 @bp.get("/audit")
@@ -97,7 +114,8 @@ def members_page(project_id: int):
     return render_template(
         "admin/members.html", project=projects.get_project(project_id),
         memberships=members.list_members(project_id),
-        invitations=invitations.pending(project_id), roles=ROLES, is_expired=invitations.is_expired)
+        invitations=invitations.pending(project_id), roles=ROLES, is_expired=invitations.is_expired,
+        mail_configured=mail.configured())
 
 
 @bp.post("/projects/<int:project_id>/members")
@@ -122,10 +140,8 @@ def change_member(project_id: int, user_id: int):
 @bp.post("/projects/<int:project_id>/invitations")
 @permission("project", "admin")
 def invite_member(project_id: int):
-    email = request.form.get("email", "")
-    project = projects.get_project(project_id)
-    return _attempt(lambda: invitations.invite(email, project, request.form.get("role", ""), current_user),
-                    f"An invitation is mailed to {email}.", url_for("admin.members_page", project_id=project_id))
+    return _invite(request.form.get("email", ""), projects.get_project(project_id), request.form.get("role", ""),
+                   url_for("admin.members_page", project_id=project_id))
 
 
 @bp.post("/projects/<int:project_id>/invitations/<int:invitation_id>/revoke")

@@ -99,6 +99,9 @@ class InvitationOut(_Open):
     expires = fields.String(required=True)
     accepted = _nullable_string(required=True)
     expired = fields.Boolean(required=True)
+    mailed = fields.Boolean(metadata={"description": "only when just created: whether a mail server took the link"})
+    invite_url = _nullable_string(metadata={"description": "only when just created and not mailed: the link, "
+                                                           "shown this once"})
 
 
 class InvitationOffer(_Open):

@@ -121,10 +121,12 @@ def list_invitations(project_id: int):
 @answers(blp, 201, InvitationOut)
 @permission("project", "admin")
 def invite(body: dict, project_id: int):
-    """Mail an invitation link (valid 7 days) that creates the account with this role."""
-    invitation, _ = invitations.invite(body["email"], projects.get_project(project_id), body["role"], current_user)
+    """Mail an invitation link (valid 7 days) that creates the account with this role. Without a mail
+    server the link is not mailed: `invite_url` holds it, in this answer only (null when mailed)."""
+    invitation, raw = invitations.invite(body["email"], projects.get_project(project_id), body["role"], current_user)
+    link = invitations.unmailed_link(raw)
     db.session.commit()
-    return invitation_json(invitation), 201
+    return {**invitation_json(invitation), "mailed": link is None, "invite_url": link}, 201
 
 
 @blp.route("/projects/<int:project_id>/invitations/<int:invitation_id>", methods=["DELETE"])

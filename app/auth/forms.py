@@ -1,8 +1,9 @@
 """Browser forms (Flask-WTF: every one carries a CSRF token)."""
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, IntegerField, PasswordField, StringField
+from wtforms import BooleanField, IntegerField, PasswordField, RadioField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
 
+from app.services.keymaps import KEYMAPS
 from app.services.passwords import MIN_PASSWORD_LENGTH
 from app.services.users import MAX_TOKEN_DAYS
 
@@ -56,3 +57,8 @@ class TokenForm(FlaskForm):
     name = StringField("Name", validators=[Optional(), Length(max=100)])
     expires_in_days = IntegerField("Expires after (days, empty: never)",
                                    validators=[Optional(), NumberRange(min=1, max=MAX_TOKEN_DAYS)])
+
+
+class KeymapForm(FlaskForm):
+    keymap = RadioField("Keys on the review page", validate_choice=False,
+                        choices=[(name, f"{keymap.label}: {keymap.summary}") for name, keymap in KEYMAPS.items()])

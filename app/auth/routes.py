@@ -14,6 +14,7 @@ from app.auth.forms import (
     ChangePasswordForm,
     ForgotPasswordForm,
     InviteAcceptForm,
+    KeymapForm,
     LoginForm,
     ResetPasswordForm,
     SignupForm,
@@ -21,7 +22,7 @@ from app.auth.forms import (
 )
 from app.auth.permissions import permission
 from app.db import db
-from app.services import invitations, users
+from app.services import invitations, keymaps, users
 from app.services.errors import ServiceError
 
 bp = Blueprint("auth", __name__)
@@ -199,6 +200,7 @@ def accept_invite(invite_token: str):
 def _profile(status: int = 200, new_token: str | None = None, **forms):
     forms.setdefault("password_form", ChangePasswordForm(formdata=None))
     forms.setdefault("token_form", TokenForm(formdata=None))
+    forms.setdefault("keymap_form", KeymapForm(formdata=None, keymap=current_user.keymap))
     return _page("auth/profile.html", status, tokens=users.list_tokens(current_user),
                  token_state=users.token_state, new_token=new_token, **forms)
 
@@ -226,6 +228,24 @@ def change_password():
     remembered = current_app.config.get("REMEMBER_COOKIE_NAME", COOKIE_NAME) in request.cookies
     login_user(current_user._get_current_object(), remember=remembered)
     flash("Your password is changed.", "info")
+    return redirect(url_for("auth.profile"))
+
+
+@bp.post("/profile/keymap")
+@permission("login")
+def set_keymap():
+    """Choose the keys the review page binds: qcloop's own or MIQA's."""
+    form = KeymapForm()
+    if not form.validate_on_submit():
+        return _profile(400, keymap_form=form)
+    try:
+        keymaps.set_keymap(current_user, form.keymap.data or "")
+        db.session.commit()
+    except ServiceError as err:
+        db.session.rollback()
+        form.keymap.errors = [err.message]
+        return _profile(err.status, keymap_form=form)
+    flash(f"The review page now uses {keymaps.KEYMAPS[current_user.keymap].label}'s keys.", "info")
     return redirect(url_for("auth.profile"))
 
 

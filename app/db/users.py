@@ -29,6 +29,8 @@ class User(UserMixin, db.Model):
     is_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Which keys the review page binds (app/services/keymaps.py): qcloop's own or MIQA's.
+    keymap: Mapped[str] = mapped_column(String(20), default="qcloop", server_default="qcloop")
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user", cascade="all, delete-orphan")
 

@@ -24,7 +24,8 @@ def _digest(raw: str) -> str:
 
 
 def invite(email: str, project: Project | None, role: str, actor: User) -> tuple[Invitation, str]:
-    """Store an invitation and mail its link; returns the row and the raw token (shown nowhere else)."""
+    """Store an invitation and mail its link; returns the row and the raw token (shown nowhere else,
+    unless no mail server is configured: see unmailed_link)."""
     email = users.normalize_email(email)
     if project is not None and role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")
@@ -47,6 +48,14 @@ def invite(email: str, project: Project | None, role: str, actor: User) -> tuple
         f"Choose a username and a password here before {invitation.expires_at:%Y-%m-%d %H:%M} UTC:\n\n"
         f"{link}\n\nIf you did not expect this invitation, ignore this mail.\n"), reply_to=actor.email)
     return invitation, raw
+
+
+def unmailed_link(raw: str) -> str | None:
+    """The link to show the inviting admin, once, when no mail server took it (the mail only went
+    to the outbox folder on the server); None when it was mailed."""
+    if mail.configured():
+        return None
+    return users.external_link("auth.accept_invite", invite_token=raw)
 
 
 def pending(project_id: int | None) -> list[Invitation]:

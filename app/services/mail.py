@@ -39,13 +39,18 @@ def build(to: list[str], subject: str, body: str, reply_to: str | None = None) -
     return message
 
 
+def configured() -> bool:
+    """Whether mail leaves this machine; without an SMTP host it only lands in the outbox folder."""
+    return bool(current_app.config.get("SMTP_HOST"))
+
+
 def send(to: str | list[str], subject: str, body: str, reply_to: str | None = None) -> EmailMessage:
     """Send a plain-text mail; Unavailable (503) when the SMTP server refuses or cannot be reached."""
     recipients = [to] if isinstance(to, str) else list(to)
     message = build(recipients, subject, body, reply_to)
     config = current_app.config
     host = config.get("SMTP_HOST") or ""
-    if not host:
+    if not configured():
         folder = outbox_dir()
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.eml"

@@ -14,8 +14,8 @@
   const state = {
     ctx: JSON.parse($("scan-context").textContent),
     frame: 0, decision: null, artifacts: {}, poi: null, geometry: null, loaded: "none",
-    wl: null, heldLock: null, lastActivity: Date.now(), loadToken: 0, submitting: false,
-    render3d: false, saliency: false, saliencyShown: false,
+    wl: null, preset: null, zoom: null, shownCal: null, heldLock: null, lastActivity: Date.now(), loadToken: 0,
+    submitting: false, render3d: false, saliency: false, saliencyShown: false,
   };
   const timings = {};
   const cache = new Map(); // url -> {promise, value}
@@ -30,6 +30,9 @@
     leftButton: {primary: NV.DRAG_MODE.crosshair, withShift: NV.DRAG_MODE.pan, withCtrl: NV.DRAG_MODE.windowing},
     rightButton: NV.DRAG_MODE.windowing, centerButton: NV.DRAG_MODE.pan,
   });
+  const memory = window.qcloopViewMemory;
+  const keymap = window.qcloopKeymap;
+  let keys = keymap.build(page.dataset.keymap, state.ctx); // rebuilt with each scan's vocabulary
   window.qcloop = {nv, state, timings, cache};
 
   // ------------------------------------------------------------------ fetching with a small cache
@@ -115,10 +118,14 @@
     const picture = await image(url, isPreview ? "preview.nii.gz" : "volume.nii.gz").promise;
     cache.delete(`image:${url}`); // an image object is shown once; the bytes stay cached
     for (const old of nv.volumes.slice()) nv.removeVolume(old);
+    state.shownCal = null; // what Niivue does while the volume is swapped is not the reviewer's doing
     nv.addVolume(picture);
     state.isPreview = isPreview;
-    if (state.wl) applyWL(state.wl.window, state.wl.level, false);
-    else syncWLInputs();
+    if (state.zoom !== null) {
+      nv.setPan2Dxyzmm([0, 0, 0, state.zoom]);
+      state.zoom = null;
+    }
+    applyView();
     await nextFrame();
   }
 
@@ -126,8 +133,8 @@
     const frame = state.ctx.frames[index];
     const token = ++state.loadToken;
     state.frame = index;
-    state.wl = null;
     state.geometry = null;
+    restoreView();
     state.saliencyShown = false;
     renderFrames();
     viewerMessage("");
@@ -138,7 +145,7 @@
     cached(frame.volume_url, "buffer"); // the download starts now, its parsing after the preview is shown
     try {
       const preview = image(frame.preview_url, "preview.nii.gz");
-      geometry.promise.then((g) => { if (token === state.loadToken) { state.geometry = g; syncWLInputs(); } },
+      geometry.promise.then((g) => { if (token === state.loadToken) { state.geometry = g; applyView(); } },
                             () => null);
       await preview.promise;
       if (token !== state.loadToken) return;
@@ -193,11 +200,52 @@
   function applyWL(window_, level, remember = true) {
     const volume = nv.volumes[0];
     if (!volume || !(window_ > 0) || !Number.isFinite(level)) return;
-    if (remember) state.wl = {window: window_, level};
+    if (remember) {
+      state.wl = {window: window_, level};
+      state.preset = null;
+      saveView();
+    }
     volume.cal_min = toDisplay(level - window_ / 2);
     volume.cal_max = toDisplay(level + window_ / 2);
     nv.updateGLVolume();
+    state.shownCal = [volume.cal_min, volume.cal_max];
     syncWLInputs();
+    renderPresets();
+  }
+
+  // The scan type's carried view (view-memory.js): a preset by name, else window/level; zoom once per frame.
+  function restoreView() {
+    const view = memory.load(state.ctx) || {preset: "auto"};
+    state.preset = typeof view.preset === "string" ? view.preset : null;
+    state.wl = !state.preset && view.window > 0 && Number.isFinite(view.level)
+      ? {window: view.window, level: view.level} : null;
+    state.zoom = view.zoom > 0 ? view.zoom : 1;
+  }
+
+  function saveView() {
+    memory.save(state.ctx, {preset: state.preset, window: state.wl ? state.wl.window : null,
+                            level: state.wl ? state.wl.level : null, zoom: nv.scene.pan2Dxyzmm[3]});
+  }
+
+  // Apply the remembered window once the numbers mean something (the 8-bit preview needs the geometry).
+  function applyView() {
+    const volume = nv.volumes[0];
+    if (!volume) return;
+    if (state.geometry && state.preset) preset(state.preset, false);
+    else if (state.wl && (state.geometry || !state.isPreview)) applyWL(state.wl.window, state.wl.level, false);
+    else {
+      state.shownCal = [volume.cal_min, volume.cal_max];
+      syncWLInputs();
+      renderPresets();
+    }
+  }
+
+  function renderPresets() {
+    for (const node of $("presets").querySelectorAll("button[data-preset]")) {
+      const active = node.dataset.preset === state.preset;
+      node.classList.toggle("active", active);
+      node.setAttribute("aria-pressed", active ? "true" : "false");
+    }
   }
 
   function syncWLInputs() {
@@ -208,27 +256,39 @@
     $("level").value = +((high + low) / 2).toPrecision(5);
   }
 
-  function preset(name) {
+  function preset(name, remember = true) {
     const g = state.geometry;
     if (!g) return;
     const [low, high] = g.window, [min, max] = g.range;
     const ranges = {auto: [low, high], full: [min, max], soft: [low, low + (high - low) * 0.6],
                     bright: [low + (high - low) * 0.3, high * 1.2]};
+    if (!ranges[name]) return;
     const [a, b] = ranges[name];
-    applyWL(b - a, (a + b) / 2);
+    applyWL(b - a, (a + b) / 2, false);
+    state.wl = {window: b - a, level: (a + b) / 2};
+    state.preset = name;
+    if (remember) saveView();
+    renderPresets();
   }
 
+  // A drag that changed the window (Niivue moved cal_min/cal_max) is the reviewer's choice: remember it.
   nv.onIntensityChange = () => {
     const volume = nv.volumes[0];
-    if (!volume) return;
+    if (!volume || !state.shownCal) return;
+    if (volume.cal_min === state.shownCal[0] && volume.cal_max === state.shownCal[1]) return;
     const low = fromDisplay(volume.cal_min), high = fromDisplay(volume.cal_max);
+    state.shownCal = [volume.cal_min, volume.cal_max];
     state.wl = {window: high - low, level: (high + low) / 2};
+    state.preset = null;
+    saveView();
     syncWLInputs();
+    renderPresets();
   };
 
   function zoom(factor) {
     const pan = nv.scene.pan2Dxyzmm;
     nv.setPan2Dxyzmm([pan[0], pan[1], pan[2], Math.min(20, Math.max(0.2, pan[3] * factor))]);
+    saveView();
   }
 
   function toOriginalVoxel(mm) {
@@ -354,7 +414,8 @@
     const box = $("decision-buttons");
     box.innerHTML = "";
     for (const option of state.ctx.decisions) {
-      const node = button(`${option.label}${option.shortcut ? ` (${option.shortcut})` : ""}`, "decision",
+      const key = keys.decisionKey(option.key);
+      const node = button(`${option.label}${key ? ` (${key})` : ""}`, "decision",
                           () => chooseDecision(option.key));
       node.dataset.key = option.key;
       node.classList.toggle("active", state.decision === option.key);
@@ -380,7 +441,8 @@
     for (const entry of state.ctx.artifacts) {
       const current = state.artifacts[entry.key] || "undefined";
       const hint = suggested(entry.key);
-      const node = button(`${entry.label}${entry.shortcut ? ` (${entry.shortcut})` : ""}`, `tag ${current}`,
+      const key = keys.artifactKey(entry.key);
+      const node = button(`${entry.label}${key ? ` (${key})` : ""}`, `tag ${current}`,
                           () => cycleArtifact(entry.key));
       node.dataset.key = entry.key;
       node.dataset.state = current;
@@ -511,6 +573,7 @@
     $("email-box").hidden = !ctx.urls.email;
     $("submit").disabled = !ctx.can_decide;
     $("panel").classList.toggle("read-only", !ctx.can_decide);
+    keys = keymap.build(page.dataset.keymap, ctx);
     renderDecisions();
     renderArtifacts();
     renderSuggestion();
@@ -648,34 +711,40 @@
       return;
     }
     if (typing(event.target) || event.altKey || event.ctrlKey || event.metaKey) return;
-    const key = event.key;
-    const lower = key.length === 1 ? key.toLowerCase() : key;
-    const moves = {ArrowUp: [0, 0, 1], ArrowDown: [0, 0, -1], ArrowRight: [1, 0, 0], ArrowLeft: [-1, 0, 0],
-                   PageUp: [0, 1, 0], PageDown: [0, -1, 0]};
-    let handled = true;
-    if (moves[key]) { if (nv.volumes.length) nv.moveCrosshairInVox(...moves[key]); }
-    else if (key === "Enter") submit();
-    else if (key === "]") { const n = nextTarget(); if (n) switchScan(n, true); }
-    else if (key === "[") { const p = state.ctx.neighbours.previous; if (p) switchScan(p, true); }
-    else if (key === ".") loadFrame((state.frame + 1) % state.ctx.frames.length);
-    else if (key === ",") loadFrame((state.frame - 1 + state.ctx.frames.length) % state.ctx.frames.length);
-    else if (key === ";") acceptSuggestions();
-    else if (key === "/") toggleRender();
-    else if (key === "'") toggleSaliency();
-    else if (key === "=" || key === "+") zoom(1.25);
-    else if (key === "-") zoom(0.8);
-    else {
-      const option = state.ctx.decisions.find((o) => o.shortcut && o.shortcut.toLowerCase() === lower);
-      const entry = state.ctx.artifacts.find((e) => e.shortcut && e.shortcut.toLowerCase() === lower);
-      if (option) chooseDecision(option.key);
-      else if (entry) cycleArtifact(entry.key);
-      else handled = false;
-    }
-    if (handled) {
-      event.preventDefault();
-      event.stopPropagation();
-    }
+    if ($("keys-dialog").open && event.key !== "?") return; // Esc, Tab and Enter work in the dialog
+    const binding = keys.lookup(event.key);
+    if (!binding) return;
+    commands[binding.command](binding.arg);
+    event.preventDefault();
+    event.stopPropagation();
   }, {capture: true});
+
+  // What a key does, by the command name keymap.js binds it to.
+  const commands = {
+    submit: () => submit(),
+    move: (delta) => { if (nv.volumes.length) nv.moveCrosshairInVox(...delta); },
+    zoom: (factor) => zoom(factor),
+    render: () => toggleRender(),
+    saliency: () => toggleSaliency(),
+    accept: () => acceptSuggestions(),
+    "next-scan": () => { const next = nextTarget(); if (next) switchScan(next, true); },
+    "previous-scan": () => { const previous = state.ctx.neighbours.previous; if (previous) switchScan(previous, true); },
+    "next-frame": () => { if (state.ctx.frames.length) loadFrame((state.frame + 1) % state.ctx.frames.length); },
+    "previous-frame": () => {
+      if (state.ctx.frames.length) loadFrame((state.frame - 1 + state.ctx.frames.length) % state.ctx.frames.length);
+    },
+    help: () => toggleHelp(),
+    decide: (key) => chooseDecision(key),
+    "decide-save": (key) => { state.decision = key; renderDecisions(); submit(); }, // MIQA: the key saves
+    artifact: (key) => cycleArtifact(key),
+  };
+
+  function toggleHelp() {
+    const dialog = $("keys-dialog");
+    if (dialog.open) return dialog.close();
+    keymap.render($("keys-list"), keys);
+    dialog.showModal();
+  }
 
   // ------------------------------------------------------------------ e-mail a colleague
 
@@ -707,9 +776,11 @@
   $("accept-suggestions").addEventListener("click", acceptSuggestions);
   $("toggle-render").addEventListener("click", toggleRender);
   $("toggle-saliency").addEventListener("click", toggleSaliency);
+  $("keys-open").addEventListener("click", toggleHelp);
+  $("keys-close").addEventListener("click", () => $("keys-dialog").close());
   $("zoom-in").addEventListener("click", () => zoom(1.25));
   $("zoom-out").addEventListener("click", () => zoom(0.8));
-  $("zoom-reset").addEventListener("click", () => nv.setPan2Dxyzmm([0, 0, 0, 1]));
+  $("zoom-reset").addEventListener("click", () => { nv.setPan2Dxyzmm([0, 0, 0, 1]); saveView(); });
   $("prev-scan").addEventListener("click", () => state.ctx.neighbours.previous && switchScan(state.ctx.neighbours.previous, true));
   $("next-scan").addEventListener("click", () => nextTarget() && switchScan(nextTarget(), true));
   $("presets").addEventListener("click", (event) => { if (event.target.dataset.preset) preset(event.target.dataset.preset); });
