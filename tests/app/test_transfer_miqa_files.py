@@ -17,7 +17,7 @@ from app.db import ArtifactEntry, Decision, Project, db
 from app.services.errors import InvalidInput
 from app.services.transfer import exporter, importer
 from tests.app.transfer_helpers import MIQA_HEADER, empty_database, read_csv_text, snapshot, write_csv, write_json
-from tests.factories import PASSWORD, token_headers
+from tests.factories import PASSWORD, login, token_headers
 
 # The column order of MIQA's samples/new_subject_session_scans_to_review.csv (read by name, not position).
 SAMPLE_ORDER = ["project_name", "experiment_name", "scan_name", "scan_type", "frame_number", "file_location",
@@ -283,3 +283,26 @@ def test_viewer_shows_a_miqa_position_at_its_nearest_voxel(app, factory, live_se
     page.wait_for_function("() => document.querySelector('#viewer').dataset.loaded === 'full'", timeout=30000)
     page.click("text=MIQA position i -6.4, j -9.7, k 14.3")
     page.wait_for_function("document.querySelector('#crosshair').textContent.includes('voxel 3, 5, 7')")
+
+
+def test_import_page_lists_unmatched_names_and_adds_them_when_asked(client, factory, tmp_path):
+    project, source = _unknown_tags(factory, tmp_path)
+    factory.member(project, "admin", "projectadmin")
+    login(client, "projectadmin")
+    url = f"/admin/projects/{project.id}/import"
+    kept = client.post(url, content_type="multipart/form-data",
+                       data={"file": (io.BytesIO(source.read_bytes()), "tags.csv"), "mode": "merge", "dry_run": "on"})
+    assert kept.status_code == 200 and b"Unmatched artifact names, kept on their decisions" in kept.data
+    assert b"Zipper Artifact (1)" in kept.data
+
+    preview = client.post(url, content_type="multipart/form-data",
+                          data={"file": (io.BytesIO(source.read_bytes()), "tags.csv"), "mode": "merge", "dry_run": "on",
+                                "add_unknown_artifacts": "on"})
+    assert preview.status_code == 200 and b"Unmatched artifact names" not in preview.data
+    assert b'name="add_unknown_artifacts" value="on"' in preview.data  # applying keeps the choice
+    token = preview.data.split(b'name="token" value="')[1].split(b'"')[0].decode()
+    applied = client.post(url + "/apply", data={"token": token, "mode": "merge", "filename": "tags.csv",
+                                                "add_unknown_artifacts": "on"})
+    assert applied.status_code == 200 and b"Imported" in applied.data
+    decision = db.session.scalar(select(Decision))
+    assert {a.entry.key: a.state for a in decision.artifacts}["zipper_artifact"] == "present"
