@@ -5,8 +5,10 @@ newest decision by a tier-2 reviewer (or admin) wins over any tier-1 decision, o
 the newest decision wins (``label_rule="newest"``). The decision's meaning gives the
 usable target (usable and usable_extra -> 1, unusable -> 0); a questionable decision is
 either left out of the usable output (``questionable="exclude"``) or counts as not usable
-with a sample weight (``questionable=0.3``). Each artifact output reads the decision's
-state for its entry: present -> 1, absent -> 0, undefined -> masked out of the loss.
+with a sample weight (``questionable=0.3``). Each artifact output is settled on its own
+(:func:`settle_artifacts`): the judgment (present -> 1, absent -> 0) of the most senior
+reviewer who judged that artifact, the newest among equals, so a later "not judged" never
+erases an earlier judgment; an artifact nobody judged is masked out of the loss.
 Frames of one scan share the scan's label. Subjects, not frames, are split into
 train/validation/test (or cross-validation folds, see :func:`build_dataset`), stratified by
 each subject's rarest label, with a seeded generator.
@@ -209,6 +211,32 @@ def settle(decisions: Iterable[DecisionRecord], rule: str = "tier2_then_newest")
     return ordered[-1]
 
 
+def _seniority(decision: DecisionRecord, rule: str) -> int:
+    """How senior a decision's reviewer is under ``rule``: tier 2 (or admin) over tier 1, or all equal."""
+    return int(rule == "tier2_then_newest" and decision.creator_role in TIER2_ROLES)
+
+
+def settle_artifacts(decisions: Iterable[DecisionRecord], rule: str = "tier2_then_newest") -> dict[int, str]:
+    """Entry id -> the settled judgment (present or absent) of each artifact anyone judged: the most
+    senior reviewer who judged it, the newest among equals. A tier-2 confirmation that leaves a
+    tag "not judged" keeps tier 1's judgment instead of dropping the label."""
+    settled: dict[int, tuple[tuple, str]] = {}
+    for decision in decisions:
+        rank = (_seniority(decision, rule), decision.created_at, decision.decision_id or 0)
+        for entry_id, state in decision.artifacts.items():
+            if state in ("present", "absent") and (entry_id not in settled or rank > settled[entry_id][0]):
+                settled[entry_id] = (rank, state)
+    return {entry_id: state for entry_id, (_, state) in settled.items()}
+
+
+def settled_label(decisions: Sequence[DecisionRecord], rule: str = "tier2_then_newest") -> DecisionRecord | None:
+    """What a scan is trained on: the settled decision's meaning with every artifact settled on its own."""
+    decision = settle(decisions, rule)
+    if decision is None:
+        return None
+    return replace(decision, artifacts=settle_artifacts(decisions, rule))
+
+
 def targets_for(decision: DecisionRecord, outputs: Sequence[Output],
                 settings: LabelSettings) -> tuple[list[float], list[float], float]:
     """Targets, mask (1 = judged) and usable weight of one settled decision."""
@@ -236,7 +264,7 @@ def label_items(scans: Iterable[ScanRecord], outputs: Sequence[Output], settings
     """One item per frame of every scan that has a settled decision with at least one judged output."""
     items = []
     for scan in scans:
-        decision = settle(scan.decisions, settings.label_rule)
+        decision = settled_label(scan.decisions, settings.label_rule)
         if decision is None:
             continue
         targets, mask, weight = targets_for(decision, outputs, settings)

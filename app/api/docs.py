@@ -225,6 +225,18 @@ class RunOut(_Open):
     job_id = fields.Integer(required=True, allow_none=True)
 
 
+class NextScanOut(_Open):
+    queue = fields.String(required=True, metadata={"description": "tier1 (unreviewed) or tier2 (needing tier 2)"})
+    strategy = fields.String(required=True, metadata={"description": "the order asked for"})
+    strategy_used = fields.String(required=True, metadata={"description": "the order applied (name on fallback)"})
+    fallback = _nullable_string(required=True, metadata={"description": "why the order asked for was not used"})
+    scan = fields.Nested(ScanOut, required=True, allow_none=True, metadata={"description": "null: queue empty"})
+    remaining = fields.Integer(required=True, metadata={"description": "scans in the queue open to the caller"})
+    empty = fields.Boolean(required=True)
+    message = _nullable_string(required=True)
+    other = fields.Dict(required=True, allow_none=True, metadata={"description": "the other queue the caller may work"})
+
+
 def page_of(item: type[Schema]) -> type[Schema]:
     """MIQA/DRF's page of ``item``: count, links to the neighbour pages and the results."""
     return type(f"{item.__name__.removesuffix('Out')}Page", (_Open,), {

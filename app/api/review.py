@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import g, url_for
 from flask_login import current_user
+from marshmallow import Schema, fields, validate
 
 from app.api.docs import (
     OPEN,
@@ -17,6 +18,7 @@ from app.api.docs import (
     DecisionOut,
     ExperimentOut,
     FrameOut,
+    NextScanOut,
     ProjectOut,
     ScanOut,
     answers,
@@ -27,7 +29,7 @@ from app.api.bodies import json_object
 from app.api.pagination import PageArgs, id_field, paginate
 from app.auth.permissions import permission
 from app.db import Decision, Experiment, Frame, Project, Scan, db
-from app.services import decisions, evaluations, review
+from app.services import decisions, evaluations, next_scan, review
 
 blp = Blueprint("review", __name__, description="Projects, experiments, scans, frames and reviewer decisions")
 
@@ -39,6 +41,15 @@ class ExperimentArgs(PageArgs):
 class ScanArgs(PageArgs):
     project = id_field()
     experiment = id_field()
+
+
+class NextScanArgs(Schema):
+    queue = fields.String(validate=validate.OneOf(list(next_scan.QUEUES)),
+                          metadata={"description": "tier1: unreviewed scans; tier2: scans needing tier 2 (tier 2 "
+                                                   "and admins; their default)"})
+    strategy = fields.String(validate=validate.OneOf(list(next_scan.STRATEGIES)),
+                             metadata={"description": "order; default: the project's setting next_scan_strategy"})
+    after = id_field(metadata={"description": "the scan the caller is on: answer the one after it in the queue"})
 
 
 class FrameArgs(PageArgs):
@@ -129,6 +140,21 @@ def get_project(project_id: int):
 @permission("project", "collaborator")
 def task_overview(project_id: int):
     return review.task_overview(review.get(Project, project_id), g.project_role)
+
+
+@blp.route("/projects/<int:project_id>/next-scan", methods=["GET"])
+@blp.arguments(NextScanArgs, location="query")
+@answers(blp, 200, NextScanOut)
+@permission("project", "collaborator")
+def get_next_scan(args: dict, project_id: int):
+    """The next scan of the caller's queue, skipping experiments locked by others and scans the caller may
+    not decide; ``scan`` is null (and ``empty`` true) when the queue is empty. ``uncertainty`` and
+    ``disagreement`` need a champion: without one the answer is in name order and ``fallback`` says why."""
+    picked = next_scan.pick(project_id, current_user, g.project_role, args.get("queue"), args.get("strategy"),
+                            args.get("after"))
+    answer = picked.as_json()
+    answer["scan"] = scans_json([review.get(Scan, picked.scan_id)])[0] if picked.scan_id else None
+    return answer
 
 
 @blp.route("/experiments", methods=["GET"])

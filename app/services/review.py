@@ -402,28 +402,6 @@ def experiment_grid(experiment: Experiment) -> tuple[list[GridCell], Counter]:
     return cells, Counter(cell.state for cell in cells)
 
 
-def neighbours(scan: Scan) -> dict[str, int | None]:
-    """Previous and next scan of the project (experiment then scan name order) and the next unreviewed one."""
-    ordered = list(db.session.execute(
-        select(Scan.id, Experiment.name, Scan.name).join(Experiment)
-        .where(Experiment.project_id == scan.experiment.project_id, Scan.archived_at.is_(None))
-        .order_by(Experiment.name, Scan.name)))
-    ids = [row[0] for row in ordered]
-    position = ids.index(scan.id) if scan.id in ids else -1
-    states = scan_states(ids)
-    after = ids[position + 1:] + ids[:max(position, 0)]
-    return {"previous": ids[position - 1] if position > 0 else None,
-            "next": ids[position + 1] if 0 <= position < len(ids) - 1 else None,
-            "next_unreviewed": next((i for i in after if states[i] == "unreviewed"), None)}
-
-
-def next_unreviewed(project_id: int) -> int | None:
-    ids = list(db.session.scalars(select(Scan.id).join(Experiment).where(
-        Experiment.project_id == project_id, Scan.archived_at.is_(None)).order_by(Experiment.name, Scan.name)))
-    states = scan_states(ids)
-    return next((i for i in ids if states[i] == "unreviewed"), None)
-
-
 # ---------------------------------------------------------------- task overview, progress, timeline
 
 def task_overview(project: Project, role: str | None) -> dict[str, Any]:

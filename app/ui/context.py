@@ -7,7 +7,7 @@ from flask import current_app, url_for
 from werkzeug.routing import BuildError
 
 from app.db import Scan, User
-from app.services import access, decisions, review, vocabulary, volumes
+from app.services import access, decisions, next_scan, review, vocabulary, volumes
 
 
 def optional_url(endpoint: str, **values: Any) -> str | None:
@@ -34,8 +34,26 @@ def _frame_json(frame, saliency: bool) -> dict[str, Any]:
     }
 
 
-def scan_context(scan: Scan, user: User, role: str) -> dict[str, Any]:
-    """Scan, frames, vocabulary, the champion's suggestion, history, lock and neighbours."""
+def _carried(latest) -> dict[str, Any] | None:
+    """The latest decision's judged artifacts, which the next reviewer's form starts from (as in MIQA)."""
+    if latest is None:
+        return None
+    judged = {item.entry.key: item.state for item in latest.artifacts if item.state in ("present", "absent")}
+    creator = latest.creator.username if latest.creator else (latest.creator_name or "unknown")
+    return {"decision": latest.id, "creator": creator, "creator_role": latest.creator_role, "artifacts": judged}
+
+
+def _links(scan_id: int | None, carry: dict[str, str]) -> dict[str, Any] | None:
+    if not scan_id:
+        return None
+    return {"id": scan_id, "page": url_for("ui.scan", scan_id=scan_id, **carry),
+            "context": url_for("ui.scan_context_json", scan_id=scan_id, **carry)}
+
+
+def scan_context(scan: Scan, user: User, role: str, queue: str | None = None,
+                 strategy: str | None = None) -> dict[str, Any]:
+    """Scan, frames, vocabulary, the champion's suggestion, history, lock, the reviewer's queue and
+    neighbours; a queue or strategy asked for in the URL is kept in every link onwards."""
     experiment = scan.experiment
     project = experiment.project
     history = review.history(scan)
@@ -49,7 +67,10 @@ def scan_context(scan: Scan, user: User, role: str) -> dict[str, Any]:
                 "requires_note": (o.key in note_rule) if isinstance(note_rule, list) else o.requires_note}
                for o in vocabulary.decision_options(project.id)]
     state = decisions.scan_state(history[0] if history else None)
-    near = review.neighbours(scan)
+    near = next_scan.neighbours(scan)
+    carry = {key: value for key, value in (("queue", queue), ("strategy", strategy)) if value}
+    queued = next_scan.pick(project.id, user, role, queue, strategy, after=scan.id)
+    other = queued.other_queue
     can_decide = access.ROLE_RANK[role] >= access.ROLE_RANK["tier1"]
     blocked = None
     if role == "tier1" and history and history[0].creator_role in ("tier2", "admin"):
@@ -67,9 +88,11 @@ def scan_context(scan: Scan, user: User, role: str) -> dict[str, Any]:
         "suggestion": suggestion,
         "history": [review.decision_json(d) for d in history],
         "lock": review.lock_json(experiment),
-        "neighbours": {name: ({"id": scan_id, "page": url_for("ui.scan", scan_id=scan_id),
-                               "context": url_for("ui.scan_context_json", scan_id=scan_id)}
-                              if scan_id else None) for name, scan_id in near.items()},
+        "carried": _carried(history[0] if history else None),
+        "neighbours": {name: _links(scan_id, carry) for name, scan_id in near.items()},
+        "queue": {**queued.as_json(), "next": _links(queued.scan_id if queued.scan_id != scan.id else None, carry),
+                  "other_url": (url_for("ui.next_scan_page", project_id=project.id, queue=other, **(
+                      {"strategy": strategy} if strategy else {})) if other else None)},
         "urls": {
             "decide": url_for("review.create_decision"),
             "lock": url_for("review.lock_experiment", experiment_id=experiment.id),

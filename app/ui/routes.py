@@ -5,9 +5,10 @@ from flask import Blueprint, current_app, flash, g, jsonify, redirect, render_te
 from flask_login import current_user
 
 from app.auth.permissions import permission
-from app.db import Experiment, Project, Scan, utcnow
-from app.services import overview, review, vocabulary, volumes
+from app.db import Experiment, Project, Scan, db, utcnow
+from app.services import next_scan, overview, review, vocabulary, volumes
 from app.ui.context import optional_url, scan_context
+from app.ui.flashing import flash_outcome
 
 bp = Blueprint("ui", __name__)
 THUMBNAIL_SIZE = 160  # pixels, the longer side of a grid thumbnail
@@ -33,7 +34,9 @@ def project(project_id: int):
         is_admin=g.project_role == "admin", state_labels=review.STATE_LABELS,
         options=vocabulary.decision_options(project_id), entries=vocabulary.artifact_entries(project_id),
         tasks=review.task_overview(project, g.project_role), agreement=review.agreement(project_id),
-        next_unreviewed=review.next_unreviewed(project_id), now=utcnow(),
+        queues=next_scan.overview(project_id, current_user, g.project_role, request.args.get("strategy") or None),
+        strategy_labels=next_scan.STRATEGY_LABELS,
+        default_strategy=next_scan.default_strategy(project), now=utcnow(),
         training_url=optional_url("ui.training_runs", project_id=project_id),
         models_url=optional_url("ui.models_page", project_id=project_id),
         transfer_url=optional_url("admin.import_page", project_id=project_id) if g.project_role == "admin" else None)
@@ -41,12 +44,28 @@ def project(project_id: int):
 
 @bp.get("/projects/<int:project_id>/next")
 @permission("project", "collaborator")
-def next_scan(project_id: int):
-    scan_id = review.next_unreviewed(project_id)
-    if scan_id is None:
-        flash("Every scan of this project has a decision.", "info")
+def next_scan_page(project_id: int):
+    """The next scan of ``?queue=`` (the role's own) in ``?strategy=`` order; both are kept in the scan's URL."""
+    carry = {key: request.args[key] for key in ("queue", "strategy") if request.args.get(key)}
+    picked = next_scan.pick(project_id, current_user, g.project_role, carry.get("queue"), carry.get("strategy"))
+    if picked.fallback:
+        flash(picked.fallback, "info")
+    if picked.scan_id is None:
+        flash(picked.message, "info")
         return redirect(url_for("ui.project", project_id=project_id))
-    return redirect(url_for("ui.scan", scan_id=scan_id))
+    return redirect(url_for("ui.scan", scan_id=picked.scan_id, **carry))
+
+
+@bp.post("/projects/<int:project_id>/next-order")
+@permission("project", "admin")
+def next_scan_order(project_id: int):
+    """The project's default order of the review queues."""
+    chosen = flash_outcome(lambda: next_scan.set_default_strategy(review.get(Project, project_id),
+                                                                   request.form.get("strategy"), current_user),
+                           lambda strategy: f"review queues now ordered {next_scan.STRATEGY_LABELS[strategy]}")
+    if chosen is not None:
+        db.session.commit()
+    return redirect(url_for("ui.project", project_id=project_id))
 
 
 @bp.get("/experiments/<int:experiment_id>")
@@ -78,7 +97,7 @@ def review_experiment(experiment_id: int):
 @permission("project", "collaborator")
 def scan(scan_id: int):
     scan = review.get(Scan, scan_id)
-    context = scan_context(scan, current_user, g.project_role)
+    context = scan_context(scan, current_user, g.project_role, *_queue_args())
     _prepare_volumes(scan, context)
     return render_template("ui/scan.html", context=context, scan=context["scan"],
                            lock_minutes=current_app.config["LOCK_MINUTES"])
@@ -89,15 +108,20 @@ def scan(scan_id: int):
 def scan_context_json(scan_id: int):
     """What the scan page renders, as JSON: the page switches scans without reloading."""
     scan = review.get(Scan, scan_id)
-    context = scan_context(scan, current_user, g.project_role)
+    context = scan_context(scan, current_user, g.project_role, *_queue_args())
     _prepare_volumes(scan, context)
     return jsonify(context)
+
+
+def _queue_args() -> tuple[str | None, str | None]:
+    """The queue and order a scan page was opened with (None: the role's queue, the project's order)."""
+    return request.args.get("queue") or None, request.args.get("strategy") or None
 
 
 def _prepare_volumes(scan: Scan, context: dict) -> None:
     """Warm the viewer caches of this scan's frames and of the scan "next" leads to."""
     frames = list(scan.frames)
-    target = context["neighbours"]["next_unreviewed"] or context["neighbours"]["next"]
+    target = context["queue"]["next"] or context["neighbours"]["next"]
     if target:
         frames += review.get(Scan, target["id"]).frames[:1]
     volumes.prepare(frames)

@@ -188,9 +188,8 @@ def test_tier1_decides_by_keyboard_a_second_reviewer_is_locked_out_and_tier2_com
     second.wait_for_function(LOADED, timeout=30000)
     second.keyboard.press("4")
     second.fill("#note", "motion confirmed")
-    second.keyboard.press("Control+Enter")
-    second.wait_for_url(f"{base}/scans/{scans[1].id}")
-    second.keyboard.press("[")
+    second.keyboard.press("Control+Enter")  # nothing else needs tier 2: bob stays, told so
+    second.wait_for_function("() => document.querySelector('#queue-status').textContent.includes('No scan needing')")
     second.wait_for_function("() => document.querySelector('#scan-state').textContent === 'complete'")
     assert "Unusable (UN)" in second.locator("#history li").first.inner_text()
     assert "bob, tier2" in second.locator("#history li").first.inner_text()
@@ -243,7 +242,7 @@ def test_bad_input_and_missing_files_show_messages_without_breaking_the_page(
     page.wait_for_function("() => document.querySelector('#decision-message').textContent.includes('unknown artifact')")
     page.evaluate("window.qcloop.state.artifacts = {}")
     page.keyboard.press("Enter")
-    page.wait_for_function("() => document.querySelector('#decision-message').textContent.includes('No unreviewed')")
+    page.wait_for_function("() => document.querySelector('#queue-status').textContent.includes('No unreviewed')")
     assert page.locator("#scan-state").inner_text() == "complete"
     assert db.session.scalar(select(Decision.id).where(Decision.scan_id == scan.id)) is not None
 

@@ -461,8 +461,20 @@
         label.textContent = " model: no model yet";
         node.append(label);
       }
+      const carried = state.ctx.carried;
+      if (carried && current !== "undefined" && carried.artifacts[entry.key] === current) {
+        node.classList.add("carried");
+        node.dataset.carried = "true";
+        node.title = `${current}, carried over from ${carried.creator}${carried.creator_role ? ` (${carried.creator_role})` : ""}`;
+        node.append(Object.assign(document.createElement("span"), {className: "score carried", textContent: " carried over"}));
+      }
       box.append(node);
     }
+  }
+
+  // A later reviewer's form starts from the latest decision's judged artifacts (as in MIQA).
+  function carriedArtifacts() {
+    return Object.assign({}, state.ctx.carried ? state.ctx.carried.artifacts : {});
   }
 
   function cycleArtifact(key) {
@@ -579,6 +591,7 @@
     renderSuggestion();
     renderHistory();
     renderLock();
+    renderQueue();
     setPoi(state.poi);
     if (ctx.blocked) decisionMessage(ctx.blocked, "warning");
     else if (!ctx.can_decide) decisionMessage("Your role in this project can look at scans but not decide.", "warning");
@@ -619,9 +632,22 @@
 
   // ------------------------------------------------------------------ submit and navigation
 
+  // The reviewer's queue (tier 1: unreviewed, tier 2: needing tier 2) first, then simply the next by name.
   function nextTarget() {
-    const n = state.ctx.neighbours;
-    return n.next_unreviewed || n.next;
+    return state.ctx.queue.next || state.ctx.neighbours.next;
+  }
+
+  function renderQueue() {
+    const q = state.ctx.queue;
+    const box = $("queue-status");
+    box.className = `queue-status${q.empty ? " empty" : ""}`;
+    const order = q.fallback ? ` (${q.fallback})` : q.strategy_used !== "name" ? ` (${q.strategy_used} order)` : "";
+    box.textContent = q.empty ? `${q.message} ` : `Queue: ${q.remaining} ${q.queue_label} open to you${order}.`;
+    if (q.empty && q.other && q.other.remaining && q.other_url) {
+      box.append(Object.assign(document.createElement("a"), {id: "queue-other", href: q.other_url,
+                                                             textContent: `Open the ${q.other.queue_label} scans`}));
+    }
+    $("next-scan").title = q.next ? `next scan ${q.queue_label} (])` : "next scan by name (])";
   }
 
   async function submit() {
@@ -655,13 +681,13 @@
         decisionMessage(`Not saved: ${answer.data.detail || `HTTP ${answer.status}`}`, "error");
         return;
       }
-      const next = nextTarget();
+      const next = ctx.queue.next;
       if (next) {
         await switchScan(next, true, `Saved ${answer.data.decision} on ${ctx.scan.name}.`);
         timings.submitToNext = performance.now() - started;
       } else {
         await switchScan({context: ctx.urls.context, page: ctx.urls.self}, false,
-                         "Saved. No unreviewed scan is left.");
+                         `Saved ${answer.data.decision} on ${ctx.scan.name}.`);
       }
     } finally {
       state.submitting = false;
@@ -682,7 +708,7 @@
     const previousExperiment = state.ctx.experiment.id;
     if (ctx.experiment.id !== previousExperiment) releaseLock(false);
     state.ctx = ctx;
-    Object.assign(state, {decision: null, artifacts: {}, poi: null, frame: 0});
+    Object.assign(state, {decision: null, artifacts: carriedArtifacts(), poi: null, frame: 0});
     $("note").value = "";
     if (typing(document.activeElement)) document.activeElement.blur(); // shortcuts work on the new scan
     decisionMessage(message || "", "ok");
@@ -790,6 +816,7 @@
 
   async function start() {
     history.replaceState({context: state.ctx.urls.context}, "", location.href);
+    state.artifacts = carriedArtifacts();
     renderAll();
     takeLock();
     for (const frame of state.ctx.frames.slice(0, 1)) {  // downloads start while WebGL is set up
