@@ -186,7 +186,7 @@ def _decision(row: dict[str, str], where: str, scan: ScanIn, artifact_columns: l
     for number, point in frame_locations.items():
         frame = parse_frame_number(number, where, "frame_locations", problems)
         if frame is not None:
-            decision.frame_locations[frame] = parse_location(point, where, "frame_locations", problems, space)
+            decision.set_frame_location(frame, parse_location(point, where, "frame_locations", problems, space))
     unmatched = _json(row.get("unmatched_artifacts"), where, "unmatched_artifacts", dict, problems) or {}
     bad = [name for name, state in unmatched.items() if state not in ARTIFACT_STATES]
     if bad:

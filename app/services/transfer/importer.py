@@ -107,7 +107,7 @@ class ResolvedDecision:
     states: dict[str, str]
     source: str
     space: str
-    frame_locations: dict[int, tuple[float, float, float] | None]
+    frame_locations: dict[int, tuple[float, float, float] | None] | None
     unmatched: dict[str, str]
     created_unknown: bool
 
@@ -573,8 +573,8 @@ def _insert_decisions(plan: ProjectPlan, pid: int, scan_ids: dict, progress: Pro
                  "location_j": d.location[1] if d.location else None,
                  "location_k": d.location[2] if d.location else None,
                  "location_space": WORLD if d.space == WORLD and (d.location or d.frame_locations) else None,
-                 "frame_locations": {str(n): None if p is None else list(p) for n, p in d.frame_locations.items()}
-                 or None, "unmatched_artifacts": d.unmatched or None, "created_unknown": d.created_unknown,
+                 "frame_locations": {str(n): None if p is None else list(p)
+                                     for n, p in (d.frame_locations or {}).items()} or None, "unmatched_artifacts": d.unmatched or None, "created_unknown": d.created_unknown,
                  "source": d.source, "created_at": d.created} for d in batch]
         ids = db.session.execute(statement, rows).scalars().all()
         # A decision carries every entry's state: insert those a batch at a time too.

@@ -293,8 +293,8 @@ def _decision(raw: Any, where: str, problems, unlisted: str, full: bool) -> Deci
         for number, point in frame_locations.items():
             frame = parse_frame_number(number, where, "frame_locations", problems)
             if frame is not None:
-                decision.frame_locations[frame] = parse_location(point, where, f"frame_locations.{number}", problems,
-                                                                 space)
+                decision.set_frame_location(frame, parse_location(point, where, f"frame_locations.{number}",
+                                                                  problems, space))
     unmatched = (raw.get("unmatched_artifacts") if full else None) or {}
     if not isinstance(unmatched, dict) or any(state not in ARTIFACT_STATES for state in unmatched.values()):
         problems.error(where, "unmatched_artifacts", f"must be an object of names with {', '.join(ARTIFACT_STATES)}")

@@ -105,8 +105,9 @@ class DecisionIn:
     created: datetime | None = None
     location: tuple[float, float, float] | None = None
     space: str = VOXEL
-    # Frames whose rows point elsewhere than ``location`` (None: no point on that frame), same space.
-    frame_locations: dict[int, tuple[float, float, float] | None] = field(default_factory=dict)
+    # Frames whose rows point elsewhere than ``location`` (None: no point on that frame), same space; None
+    # when there are none (most decisions: no dict each).
+    frame_locations: dict[int, tuple[float, float, float] | None] | None = None
     present: tuple[str, ...] = ()
     absent: tuple[str, ...] = ()
     undefined: tuple[str, ...] = ()
@@ -122,6 +123,11 @@ class DecisionIn:
         self.present = tuple(map(sys.intern, self.present))
         self.absent = tuple(map(sys.intern, self.absent))
         self.undefined = tuple(map(sys.intern, self.undefined))
+
+    def set_frame_location(self, frame: int, point: tuple[float, float, float] | None) -> None:
+        if self.frame_locations is None:
+            self.frame_locations = {}
+        self.frame_locations[frame] = point
 
     def add_states(self, states: dict[str, str]) -> None:
         """More artifact names with their states (qcloop's files list names no entry matched apart)."""
@@ -190,9 +196,9 @@ class ScanIn:
         same = next((d for d in self.decisions if d.same_as(decision, with_location=frame is None)), None)
         if same is None:
             self.decisions.append(decision)
-        elif frame is not None and frame not in same.frame_locations and (
+        elif frame is not None and frame not in (same.frame_locations or {}) and (
                 (decision.location, decision.space) != (same.location, same.space)):
-            same.frame_locations[frame] = decision.location
+            same.set_frame_location(frame, decision.location)
 
 
 @dataclass(slots=True)
