@@ -131,6 +131,9 @@ def test_a_dicom_file_without_extension_is_known_by_its_preamble_alone_and_in_a_
     image = nib.Nifti1Image.from_bytes(gzip.decompress(view.data))
     assert view.status_code == 200 and np.array_equal(np.asanyarray(image.dataobj),
                                                       np.transpose(volume, (2, 1, 0))[::-1, ::-1, :])
+    download = client.get(f"/api/v1/frames/{_frame('folder').id}/download", headers=reviewer)
+    assert download.status_code == 200 and "filename=scanner.zip" in download.headers["Content-Disposition"]
+    assert _zip_of(download).namelist() == [f"scanner/IM{z:04d}" for z in range(5)]
 
     (root / "notes").mkdir()
     (root / "notes" / "README").write_text("not an image")
