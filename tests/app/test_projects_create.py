@@ -139,11 +139,9 @@ def test_the_command_line_creates_projects_and_imports_or_syncs_into_new_ones(tm
         nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), dtype=np.uint8), np.eye(4)), str(data / "site/visit1" / name))
     (data / "site" / "visit1" / "README").write_text("scanned on Monday")
     rows = [["Imported", "visit1", "sub-01", "T1", 0, "site/visit1/sub-01_T1.nii.gz"]]
-    source = write_csv(tmp_path / "rows.csv", rows, header=["project_name", "experiment_name", "scan_name",
-                                                            "scan_type", "frame_number", "file_location"])
-    broken = write_csv(tmp_path / "broken.csv", [["Imported", "visit1", "s", "T1", "zero", "site/visit1/sub-01_T1.nii.gz"]],
-                       header=["project_name", "experiment_name", "scan_name", "scan_type", "frame_number",
-                               "file_location"])
+    header = ["project_name", "experiment_name", "scan_name", "scan_type", "frame_number", "file_location"]
+    source = write_csv(tmp_path / "rows.csv", rows, header=header)
+    broken = write_csv(tmp_path / "broken.csv", [["Imported", "visit1", "s", "T1", "zero", rows[0][5]]], header=header)
     absent = _qcloop(env, "import", str(broken), "--project", "Imported")
     assert absent.returncode == 1 and "no project named 'Imported' (--create-project creates it)" in absent.stderr
     failed = _qcloop(env, "import", str(broken), "--project", "Imported", "--create-project")

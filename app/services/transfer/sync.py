@@ -121,7 +121,9 @@ def scan_type(value: str) -> str | None:
 
 
 def sync_folder(project: Project) -> Path:
-    return Path(current_app.config["INSTANCE_PATH"]) / "sync" / (secure_filename(project.name) or f"project{project.id}")
+    """Where the project's sync exports and imported rows are kept."""
+    name = secure_filename(project.name) or f"project{project.id}"
+    return Path(current_app.config["INSTANCE_PATH"]) / "sync" / name
 
 
 def _is_dicom(path: Path) -> bool:
