@@ -172,6 +172,10 @@ def test_a_dicom_folder_is_one_frame(factory):
 
     again = sync.sync(project, root)
     assert again["added"] == [] and again["known"] == 2
+    inside = sync.sync(project, root / "visit1" / "sub-03")  # the series' own folder: one line, not a line a slice
+    assert inside["added"] == [] and inside["skipped"] == [{
+        "path": "a00.dcm", "reason": "10 DICOM file(s) directly in the source folder, a00.dcm first (sync from the "
+                                     "folder above: each series needs its own folder)"}]
 
 
 def test_a_relative_source_is_the_same_as_an_absolute_one(factory, monkeypatch):

@@ -79,7 +79,7 @@ class NewScan:
 
 @dataclass
 class Found:
-    rows: list[tuple[str, str, int, str, str]] = field(default_factory=list)  # experiment, scan, frame, location
+    rows: list[tuple[str, str, int, str]] = field(default_factory=list)  # experiment, scan, frame, location
     scans: dict[tuple[str, str], NewScan] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     known: int = 0
@@ -148,9 +148,9 @@ def _items(source: Path, found: Found) -> Iterator[Item]:
         if dicom:
             if prefix:
                 yield Item(prefix, here, here / dicom[0])
-            else:
-                for name in dicom:
-                    found.skip(name, "a DICOM file directly in the source folder (give each series its own folder)")
+            else:  # one line for what may be hundreds of slices
+                found.skip(dicom[0], f"{len(dicom)} DICOM file(s) directly in the source folder, {dicom[0]} first "
+                                     "(sync from the folder above: each series needs its own folder)")
         for name in files:
             if name.lower().endswith(".nhdr") and not name.startswith("."):
                 companions.update((Path(os.path.realpath(path)), prefix + name) for path in _nrrd_data(here / name))
