@@ -28,7 +28,6 @@ KEYMAPS: dict[str, Keymap] = {
                            "q/w, a/s and z/x move the axial, sagittal and coronal slice; artifacts move to "
                            "1-9 and 0"),
 }
-DEFAULT_KEYMAP = "qcloop"
 
 
 def set_keymap(user: User, name: str) -> None:
