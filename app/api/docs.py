@@ -161,11 +161,12 @@ class ExperimentOut(_Open):
 
 
 class LocationOut(_Open):
-    """A voxel of the original grid, or (space "world") MIQA's viewer position in millimetres."""
+    """A voxel of the original grid (whole numbers), or with space "world" MIQA's viewer position in
+    millimetres as an imported MIQA file gave it."""
     i = fields.Float(required=True)
     j = fields.Float(required=True)
     k = fields.Float(required=True)
-    space = fields.String(metadata={"enum": ["voxel", "world"]})
+    space = fields.String(metadata={"enum": ["world"], "description": "absent for a voxel"})
 
 
 class DecisionOut(_Open):
