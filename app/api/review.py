@@ -93,7 +93,13 @@ def experiment_json(experiment: Experiment) -> dict:
             "scans": [scan.id for scan in experiment.scans]}
 
 
-def frame_json(frame: Frame) -> dict:
+def frames_json(frames: list[Frame]) -> list[dict]:
+    """Frames with their champion's suggestions, in a fixed number of queries."""
+    suggestions = evaluations.frame_suggestions(frames)
+    return [frame_json(frame, suggestions[frame.id]) for frame in frames]
+
+
+def frame_json(frame: Frame, suggestion: dict | None) -> dict:
     name = frame.file_location.rsplit("/", 1)[-1]
     extension = ".nii.gz" if name.lower().endswith(".nii.gz") else ("." + name.rsplit(".", 1)[-1] if "." in name
                                                                     else "")
@@ -103,7 +109,7 @@ def frame_json(frame: Frame) -> dict:
             "content_url": url_for("volumes.download", frame_id=frame.id),
             "volume_url": url_for("volumes.volume", frame_id=frame.id),
             "preview_url": url_for("volumes.preview", frame_id=frame.id),
-            "suggestion": evaluations.frame_suggestion(frame)}
+            "suggestion": suggestion}
 
 
 def scans_json(scans: list[Scan]) -> list[dict]:
@@ -229,14 +235,16 @@ def get_scan(scan_id: int):
 @answers(blp, 200, page_of(FrameOut))
 @permission("login")
 def list_frames(args: dict):
-    return paginate(review.frames_query(current_user, args.get("scan")), args, frame_json)
+    answer = paginate(review.frames_query(current_user, args.get("scan")), args, lambda frame: frame)
+    answer["results"] = frames_json(answer["results"])
+    return answer
 
 
 @blp.route("/frames/<int:frame_id>", methods=["GET"])
 @answers(blp, 200, FrameOut)
 @permission("project", "collaborator")
 def get_frame(frame_id: int):
-    return frame_json(review.get(Frame, frame_id))
+    return frames_json([review.get(Frame, frame_id)])[0]
 
 
 @blp.route("/scan-decisions", methods=["GET"])

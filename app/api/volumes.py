@@ -12,13 +12,14 @@ from pathlib import Path
 from urllib.parse import quote
 
 from flask import Response, request, send_file
+from flask_login import current_user
 
-from app.api.docs import BINARY, OPEN, Blueprint, answers
+from app.api.docs import BINARY, OPEN, Blueprint, JobStarted, answers
 from app.auth.permissions import permission
-from app.db import Frame
+from app.db import Frame, Job
 from app.services import downloads, review, volumes
-from app.storage import StorageError, resolve
-from app.storage import checksum as file_checksum
+from app.services import saliency as saliency_maps
+from app.services.transfer.tasks import job_json
 
 blp = Blueprint("volumes", __name__, description="Frame volumes for the viewer, previews, slices, downloads")
 
@@ -67,18 +68,17 @@ def preview(frame_id: int):
 
 
 @blp.route("/frames/<int:frame_id>/saliency", methods=["GET"])
-@answers(blp, 200, content=NIFTI, description="RAS NIfTI (.nii.gz)")
+@answers(blp, 200, content=NIFTI, description="the map as RAS NIfTI (.nii.gz), values 0..1 on the frame's grid")
+@answers(blp, 202, JobStarted, description="the map is being made: poll the job, then ask again")
 @permission("project", "collaborator")
 def saliency(frame_id: int):
-    """The current model's saliency map for the frame (Evaluation.scores["saliency_location"]) as RAS NIfTI."""
+    """The champion's saliency map (Grad-CAM) of the frame for ``output`` (an output key of the model,
+    default ``usable``): 202 with the job making it on first request, then the map."""
     frame = review.get(Frame, frame_id)
-    try:
-        location = resolve(review.saliency_location(frame))
-        digest = file_checksum(location)[0]
-        path = volumes.source_path_of(location)
-    except StorageError as err:
-        raise volumes.FrameFileMissing(f"the saliency map of frame {frame_id} cannot be read: {err}") from err
-    cached = volumes.cached_file(path, digest, label=f"saliency map of frame {frame_id}")
+    made = saliency_maps.saliency(frame, request.args.get("output", "usable"), current_user)
+    if isinstance(made, Job):
+        return {"job": job_json(made), "url": f"/api/v1/jobs/{made.id}"}, 202
+    cached = volumes.cached_file(made, made.name.split(".")[0], label=f"saliency map of frame {frame_id}")
     return _send_nifti(cached.volume_path, f"{cached.key}-saliency", f"frame-{frame_id}-saliency.nii.gz")
 
 

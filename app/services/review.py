@@ -26,8 +26,6 @@ from app.services.errors import Conflict, Forbidden, InvalidInput, NotFound
 STATE_LABELS = {"unreviewed": "unreviewed", "needs_tier2": "needs tier 2", "complete": "complete"}
 SUGGESTION_THRESHOLD = 0.5
 CHAMPION_ALIAS = "champion"
-# Evaluation.scores may name a saliency map (a NIfTI under the data root, same grid as the frame).
-SALIENCY_KEY = "saliency_location"
 FILTERS = ("state", "scan_type", "decision", "artifact", "suggestion", "experiment")
 
 
@@ -113,18 +111,7 @@ def suggestion_json(model: ModelVersion, evaluation: Evaluation, artifact_keys: 
     usable = scores.get("usable")
     return {"model": model.registry_name, "version": model.version, "evaluation": evaluation.id,
             "frame": evaluation.frame_id, "created": evaluation.created_at.isoformat(),
-            "usable": float(usable) if isinstance(usable, (int, float)) else None, "artifacts": artifacts,
-            "has_saliency": isinstance(scores.get(SALIENCY_KEY), str)}
-
-
-def saliency_location(frame: Frame) -> str:
-    """The saliency map of the champion's latest evaluation of this frame (or its scan); NotFound if none."""
-    project_id = access.project_of("frame_id", frame.id)
-    evaluation = latest_evaluations(champion(project_id), [frame.scan_id], frame_id=frame.id).get(frame.scan_id)
-    location = (evaluation.scores or {}).get(SALIENCY_KEY) if evaluation else None
-    if not isinstance(location, str) or not location:
-        raise Conflict(f"the current model gives no saliency map for frame {frame.id}", field="saliency")
-    return location
+            "usable": float(usable) if isinstance(usable, (int, float)) else None, "artifacts": artifacts}
 
 
 # ---------------------------------------------------------------- locks

@@ -49,14 +49,6 @@ def _map_path(frame: Frame, model: ModelVersion, output: str) -> Path:
     return Path(current_app.config["CACHE_DIR"]) / "saliency" / f"{name}.nii.gz"
 
 
-def stored_location(frame: Frame) -> str | None:
-    """The map the champion's latest evaluation of the frame names by location (an imported map), if any."""
-    model = review.champion(access.project_of("frame_id", frame.id))
-    evaluation = review.latest_evaluations(model, [frame.scan_id], frame_id=frame.id).get(frame.scan_id)
-    location = (evaluation.scores or {}).get(review.SALIENCY_KEY) if evaluation else None
-    return location if isinstance(location, str) and location else None
-
-
 def saliency(frame: Frame, output: str, user) -> Path | Job:
     """The champion's map of ``output`` for the frame: the file when it was made, else the job making it
     (one job per frame, version and output at a time)."""

@@ -34,6 +34,16 @@ def _frame_json(frame, saliency: bool) -> dict[str, Any]:
     }
 
 
+def _saliency_outputs(model, entries) -> list[dict[str, str]]:
+    """The champion's outputs a saliency map can be asked for, labelled as the vocabulary labels them."""
+    if model is None:
+        return []
+    labels = {entry.key: entry.label for entry in entries}
+    return [{"key": output["key"], "label": "Usable" if output["kind"] == "usable" else labels.get(output["key"],
+                                                                                                  output["key"])}
+            for output in model.output_map]
+
+
 def _carried(latest) -> dict[str, Any] | None:
     """The latest decision's judged artifacts, which the next reviewer's form starts from (as in MIQA)."""
     if latest is None:
@@ -82,7 +92,8 @@ def scan_context(scan: Scan, user: User, role: str, queue: str | None = None,
         "project": {"id": project.id, "name": project.name, "url": url_for("ui.project", project_id=project.id)},
         "state": state, "state_label": review.STATE_LABELS[state],
         "role": role, "can_decide": can_decide, "blocked": blocked, "user": user.username,
-        "frames": [_frame_json(frame, bool(suggestion and suggestion["has_saliency"])) for frame in scan.frames],
+        "frames": [_frame_json(frame, model is not None) for frame in scan.frames],
+        "saliency_outputs": _saliency_outputs(model, entries),
         "decisions": options,
         "artifacts": [{"key": e.key, "label": e.label, "shortcut": e.shortcut} for e in entries],
         "suggestion": suggestion,

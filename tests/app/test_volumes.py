@@ -199,24 +199,20 @@ def test_outsiders_get_404_for_frame_data(factory, client, setup):
         assert client.get(f"/api/v1/frames/{frame.id}/{endpoint}", headers=headers).status_code == 404
 
 
-def test_saliency_map_of_the_champion_is_served_as_an_overlay(app, client, factory, setup):
-    from app.db import Evaluation, ModelVersion
+def test_the_scan_page_offers_saliency_of_each_champion_output(app, client, factory, setup):
+    from app.db import ModelVersion
 
     project, headers = setup
-    _write_lps_nifti(app, "v/heat.nii.gz")  # a saliency map on the frame's own (LPS) grid
-    frame = _frame_for(project, "salient", "v/heat.nii.gz")
-    model = ModelVersion(project_id=project.id, registry_name=project.model_name, version="2", alias="champion")
-    db.session.add(model)
-    db.session.flush()
-    db.session.add(Evaluation(model_version_id=model.id, scan_id=frame.scan_id, frame_id=frame.id,
-                              scores={"usable": 0.4, "saliency_location": "v/heat.nii.gz"}))
-    db.session.commit()
-    answer = client.get(f"/api/v1/frames/{frame.id}/saliency", headers=headers)
-    assert answer.status_code == 200
-    assert nib.aff2axcodes(_nifti(answer.data).affine) == ("R", "A", "S")
+    _write_lps_nifti(app, "v/plain.nii.gz")
+    frame = _frame_for(project, "salient", "v/plain.nii.gz")
     context = client.get(f"/scans/{frame.scan_id}/context", headers=headers).get_json()
-    assert context["suggestion"]["has_saliency"] and context["frames"][0]["saliency_url"].endswith("/saliency")
-    assert context["suggestion"]["model"] == project.model_name and context["suggestion"]["version"] == "2"
+    assert context["frames"][0]["saliency_url"] is None and context["saliency_outputs"] == []
+    db.session.add(ModelVersion(project_id=project.id, registry_name=project.model_name, version="2",
+                                alias="champion", output_map=[{"kind": "usable", "key": "usable", "entry_id": None}]))
+    db.session.commit()
+    context = client.get(f"/scans/{frame.scan_id}/context", headers=headers).get_json()
+    assert context["frames"][0]["saliency_url"].endswith(f"/frames/{frame.id}/saliency")
+    assert context["saliency_outputs"] == [{"key": "usable", "label": "Usable"}]
 
 
 def test_a_first_read_past_the_wait_answers_503_with_retry_after_then_the_volume(app, client, setup, monkeypatch):

@@ -118,6 +118,7 @@
     const picture = await image(url, isPreview ? "preview.nii.gz" : "volume.nii.gz").promise;
     cache.delete(`image:${url}`); // an image object is shown once; the bytes stay cached
     for (const old of nv.volumes.slice()) nv.removeVolume(old);
+    nv.opts.isColorbar = false; // the saliency overlay brings its colour bar back with it
     state.shownCal = null; // what Niivue does while the volume is swapped is not the reviewer's doing
     nv.addVolume(picture);
     state.isPreview = isPreview;
@@ -360,14 +361,55 @@
     });
   });
 
+  // A saliency map is made by a worker job on its first request (202 with the job): wait for the
+  // job, then ask again; a failed job's reason is the message.
+  async function saliencyBuffer(url, deadline = Date.now() + 300000) {
+    const response = await fetch(url, {credentials: "same-origin"});
+    if (response.status === 202) {
+      const started = await response.json();
+      viewerMessage("Computing the saliency map…");
+      await waitForJob(started.url, deadline);
+      return saliencyBuffer(url, deadline);
+    }
+    if (!response.ok) throw await failure(response);
+    return response.arrayBuffer();
+  }
+
+  async function waitForJob(url, deadline) {
+    for (;;) {
+      const response = await fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}});
+      if (!response.ok) throw await failure(response);
+      const job = await response.json();
+      if (job.state === "succeeded") return;
+      if (job.state === "failed" || job.state === "cancelled") throw new Error(job.error || `the job was ${job.state}`);
+      if (Date.now() > deadline) throw new Error("it is taking too long; try again later");
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
+
+  function saliencyOpacity() {
+    return Number($("saliency-opacity").value);
+  }
+
   async function showSaliency() {
     const frame = state.ctx.frames[state.frame];
     if (!frame.saliency_url || state.loaded !== "full") return;
+    const output = $("saliency-output").value || "usable";
+    const token = state.loadToken;
     try {
-      const buffer = await cached(frame.saliency_url, "buffer").promise;
-      const overlay = await NV.NVImage.new(buffer, `frame-${frame.id}-saliency.nii.gz`, "warm", 0.5);
+      const buffer = await saliencyBuffer(`${frame.saliency_url}?output=${encodeURIComponent(output)}`);
+      if (token !== state.loadToken || !state.saliency) return;
+      for (const old of nv.volumes.slice(1)) nv.removeVolume(old);
+      const overlay = await NV.NVImage.new(buffer, `frame-${frame.id}-saliency-${output}.nii.gz`, "warm",
+                                           saliencyOpacity());
+      overlay.cal_min = 0;
+      overlay.cal_max = 1;
+      nv.volumes[0].colorbarVisible = false;
       nv.addVolume(overlay);
+      nv.opts.isColorbar = true;
+      nv.drawScene();
       state.saliencyShown = true;
+      viewerMessage("");
     } catch (error) {
       viewerMessage(`The saliency map cannot be shown: ${error.message}`);
     }
@@ -376,8 +418,23 @@
   async function toggleSaliency() {
     state.saliency = !state.saliency;
     $("toggle-saliency").classList.toggle("active", state.saliency);
-    if (state.saliency && !state.saliencyShown) await showSaliency();
-    else if (nv.volumes.length > 1) nv.setOpacity(1, state.saliency ? 0.5 : 0);
+    $("toggle-saliency").setAttribute("aria-pressed", String(state.saliency));
+    $("saliency-controls").hidden = !state.saliency;
+    if (state.saliency && !state.saliencyShown) {
+      await showSaliency();
+    } else if (nv.volumes.length > 1) {
+      nv.setOpacity(1, state.saliency ? saliencyOpacity() : 0);
+      nv.opts.isColorbar = state.saliency;
+      nv.drawScene();
+    }
+  }
+
+  function renderSaliencyOutputs() {
+    const select = $("saliency-output");
+    const chosen = select.value;
+    select.innerHTML = "";
+    for (const output of state.ctx.saliency_outputs || []) select.add(new Option(output.label, output.key));
+    if ([...select.options].some((option) => option.value === chosen)) select.value = chosen;
   }
 
   function toggleRender() {
@@ -498,6 +555,7 @@
     box.innerHTML = "";
     $("accept-suggestions").hidden = !s;
     $("toggle-saliency").hidden = !(state.ctx.frames[state.frame] || {}).saliency_url;
+    renderSaliencyOutputs();
     if (!s) return;
     const title = document.createElement("div");
     title.className = "model";
@@ -802,6 +860,13 @@
   $("accept-suggestions").addEventListener("click", acceptSuggestions);
   $("toggle-render").addEventListener("click", toggleRender);
   $("toggle-saliency").addEventListener("click", toggleSaliency);
+  $("saliency-output").addEventListener("change", () => {
+    state.saliencyShown = false;
+    if (state.saliency) showSaliency();
+  });
+  $("saliency-opacity").addEventListener("input", () => {
+    if (nv.volumes.length > 1 && state.saliency) nv.setOpacity(1, saliencyOpacity());
+  });
   $("keys-open").addEventListener("click", toggleHelp);
   $("keys-close").addEventListener("click", () => $("keys-dialog").close());
   $("zoom-in").addEventListener("click", () => zoom(1.25));
