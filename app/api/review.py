@@ -3,7 +3,8 @@
 Lists answer MIQA/DRF pages (``count``, ``next``, ``previous``, ``results``) of what the caller
 may read and filter by parent id (``?project=``, ``?experiment=``, ``?scan=``). A decision is
 created with ``{"scan", "decision", "note", "artifacts": {"present", "absent"},
-"location": {"i", "j", "k"}}``; the location is a voxel of the scan's original grid (Frame.shape).
+"location": {"i", "j", "k"}}``; the location is a voxel of the scan's original grid (Frame.shape), or MIQA's viewer
+position in millimetres as MIQA's client posts it (numbers not all whole, or ``"space": "world"``).
 Deciding needs the experiment's lock (409 otherwise), like MIQA.
 """
 from __future__ import annotations
@@ -74,8 +75,11 @@ DECISION_BODY = {"application/json": {"schema": {
         "artifacts": {"type": "object", "properties": {
             "present": {"type": "array", "items": {"type": "string"}},
             "absent": {"type": "array", "items": {"type": "string"}}}},
-        "location": {"type": "object", "nullable": True, "required": ["i", "j", "k"], "properties": {
-            "i": {"type": "integer"}, "j": {"type": "integer"}, "k": {"type": "integer"}}}}}}}
+        "location": {"type": "object", "nullable": True, "required": ["i", "j", "k"], "description":
+                     "a voxel of the original grid (whole numbers), or MIQA's viewer position in millimetres "
+                     "(space world; numbers that are not all whole are read as one, as MIQA's client posts them)",
+                     "properties": {"i": {"type": "number"}, "j": {"type": "number"}, "k": {"type": "number"},
+                                    "space": {"type": "string", "enum": ["voxel", "world"]}}}}}}}
 
 
 def project_json(project: Project, role: str | None = None) -> dict:

@@ -12,6 +12,10 @@ ARTIFACT_STATES = ("present", "absent", "undefined")
 NOTE_MAX_LENGTH = 3000
 
 
+# Decision.location_space of a point given as MIQA's viewer position (world millimetres, LPS).
+WORLD = "world"
+
+
 class Decision(db.Model):
     __tablename__ = "decisions"
     __table_args__ = (Index("ix_decisions_scan_created", "scan_id", "created_at"),)

@@ -1,12 +1,15 @@
 """Recording reviewer decisions (append-only) and the tier rule that settles a scan."""
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import select
 
-from app.db import NOTE_MAX_LENGTH, ArtifactEntry, Decision, DecisionArtifact, DecisionOption, Experiment, Scan, User, db
+from app.db import (
+    NOTE_MAX_LENGTH, WORLD, ArtifactEntry, Decision, DecisionArtifact, DecisionOption, Experiment, Scan, User, db,
+)
 from app.services import vocabulary
 from app.services.errors import InvalidInput
 
@@ -41,32 +44,48 @@ def artifact_states(
     return states
 
 
-def _voxel_index(value: object) -> int:
-    """A voxel index: an integer, or a number or text that is one exactly (1.0, "3"); never a bool
-    or a fraction, which would otherwise be truncated silently to another voxel."""
-    if isinstance(value, bool):
-        raise TypeError("a boolean is not a voxel index")
-    if isinstance(value, int):
-        return value
-    number = float(value) if isinstance(value, (float, str)) else None
-    if number is None or not number.is_integer():
-        raise ValueError(f"{value!r} is not an integer")
-    return int(number)
-
-
-def _check_location(scan: Scan, location: dict | None) -> tuple[int | None, int | None, int | None]:
+def _check_location(scan: Scan, location: dict | None) -> tuple[float | None, float | None, float | None, str | None]:
+    """(i, j, k, space) of a posted point of interest: a voxel of the original grid (space None; integers,
+    inside the volume) or, as MIQA's viewer posts it, a world position in millimetres (space "world";
+    any finite numbers). ``space`` in the object says which; without it, numbers that are not all whole
+    are MIQA's world position."""
     if not location:
-        return None, None, None
+        return None, None, None, None
+    if not isinstance(location, dict):
+        raise InvalidInput("location must be an object with i, j and k", field="location")
+    space = location.get("space")
+    if space not in (None, "voxel", "world"):
+        raise InvalidInput(f"location space must be 'voxel' or 'world', not {space!r}", field="location")
     try:
-        ijk = tuple(_voxel_index(location[axis]) for axis in ("i", "j", "k"))
-    except (KeyError, TypeError, ValueError) as err:
-        raise InvalidInput("location needs integer i, j and k", field="location") from err
+        numbers = tuple(_coordinate(location[axis]) for axis in ("i", "j", "k"))
+    except KeyError as err:
+        raise InvalidInput(f"location needs i, j and k ({err.args[0]} is missing)", field="location") from err
+    except (TypeError, ValueError) as err:
+        raise InvalidInput(f"location: {err}", field="location") from err
+    if space == "world" or (space is None and not all(value.is_integer() for value in numbers)):
+        return (*numbers, WORLD)
+    if not all(value.is_integer() for value in numbers):
+        raise InvalidInput(f"a voxel location needs whole numbers, not {numbers}", field="location")
+    ijk = tuple(int(value) for value in numbers)
     shapes = [frame.shape for frame in scan.frames if frame.shape]
     if any(value < 0 for value in ijk) or any(
         any(value >= size for value, size in zip(ijk, shape[:3])) for shape in shapes
     ):
         raise InvalidInput(f"location {ijk} is outside the volume", field="location")
-    return ijk
+    return (*ijk, None)
+
+
+def _coordinate(value: object) -> float:
+    """A finite number (or its text); never a boolean, which JSON would otherwise turn into 0 or 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(f"{value!r} is not a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
 
 
 def record_decision(
@@ -96,10 +115,10 @@ def record_decision(
     if source == "review" and option.requires_note and not note.strip():
         raise InvalidInput(f"a note is required for decision {option.label!r}", field="note")
     states = artifact_states(vocabulary.artifact_entries(project_id, include_retired=True), present, absent)
-    i, j, k = _check_location(scan, location)
+    i, j, k, space = _check_location(scan, location)
     decision = Decision(scan_id=scan.id, option_id=option.id, creator_id=creator.id if creator else None,
                         creator_name=creator_name, creator_role=role, note=note, location_i=i,
-                        location_j=j, location_k=k, source=source)
+                        location_j=j, location_k=k, location_space=space, source=source)
     if created_at is not None:
         decision.created_at = created_at
     decision.artifacts = [DecisionArtifact(entry_id=entry_id, state=state) for entry_id, state in states.items()]

@@ -97,10 +97,11 @@ def test_tier1_decides_with_the_lock_and_tier2_completes(client, world):
     ({"decision": "U", "artifacts": {"present": ["no_such_artifact"]}}, "artifacts.present", "unknown artifact"),
     ({"decision": "U", "note": "x" * 3001}, "note", "3000"),
     ({"decision": "U", "location": {"i": 1, "j": 2, "k": 32}}, "location", "outside"),
-    ({"decision": "U", "location": {"i": "a", "j": 2, "k": 3}}, "location", "integer"),
-    ({"decision": "U", "location": {"i": 1.5, "j": 2, "k": 3}}, "location", "integer"),
-    ({"decision": "U", "location": {"i": True, "j": 2, "k": 3}}, "location", "integer"),
-    ({"decision": "U", "location": {"i": 1, "j": 2}}, "location", "integer"),
+    ({"decision": "U", "location": {"i": "a", "j": 2, "k": 3}}, "location", "'a' is not a number"),
+    ({"decision": "U", "location": {"i": 1.5, "j": 2, "k": 3, "space": "voxel"}}, "location", "whole numbers"),
+    ({"decision": "U", "location": {"i": 1, "j": 2, "k": 3, "space": "galaxy"}}, "location", "'voxel' or 'world'"),
+    ({"decision": "U", "location": {"i": True, "j": 2, "k": 3}}, "location", "True is not a number"),
+    ({"decision": "U", "location": {"i": 1, "j": 2}}, "location", "k is missing"),
     ({"decision": "U", "location": {"i": -1, "j": 2, "k": 3}}, "location", "outside"),
     ({"decision": "Q?"}, "note", "note is required"),
     ({"decision": "U", "artifacts": ["lesions"]}, "artifacts", "present"),
@@ -112,6 +113,19 @@ def test_bad_decisions_are_refused_with_a_clear_400(client, world, body, field, 
     assert answer.status_code == 400, answer.get_json()
     assert answer.get_json()["field"] == field and text in answer.get_json()["detail"]
     assert db.session.scalar(select(Decision.id)) is None
+
+
+def test_a_miqa_client_posts_its_viewers_world_position_and_gets_it_back(client, world):
+    """MIQA's web client posts the crosshair's world position in mm (floats, negative too), unchanged."""
+    h = world["headers"]["tier1"]
+    lock(client, h, world["experiment"])
+    answer = decide(client, h, world["scans"][0].id, "U", location={"i": -45.504, "j": -20.451, "k": 15.5})
+    assert answer.status_code == 201, answer.get_json()
+    assert answer.get_json()["location"] == {"i": -45.504, "j": -20.451, "k": 15.5, "space": "world"}
+    stored = db.session.scalar(select(Decision))
+    assert (stored.location_i, stored.location_space) == (-45.504, "world")
+    whole = decide(client, h, world["scans"][1].id, "U", location={"i": -40, "j": 12, "k": 300, "space": "world"})
+    assert whole.status_code == 201 and whole.get_json()["location"]["space"] == "world"
 
 
 def test_scans_of_other_projects_and_low_roles_are_refused(client, world):
