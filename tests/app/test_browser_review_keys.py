@@ -3,12 +3,13 @@ message in view without scrolling at 1280x720 and 1400x900, `?` lists the keys i
 keymap decides with u/i/o/p, and window/level and zoom carry to the next scan of the same type."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from app.db import Decision, Frame, db
+from app.db import Decision, Experiment, Frame, db
 from tests.app.test_browser_review import LOADED, crosshair, log_in
 from tests.conftest import ARTIFACTS_DIR
 
@@ -106,14 +107,25 @@ def test_every_message_and_the_panel_are_in_view_without_scrolling_and_question_
     assert_messages_in_view(page, "cannot be shown")
     assert_in_view(page, "#viewer-message")
 
-    # the end of the queue: every scan decided, the last answer and the queue's end are in view
+    # the end of the queue: every scan decided by keyboard, one after the other on the same page; the last
+    # answer and the queue's end are in view. The page left first releases its lock (a request sent as it
+    # unloads), so the next page's lock is not released by it.
+    page.goto(f"{base}/projects/{project.id}")
+    deadline = time.monotonic() + 10
+    while db.session.get(Experiment, broken.experiment_id).lock_owner_id is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        db.session.expire_all()
+    page.goto(f"{base}/scans/{scans[0].id}")
     for scan in scans + [broken]:
-        page.goto(f"{base}/scans/{scan.id}")
+        page.wait_for_function(f"() => document.querySelector('#scan-name').textContent === '{scan.name}'")
         page.wait_for_function(LOADED, timeout=30000)
         page.keyboard.press("1")
         page.keyboard.press("Enter")
-        page.wait_for_function("() => document.querySelector('#decision-message').textContent.startsWith('Saved')")
+        page.wait_for_function(f"() => document.querySelector('#decision-message').textContent.startsWith('Saved')"
+                               f" && document.querySelector('#decision-message').textContent.includes('{scan.name}')"
+                               f" || document.querySelector('#decision-message').textContent.includes('No unreviewed')")
     page.wait_for_function("() => document.querySelector('#scan-state').textContent === 'complete'")
+    assert db.session.scalar(select(func.count(Decision.id))) == len(scans) + 1
     assert_messages_in_view(page, "Saved")
     assert_in_view(page, "#panel")
     ARTIFACTS_DIR.mkdir(exist_ok=True)

@@ -50,7 +50,8 @@
   function qcloop(ctx) {
     const table = [];
     for (const option of ctx.decisions) {
-      if (option.shortcut) table.push(entry(option.shortcut.toLowerCase(), "decide", option.key, "Decide", `${option.label} (${option.key})`));
+      if (!option.shortcut) continue;
+      table.push(entry(option.shortcut.toLowerCase(), "decide", option.key, "Decide", `${option.label} (${option.key})`));
     }
     for (const item of ctx.artifacts) {
       if (item.shortcut) table.push(entry(item.shortcut.toLowerCase(), "artifact", item.key, "Artifacts", item.label));
@@ -61,31 +62,28 @@
   function miqa(ctx) {
     const table = MIQA_SLICES.map(([key, move, row]) => entry(key, "move", move, "Viewer", row));
     const taken = new Set(table.map((e) => e.key).concat(COMMON.map((c) => c[0])));
-    const pool = MIQA_ARTIFACT_KEYS.split("");
-    const free = (wanted) => {
-      const key = wanted && !taken.has(wanted) ? wanted : pool.find((k) => !taken.has(k));
-      if (key) taken.add(key);
-      return key;
-    };
-    const decided = [];
+    const claim = (key) => { taken.add(key); return key; };
+    const nextFree = () => MIQA_ARTIFACT_KEYS.split("").find((key) => !taken.has(key));
+    // MIQA's letter goes to the first option of each meaning; another option of that meaning keeps its
+    // own shortcut when it is free, else takes the next free key.
+    const others = [];
     for (const option of ctx.decisions) {
       const letter = MIQA_DECISIONS[option.meaning];
       if (letter && !taken.has(letter)) {
-        taken.add(letter);
-        decided.push(entry(letter, "decide-save", option.key, "Decide", `${option.label} (${option.key}), saved at once`));
+        const row = `${option.label} (${option.key}), saved at once`;
+        table.push(entry(claim(letter), "decide-save", option.key, "Decide", row));
       } else {
-        decided.push(option); // another option of the same meaning: placed after the MIQA letters are taken
+        others.push(option);
       }
     }
-    for (const [index, item] of decided.entries()) {
-      if (item.command) continue;
-      const key = free(item.shortcut && item.shortcut.toLowerCase());
-      if (key) decided[index] = entry(key, "decide", item.key, "Decide", `${item.label} (${item.key})`);
+    for (const option of others) {
+      const own = option.shortcut && option.shortcut.toLowerCase();
+      const key = own && !taken.has(own) ? own : nextFree();
+      if (key) table.push(entry(claim(key), "decide", option.key, "Decide", `${option.label} (${option.key})`));
     }
-    table.push(...decided.filter((e) => e.command));
     for (const item of ctx.artifacts) {
-      const key = free(null);
-      if (key) table.push(entry(key, "artifact", item.key, "Artifacts", item.label));
+      const key = nextFree();
+      if (key) table.push(entry(claim(key), "artifact", item.key, "Artifacts", item.label));
     }
     return table;
   }
