@@ -173,6 +173,11 @@ def read_info(path: Path) -> ImageInfo:
     return ImageInfo(shape, spacing, orientation)
 
 
+def affine_of(path: Path) -> np.ndarray:
+    """The 4x4 RAS affine of the file's own voxel axes (NIfTI and NRRD: the header alone is read)."""
+    return _open(path, header_only=True).affine
+
+
 def _open(path: Path, *, header_only: bool) -> nib.Nifti1Image:
     """The image; with ``header_only`` NRRD voxels are not decoded (a zero-stride stand-in array)."""
     found = format_of(path)

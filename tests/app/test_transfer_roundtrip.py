@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db import ArtifactEntry, Decision, Evaluation, Frame, ModelVersion, Scan, db
-from app.services import decisions, projects, vocabulary
+from app.services import decisions, projects, vocabulary, volumes
 from app.services.transfer import exporter, importer
 from tests.app.transfer_helpers import counts, empty_database, read_csv_text, snapshot, write_csv, write_json
 
@@ -301,3 +301,23 @@ def test_s3_locations_in_miqa_layout(make_app, tmp_path, monkeypatch):
             db.session.rollback()
     finally:
         server.stop()
+
+
+def test_a_reviewers_voxel_goes_to_miqa_files_as_miqas_world_position(factory, tmp_path):
+    """MIQA's files hold its viewer's position in mm (LPS); a qcloop review stores a voxel of the original
+    grid: MIQA exports carry it through the frame's affine, the full formats keep the voxel."""
+    project = factory.project("Points")
+    reviewer = factory.member(project, "tier1", "rev1")
+    scan = factory.scan(project, name="a")  # phantom affine: 2 mm voxels, RAS, origin 0
+    decisions.record_decision(scan, reviewer, "U", role="tier1", location={"i": 3, "j": 4, "k": 5})
+    db.session.commit()
+    (row,) = read_csv_text("".join(exporter.export("miqa-csv", [project.id])))
+    assert row["location_of_interest"] == "i=-6;j=-8;k=10"
+    (full_row,) = [r for r in read_csv_text("".join(exporter.export("csv", [project.id]))) if r.get("decision")]
+    assert (full_row["location_of_interest"], full_row["location_space"]) == ("i=3;j=4;k=5", "voxel")
+    again = importer.import_file(_save(tmp_path, "".join(exporter.export("miqa-csv", [project.id]))), project=project)
+    assert again["changes"] == 0 and again["counts"]["decisions_already_present"] == 1
+
+    volumes.source_path(db.session.scalar(select(Frame).where(Frame.scan_id == scan.id))).unlink()
+    (row,) = read_csv_text("".join(exporter.export("miqa-csv", [project.id])))
+    assert row["location_of_interest"] == ""  # no position rather than a wrong one

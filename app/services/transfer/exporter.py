@@ -3,22 +3,29 @@ batch's frames, decisions, artifact states and evaluations fetched and written a
 exporting a million decisions takes the memory of one batch."""
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 from sqlalchemy import or_, select
 
 from app.db import (
     ArtifactEntry, Decision, DecisionArtifact, DecisionOption, Evaluation, Experiment, Frame, ModelVersion, Project,
     Scan, User, db,
 )
-from app.services.errors import InvalidInput
+from app.services import imaging, volumes
+from app.services.errors import InvalidInput, ServiceError
 from app.services.transfer import full, miqa_csv, miqa_json, people
 from app.services.transfer.model import (
-    MIQA_INVERTED, VOXEL, DecisionOut, EvaluationOut, ExperimentOut, ProjectOut, ScanOut, format_time, miqa_states,
+    MIQA_INVERTED, VOXEL, WORLD, DecisionOut, EvaluationOut, ExperimentOut, ProjectOut, ScanOut, format_time, miqa_states,
 )
+
+from app.storage import StorageError, resolve
+
+log = logging.getLogger(__name__)
 
 FORMATS = {"miqa-csv": ".csv", "miqa-json": ".json", "csv": ".csv", "json": ".json"}
 MEDIA_TYPES = {".csv": "text/csv; charset=utf-8", ".json": "application/json"}
@@ -186,15 +193,36 @@ def _fill(batch, full_state: bool, option_keys, entry_keys, models, creators, in
             creator = creators.get(d.creator_id) if d.creator_id else d.creator_name
             frame_locations = {int(number): None if point is None else tuple(point)
                                for number, point in (d.frame_locations or {}).items()}
+            location, space = (d.location_i, d.location_j, d.location_k), d.location_space or VOXEL
+            if not full_state and space == VOXEL:  # MIQA's files hold its viewer's world positions
+                files = dict(frames.get(row.id, []))
+                location = _as_miqa_world(location, files.get(min(files)) if files else None)
+                frame_locations = {number: _as_miqa_world(point, files.get(number)) if point else None
+                                   for number, point in frame_locations.items()}
+                space = WORLD
             scan_decisions.append(DecisionOut(option_keys[d.option_id], creator, d.creator_role, d.note or "",
-                                              None if d.created_unknown else d.created_at,
-                                              (d.location_i, d.location_j, d.location_k), ordered, d.source,
-                                              d.location_space or VOXEL, frame_locations,
+                                              None if d.created_unknown else d.created_at, location, ordered,
+                                              d.source, space, frame_locations,
                                               dict(d.unmatched_artifacts or {})))
         out.append(_Id(row.id, ScanOut(None, row.name, row.scan_type, row.subject_id, row.session_id, row.link,
                                        row.archived_at is not None, frames.get(row.id, []), scan_decisions,
                                        evaluations.get(row.id, [])), row.experiment_id))
     return out
+
+
+def _as_miqa_world(voxel: tuple, location: str | None) -> tuple[float | None, float | None, float | None]:
+    """A point of interest given as a voxel of a frame's original grid, as MIQA's viewer gives it: millimetres
+    in ITK's LPS space through that frame's affine. None when there is no point or the file cannot be read:
+    no position is better than a wrong one."""
+    if voxel[0] is None or location is None:
+        return None, None, None
+    try:
+        affine = imaging.affine_of(volumes.source_path_of(resolve(location)))
+    except (ServiceError, StorageError, OSError) as err:
+        log.warning("export: the point of interest on %s is left out: its image cannot be read (%s)", location, err)
+        return None, None, None
+    x, y, z = (affine @ np.array([*voxel, 1.0]))[:3]
+    return round(-float(x), 3), round(-float(y), 3), round(float(z), 3)
 
 
 def all_project_ids() -> list[int]:
