@@ -10,6 +10,11 @@ from app.db import Scan, User
 from app.services import access, decisions, next_scan, review, vocabulary, volumes
 
 
+# The planes painted before the viewer has its volume: middle slices, longest side in pixels.
+PLANES = ("sagittal", "coronal", "axial")
+PLANE_PIXELS = 384
+
+
 def optional_url(endpoint: str, **values: Any) -> str | None:
     """A link to a page another part of qcloop may provide; None while it does not exist."""
     if endpoint not in current_app.view_functions:
@@ -30,6 +35,8 @@ def _frame_json(frame, saliency: bool) -> dict[str, Any]:
         "geometry_url": url_for("volumes.geometry", frame_id=frame.id, v=version),
         "download_url": url_for("volumes.download", frame_id=frame.id),
         "slice_url": url_for("volumes.slice_png", frame_id=frame.id),
+        "plane_urls": {axis: url_for("volumes.slice_png", frame_id=frame.id, axis=axis, size=PLANE_PIXELS, v=version)
+                       for axis in PLANES},
         "saliency_url": url_for("volumes.saliency", frame_id=frame.id) if saliency else None,
     }
 

@@ -130,6 +130,29 @@
     await nextFrame();
   }
 
+  // Three server-rendered planes (PNG slices through the middle of the volume) paint as soon as they
+  // arrive, before Niivue has a volume; they step aside when Niivue draws. Planes that cannot be made
+  // (a volume still being prepared, an unreadable file) leave the wait to Niivue's own messages.
+  function showPlanes(frame, token, started) {
+    const planes = $("planes");
+    const images = [...planes.querySelectorAll("img")];
+    for (const img of images) {
+      const url = frame.plane_urls[img.dataset.axis];
+      if (img.getAttribute("src") !== url) img.src = url;
+    }
+    planes.hidden = false;
+    Promise.all(images.map((img) => img.decode())).then(
+      () => { if (token === state.loadToken && !planes.hidden) paintedFirst(token, started); },
+      () => { if (token === state.loadToken) planes.hidden = true; });
+  }
+
+  function paintedFirst(token, started) {
+    if (state.paintedToken === token) return;
+    state.paintedToken = token;
+    timings.firstPaint = performance.now() - started;
+    timings.firstPaintAt = performance.now(); // since the page's navigation started
+  }
+
   async function loadFrame(index) {
     const frame = state.ctx.frames[index];
     const token = ++state.loadToken;
@@ -142,6 +165,7 @@
     setLoaded("loading");
     $("download").href = frame.download_url;
     const started = performance.now();
+    showPlanes(frame, token, started);
     const geometry = cached(frame.geometry_url, "json");
     cached(frame.volume_url, "buffer"); // the download starts now, its parsing after the preview is shown
     try {
@@ -151,8 +175,9 @@
       await preview.promise;
       if (token !== state.loadToken) return;
       await show(frame.preview_url, true);
-      timings.firstPaint = performance.now() - started;
-      timings.firstPaintAt = performance.now(); // since the page's navigation started
+      paintedFirst(token, started);
+      timings.volumeAt = performance.now();
+      $("planes").hidden = true;
       setLoaded("preview");
       state.geometry = await geometry.promise;
       await image(frame.volume_url, "volume.nii.gz").promise;
@@ -168,6 +193,7 @@
     } catch (error) {
       if (token !== state.loadToken) return;
       for (const old of nv.volumes.slice()) nv.removeVolume(old);
+      $("planes").hidden = true;
       setLoaded("error");
       viewerMessage(`The image of frame ${frame.number} cannot be shown: ${error.message}`);
     }
@@ -179,6 +205,7 @@
     cached(next.context, "json").promise.then((ctx) => {
       const frame = ctx.frames[0];
       if (!frame) return;
+      for (const url of Object.values(frame.plane_urls)) new Image().src = url; // into the HTTP cache
       cached(frame.geometry_url, "json");
       image(frame.preview_url, "preview.nii.gz").promise
         .then(() => image(frame.volume_url, "volume.nii.gz").promise).catch(() => null);
