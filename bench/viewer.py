@@ -135,7 +135,7 @@ def browser_figures(base: str, scan_ids: list[int]) -> dict[str, list[float]]:
         page.wait_for_function(loaded, timeout=120000)
         for _ in scan_ids[half:-1]:
             page.wait_for_function("""() => {
-                const q = window.qcloop, n = q.state.ctx.neighbours, next = n.next_unreviewed || n.next;
+                const q = window.qcloop, next = q.state.ctx.queue.next || q.state.ctx.neighbours.next;
                 const ctx = next && q.cache.get(next.context);
                 const url = ctx && ctx.value && ctx.value.frames[0].volume_url;
                 const parsed = url && q.cache.get("image:" + url);

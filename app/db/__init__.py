@@ -1,7 +1,7 @@
 """The ORM: one module per aggregate; import everything from here."""
 from app.db.audit import AuditEvent
 from app.db.base import MAX_ID, db, page, utcnow
-from app.db.decisions import ARTIFACT_STATES, NOTE_MAX_LENGTH, WORLD, AppendOnlyError, Decision, DecisionArtifact
+from app.db.decisions import ARTIFACT_STATES, NOTE_MAX_LENGTH, VOXEL, WORLD, AppendOnlyError, Decision, DecisionArtifact
 from app.db.jobs import JOB_STATES, Job
 from app.db.ml import Evaluation, ModelVersion, TrainingRun
 from app.db.projects import Experiment, Frame, Project, Scan
@@ -12,5 +12,5 @@ __all__ = [
     "ARTIFACT_STATES", "DECISION_MEANINGS", "JOB_STATES", "MAX_ID", "NOTE_MAX_LENGTH", "ROLES",
     "AppendOnlyError", "ApiToken", "ArtifactEntry", "AuditEvent", "Decision", "DecisionArtifact",
     "DecisionOption", "Evaluation", "Experiment", "Frame", "Invitation", "Job", "Membership",
-    "ModelVersion", "Project", "RateLimitHit", "Scan", "TrainingRun", "User", "WORLD", "db", "page", "utcnow",
+    "ModelVersion", "Project", "RateLimitHit", "Scan", "TrainingRun", "User", "VOXEL", "WORLD", "db", "page", "utcnow",
 ]

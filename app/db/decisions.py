@@ -12,8 +12,9 @@ ARTIFACT_STATES = ("present", "absent", "undefined")
 NOTE_MAX_LENGTH = 3000
 
 
-# Decision.location_space of a point given as MIQA's viewer position (world millimetres, LPS).
-WORLD = "world"
+# Where a point of interest is: a voxel of the original grid (qcloop's reviews; stored as location_space
+# NULL) or MIQA's viewer position (world millimetres, LPS; stored as "world").
+VOXEL, WORLD = "voxel", "world"
 
 
 class Decision(db.Model):

@@ -8,7 +8,7 @@ from typing import Iterable
 from sqlalchemy import select
 
 from app.db import (
-    NOTE_MAX_LENGTH, WORLD, ArtifactEntry, Decision, DecisionArtifact, DecisionOption, Experiment, Scan, User, db,
+    NOTE_MAX_LENGTH, VOXEL, WORLD, ArtifactEntry, Decision, DecisionArtifact, DecisionOption, Experiment, Scan, User, db,
 )
 from app.services import vocabulary
 from app.services.errors import InvalidInput
@@ -54,7 +54,7 @@ def _check_location(scan: Scan, location: dict | None) -> tuple[float | None, fl
     if not isinstance(location, dict):
         raise InvalidInput("location must be an object with i, j and k", field="location")
     space = location.get("space")
-    if space not in (None, "voxel", "world"):
+    if space not in (None, VOXEL, WORLD):
         raise InvalidInput(f"location space must be 'voxel' or 'world', not {space!r}", field="location")
     try:
         numbers = tuple(_coordinate(location[axis]) for axis in ("i", "j", "k"))
@@ -62,7 +62,7 @@ def _check_location(scan: Scan, location: dict | None) -> tuple[float | None, fl
         raise InvalidInput(f"location needs i, j and k ({err.args[0]} is missing)", field="location") from err
     except (TypeError, ValueError) as err:
         raise InvalidInput(f"location: {err}", field="location") from err
-    if space == "world" or (space is None and not all(value.is_integer() for value in numbers)):
+    if space == WORLD or (space is None and not all(value.is_integer() for value in numbers)):
         return (*numbers, WORLD)
     if not all(value.is_integer() for value in numbers):
         raise InvalidInput(f"a voxel location needs whole numbers, not {numbers}", field="location")

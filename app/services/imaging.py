@@ -388,7 +388,6 @@ FORMATS: dict[str, ImageFormat] = {
                          "or any name, known by its DICM preamble)", DICOM_SUFFIXES, _read_dicom, _series_of,
                          several="a DICOM series", sniff=_is_dicom),
 }
-SUFFIXES = tuple(suffix for found in FORMATS.values() for suffix in found.suffixes)
 SUPPORTED = ", ".join(found.described for found in list(FORMATS.values())[:-1]) + \
     f" or {list(FORMATS.values())[-1].described}"
 UPLOADABLE_SUFFIXES = tuple(suffix for found in FORMATS.values() for suffix in found.single_file)

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.db import ROLES, ArtifactEntry, DecisionOption, Experiment, Frame, Membership, Project, Scan, User, db
+from app.db import ROLES, Experiment, Frame, Membership, Project, Scan, User, db
 from app.services import audit, vocabulary
 from app.services.errors import Conflict, InvalidInput, NotFound
 
@@ -61,28 +61,13 @@ def create_project(name: str, creator: User | None, template: Project | str | No
                       model_name=model_name_for(name))
     db.session.add(project)
     db.session.flush()
-    if template is None:
-        vocabulary.copy_defaults_to(project.id)
-    else:
-        _copy_vocabulary(template.id, project.id)
+    vocabulary.copy_to(project.id, template.id if template is not None else None)
     if creator is not None:
         db.session.add(Membership(project_id=project.id, user_id=creator.id, role="admin"))
     audit.record("project.create", actor=creator, project_id=project.id, target=("project", project.id),
                  after={"name": name, "template": template.name if template is not None else None})
     db.session.flush()
     return project
-
-
-def _copy_vocabulary(source_id: int, target_id: int) -> None:
-    """The template's active decision options and artifact entries (retired ones only serve old decisions,
-    which a new project has none of)."""
-    for option in vocabulary.decision_options(source_id):
-        db.session.add(DecisionOption(project_id=target_id, key=option.key, label=option.label,
-                                      meaning=option.meaning, position=option.position, shortcut=option.shortcut,
-                                      requires_note=option.requires_note))
-    for entry in vocabulary.artifact_entries(source_id):
-        db.session.add(ArtifactEntry(project_id=target_id, key=entry.key, label=entry.label,
-                                     position=entry.position, shortcut=entry.shortcut))
 
 
 def settings_of(project: Project) -> dict[str, Any]:

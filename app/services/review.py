@@ -18,7 +18,7 @@ from sqlalchemy.orm import joinedload, selectinload
 
 from app.db import (
     MAX_ID, NOTE_MAX_LENGTH, Decision, DecisionArtifact, Evaluation, Experiment, Frame, Membership, ModelVersion, Project,
-    Scan, User, db, utcnow,
+    Scan, User, WORLD, db, utcnow,
 )
 from app.services import access, audit, decisions, vocabulary
 from app.services.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -261,8 +261,8 @@ def decision_json(decision: Decision) -> dict[str, Any]:
     if decision.location_i is not None:
         location = {axis: int(value) if float(value).is_integer() else value for axis, value in
                     (("i", decision.location_i), ("j", decision.location_j), ("k", decision.location_k))}
-        if decision.location_space == "world":  # MIQA's viewer position (mm), as an imported file gave it
-            location["space"] = "world"
+        if decision.location_space == WORLD:  # MIQA's viewer position (mm), as an imported file gave it
+            location["space"] = WORLD
     return {
         "id": decision.id, "scan": decision.scan_id, "decision": decision.option.key,
         "decision_label": decision.option.label, "note": decision.note, "created": decision.created_at.isoformat(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import nibabel as nib
 from flask import current_app
 from sqlalchemy import select
 
-from app.db import Frame, Job, ModelVersion, db
+from app.db import Frame, Job, ModelVersion, db, utcnow
 from app.services import access, jobs, review, volumes
 from app.services.errors import Conflict, InvalidInput, NotFound
 from app.services.evaluations import engine, image_path
@@ -26,6 +27,7 @@ from app.services.evaluations import engine, image_path
 log = logging.getLogger(__name__)
 
 RECENT_JOBS = 200  # saliency jobs of the project looked through for one already asked
+RETRY_AFTER = timedelta(minutes=10)  # a failed map is tried again after this (a worker or registry outage passes)
 
 
 def _champion(frame: Frame) -> ModelVersion:
@@ -63,8 +65,10 @@ def saliency(frame: Frame, output: str, user) -> Path | Job:
     earlier = next((job for job in recent if job.params == params), None)
     if earlier is not None and earlier.state in ("queued", "running"):
         return earlier
-    if earlier is not None and earlier.state == "failed":  # the same file and version would fail the same way
-        raise volumes.FrameUnreadable(f"the saliency map of frame {frame.id} could not be made: {earlier.error}")
+    if earlier is not None and earlier.state == "failed" and earlier.finished_at is not None \
+            and utcnow() - earlier.finished_at < RETRY_AFTER:  # asked again at once, it would fail the same way
+        raise volumes.FrameUnreadable(f"the saliency map of frame {frame.id} could not be made: {earlier.error} "
+                                      f"(asked again after {RETRY_AFTER.seconds // 60} minutes, it is tried again)")
     return jobs.enqueue("saliency", params, project_id=model.project_id, user=user)
 
 

@@ -48,14 +48,21 @@ def seed_defaults() -> None:
     db.session.flush()
 
 
-def copy_defaults_to(project_id: int) -> None:
-    """Give a new project its own copy of the global vocabulary (stable ids it can then change)."""
-    seed_defaults()
-    for option in db.session.scalars(select(DecisionOption).where(DecisionOption.project_id.is_(None))):
+def copy_to(project_id: int, template_id: int | None = None) -> None:
+    """Give a new project its own copy of a vocabulary (stable ids it can then change): the global one, or
+    a template project's active entries (its retired ones only serve old decisions, which a new project
+    has none of)."""
+    if template_id is None:
+        seed_defaults()
+        options = db.session.scalars(select(DecisionOption).where(DecisionOption.project_id.is_(None)))
+        entries = db.session.scalars(select(ArtifactEntry).where(ArtifactEntry.project_id.is_(None)))
+    else:
+        options, entries = decision_options(template_id), artifact_entries(template_id)
+    for option in list(options):
         db.session.add(DecisionOption(project_id=project_id, key=option.key, label=option.label,
                                       meaning=option.meaning, position=option.position, shortcut=option.shortcut,
                                       requires_note=option.requires_note, retired=option.retired))
-    for entry in db.session.scalars(select(ArtifactEntry).where(ArtifactEntry.project_id.is_(None))):
+    for entry in list(entries):
         db.session.add(ArtifactEntry(project_id=project_id, key=entry.key, label=entry.label,
                                      position=entry.position, shortcut=entry.shortcut, retired=entry.retired))
     db.session.flush()

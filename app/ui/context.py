@@ -8,6 +8,7 @@ from werkzeug.routing import BuildError
 
 from app.db import Scan, User
 from app.services import access, decisions, next_scan, review, vocabulary, volumes
+from app.services.errors import ServiceError
 
 
 # The planes painted before the viewer has its volume: middle slices, longest side in pixels.
@@ -85,8 +86,12 @@ def scan_context(scan: Scan, user: User, role: str, queue: str | None = None,
                for o in vocabulary.decision_options(project.id)]
     state = decisions.scan_state(history[0] if history else None)
     near = next_scan.neighbours(scan)
+    try:
+        queued = next_scan.pick(project.id, user, role, queue, strategy, after=scan.id)
+    except ServiceError:  # a link with another role's queue or a mistyped order still opens the scan
+        queue = strategy = None
+        queued = next_scan.pick(project.id, user, role, after=scan.id)
     carry = {key: value for key, value in (("queue", queue), ("strategy", strategy)) if value}
-    queued = next_scan.pick(project.id, user, role, queue, strategy, after=scan.id)
     other = queued.other_queue
     can_decide = access.ROLE_RANK[role] >= access.ROLE_RANK["tier1"]
     blocked = None

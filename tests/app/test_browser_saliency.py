@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from app.db import db
 from app.services import model_versions
 from tests.app.test_browser_review import LOADED, log_in
 from tests.conftest import SHARED_DATA
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("two_torch_threads")]
 OVERLAY = "() => window.qcloop.nv.volumes.length === 2"
-
-
-@pytest.fixture
-def app(make_app, tmp_path):
-    app = make_app(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
-                   MLFLOW_ARTIFACT_ROOT=str(tmp_path / "mlartifacts"))
-    with app.app_context():
-        yield app
-        db.session.rollback()
 
 
 def test_the_overlay_appears_and_its_output_can_be_switched(app, browser, live_server, page, factory):

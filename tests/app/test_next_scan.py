@@ -210,7 +210,7 @@ def test_bad_queue_strategy_or_after_is_a_400(client, world):
         assert response.get_json()["error"]
     login(client, "bob")
     assert client.get(f"/projects/{project.id}/next?strategy=entropy").status_code == 400
-    assert client.get(f"/scans/{scans['a1'].id}?queue=tier9").status_code == 400
+    assert client.get(f"/scans/{scans['a1'].id}?queue=tier9").status_code == 200  # the scan, in the role's queue
     assert client.get(f"/api/v1/projects/{project.id + 99}/next-scan", headers=bob).status_code == 404
 
 
@@ -226,3 +226,12 @@ def test_scan_page_context_follows_the_queue(client, world):
     assert chosen["queue"]["next"]["id"] == scans["a2"].id
     assert chosen["queue"]["next"]["context"] == f"/scans/{scans['a2'].id}/context?queue=tier1&strategy=name"
     assert context["carried"]["creator"] == "ann" and context["carried"]["creator_role"] == "tier1"
+
+
+def test_a_scan_link_with_a_queue_the_role_may_not_use_still_opens_the_scan(client, world):
+    project, scans, _ = world
+    login(client, "ann")  # tier 1, following a tier-2 reviewer's link
+    page = client.get(f"/scans/{scans['a2'].id}?queue=tier2&strategy=bogus")
+    assert page.status_code == 200
+    context = client.get(f"/scans/{scans['a2'].id}/context?queue=tier2").get_json()
+    assert context["queue"]["queue"] == "tier1" and "queue=" not in (context["queue"]["next"] or {}).get("page", "")

@@ -278,6 +278,8 @@ def test_s3_locations_in_miqa_layout(make_app, tmp_path, monkeypatch):
         image = nib.Nifti1Image(np.zeros((8, 9, 10), dtype=np.uint8), np.eye(4))
         client.put_object(Bucket="site-bucket", Key="qc/visit1/a.nii.gz", Body=gzip.compress(image.to_bytes()))
         client.put_object(Bucket="site-bucket", Key="qc/visit1/bad.nii.gz", Body=b"not an image")
+        flat = nib.Nifti1Image(np.zeros((64, 64, 1), dtype=np.uint8), np.eye(4))
+        client.put_object(Bucket="site-bucket", Key="qc/visit1/flat.nii.gz", Body=gzip.compress(flat.to_bytes()))
         app = make_app(ALLOWED_ROOTS=["s3://site-bucket/qc"], S3_ENDPOINT_URL=endpoint)
         with app.app_context():
             project = projects.create_project("S3", None)
@@ -292,6 +294,7 @@ def test_s3_locations_in_miqa_layout(make_app, tmp_path, monkeypatch):
             assert exported[0]["file_location"] == "s3://site-bucket/qc/visit1/a.nii.gz"
             for key, message in (("qc/visit1/missing.nii.gz", "does not exist"),
                                  ("qc/visit1/bad.nii.gz", "not a readable NIfTI"),
+                                 ("qc/visit1/flat.nii.gz", "2-D image (64 x 64 x 1): qcloop reviews 3-D volumes"),
                                  ("elsewhere/a.nii.gz", "outside the allowed roots")):
                 row = ["S3", "visit1", "b", "T1", 0, f"s3://site-bucket/{key}"] + [""] * 10
                 with pytest.raises(Exception) as refused:

@@ -244,3 +244,20 @@ def test_the_api_syncs_a_folder_under_the_data_root_and_lists_what_it_skipped(fa
     assert outside.status_code == 400 and "outside the data root" in outside.get_json()["detail"]
     assert client.post(url, json={"source": "incoming", "patterns": ["(?P<x>.*)"]},
                        headers=headers).status_code == 400
+
+
+def test_a_sync_never_reads_or_names_another_projects_uploads(factory, client):
+    project = factory.project("Mine")
+    factory.member(project, "admin", "lead")
+    other = factory.project("Theirs")
+    secret = _data() / "uploads" / str(other.id) / "ab" / "secret-subject-name.nii.gz"
+    secret.parent.mkdir(parents=True)
+    secret.write_bytes(b"not scanned")
+    factory.nifti("lab/visit1/sub-01_T1.nii.gz", shape=(8, 8, 8))
+    headers = token_headers(client, "lead")
+    url = f"/api/v1/projects/{project.id}/sync"
+    refused = client.post(url, json={"source": f"uploads/{other.id}"}, headers=headers)
+    assert refused.status_code == 400 and "another project's upload" in refused.get_json()["detail"]
+    whole_root = client.post(url, json={"source": "."}, headers=headers).get_json()
+    assert "secret-subject-name" not in str(whole_root)
+    assert whole_root["added"] == ["lab/visit1/sub-01_T1.nii.gz"]

@@ -183,6 +183,7 @@ def _fill(batch, full_state: bool, option_keys, entry_keys, models, creators, in
             evaluations.setdefault(scan_id, []).append(EvaluationOut(
                 models[model_id], frame_numbers.get(frame_id) if frame_id else None, scores or {}, created))
     entry_order = list(entry_keys.values())
+    affines: dict[str, np.ndarray | None] = {}  # each file's header read once per batch
     out = []
     for row in batch:
         scan_decisions = []
@@ -196,8 +197,8 @@ def _fill(batch, full_state: bool, option_keys, entry_keys, models, creators, in
             location, space = (d.location_i, d.location_j, d.location_k), d.location_space or VOXEL
             if not full_state and space == VOXEL:  # MIQA's files hold its viewer's world positions
                 files = dict(frames.get(row.id, []))
-                location = _as_miqa_world(location, files.get(min(files)) if files else None)
-                frame_locations = {number: _as_miqa_world(point, files.get(number)) if point else None
+                location = _as_miqa_world(location, files.get(min(files)) if files else None, affines)
+                frame_locations = {number: _as_miqa_world(point, files.get(number), affines) if point else None
                                    for number, point in frame_locations.items()}
                 space = WORLD
             scan_decisions.append(DecisionOut(option_keys[d.option_id], creator, d.creator_role, d.note or "",
@@ -210,16 +211,21 @@ def _fill(batch, full_state: bool, option_keys, entry_keys, models, creators, in
     return out
 
 
-def _as_miqa_world(voxel: tuple, location: str | None) -> tuple[float | None, float | None, float | None]:
+def _as_miqa_world(voxel: tuple, location: str | None,
+                   affines: dict[str, np.ndarray | None]) -> tuple[float | None, float | None, float | None]:
     """A point of interest given as a voxel of a frame's original grid, as MIQA's viewer gives it: millimetres
-    in ITK's LPS space through that frame's affine. None when there is no point or the file cannot be read:
-    no position is better than a wrong one."""
+    in ITK's LPS space through that frame's affine (``affines`` keeps each file's, None for a file that
+    cannot be read). None when there is no point or no affine: no position is better than a wrong one."""
     if voxel[0] is None or location is None:
         return None, None, None
-    try:
-        affine = imaging.affine_of(volumes.source_path_of(resolve(location)))
-    except (ServiceError, StorageError, OSError) as err:
-        log.warning("export: the point of interest on %s is left out: its image cannot be read (%s)", location, err)
+    if location not in affines:
+        try:
+            affines[location] = imaging.affine_of(volumes.source_path_of(resolve(location)))
+        except (ServiceError, StorageError, OSError) as err:
+            log.warning("export: points of interest on %s are left out: its image cannot be read (%s)", location, err)
+            affines[location] = None
+    affine = affines[location]
+    if affine is None:
         return None, None, None
     x, y, z = (affine @ np.array([*voxel, 1.0]))[:3]
     return round(-float(x), 3), round(-float(y), 3), round(float(z), 3)

@@ -118,4 +118,8 @@ class FileChecker:
             orientation = "".join(nib.aff2axcodes(header.get_best_affine()))
         except Exception as err:  # noqa: BLE001 - nibabel and zlib raise many types for bad bytes
             return Checked(f"{resolved.key}: not a readable NIfTI image ({err})")
+        try:
+            imaging.check_volume(resolved.key, shape)
+        except InvalidInput as err:
+            return Checked(err.message)
         return Checked(None, imaging.ImageInfo(shape, spacing, orientation))

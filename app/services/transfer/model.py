@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
-from app.db import WORLD
+from app.db import VOXEL, WORLD
 from app.services.errors import InvalidInput
 from app.services.transfer.limits import ATTRIBUTE_LIMITS, too_long
 
@@ -34,8 +34,6 @@ MIQA_INVERTED = {"partial_brain_coverage": "full_brain_coverage"}
 MIQA_ALIASES = {"partial_coverage": "partial_brain_coverage", "metal_susceptibility": "susceptibility_metal"}
 FLIPPED = {"present": "absent", "absent": "present", "undefined": "undefined"}
 MAX_ERRORS = 100
-# Where a location is: a voxel index of the original grid (qcloop's own) or MIQA's viewer position in mm.
-VOXEL = "voxel"
 AXES = ("i", "j", "k")
 
 

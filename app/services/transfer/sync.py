@@ -31,6 +31,8 @@ from app.services.transfer.csvfile import CsvSink
 from app.services.transfer.files import FileChecker
 from app.services.transfer.model import SCAN_TYPE_MAX, SCAN_TYPES
 from app.storage import LocalLocation, Roots, StorageError, relative_location
+from app.storage.identity import UPLOADS
+from app.storage.scope import ProjectScope
 
 # BIDS suffixes and the scan type each is imported as.
 BIDS_SUFFIXES = {"T1w": "T1", "T2w": "T2", "FLAIR": "FLAIR", "dwi": "DWI", "bold": "FMRI"}
@@ -134,8 +136,9 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
-def _items(source: Path, found: Found) -> Iterator[Item]:
-    """Image files and DICOM folders under ``source``, in name order; what is not one is reported."""
+def _items(source: Path, found: Found, uploads: Path) -> Iterator[Item]:
+    """Image files and DICOM folders under ``source``, in name order; what is not one is reported. The
+    uploads folder (every project's uploaded files) is never searched, nor named."""
     companions: dict[Path, str] = {}  # data files of detached NRRD headers -> the header's relative path
     for folder, folders, files in os.walk(source):
         here = Path(folder)
@@ -143,7 +146,7 @@ def _items(source: Path, found: Found) -> Iterator[Item]:
         for name in sorted(folders):
             if name.startswith("."):
                 found.skip(prefix + name + "/", "hidden folder, not searched")
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        folders[:] = sorted(name for name in folders if not name.startswith(".") and here / name != uploads)
         dicom = [name for name in sorted(files) if _is_dicom(here / name)]
         if dicom:
             if prefix:
@@ -210,7 +213,7 @@ def _find(project: Project, source: Path, patterns: list[re.Pattern], roots: Roo
     checker = FileChecker(roots, "error")
     known, slots, existing_scans = _known(project, checker)
     taken: dict[tuple[str, str, int], str] = {}
-    for item in _items(source, found):
+    for item in _items(source, found, roots.data_root / UPLOADS):
         real = os.path.realpath(item.path) + ("/" if item.relative.endswith("/") else "")
         if real in known or os.path.realpath(item.stored) in known:
             found.known += 1
@@ -294,6 +297,10 @@ def sync(project: Project, source: Path | str, patterns: str | Iterable[str] | N
         relative_location(source, roots)
     except StorageError as err:
         raise InvalidInput(f"source {source} is outside the data root and allowed roots", field="source") from err
+    try:
+        ProjectScope.from_config(project.id, roots).check(LocalLocation(source))
+    except StorageError as err:
+        raise InvalidInput(f"source {source}: {err}", field="source") from err
     progress(0.05, f"looking for new files under {source}")
     found = _find(project, source, compiled, roots)
     folder = sync_folder(project)

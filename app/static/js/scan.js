@@ -751,7 +751,7 @@
       if (value === "present" || value === "absent") artifacts[value].push(key);
     }
     const body = {scan: ctx.scan.id, project: ctx.project.id, decision: state.decision, note, artifacts,
-                  location: state.poi};
+                  location: state.poi && {i: state.poi.i, j: state.poi.j, k: state.poi.k, space: "voxel"}};
     state.submitting = true;
     const started = performance.now();
     timings.submitted = started;
