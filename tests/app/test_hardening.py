@@ -46,7 +46,7 @@ def test_pages_and_api_answers_carry_the_security_headers(factory, client):
 
 def test_templates_hold_no_inline_scripts_styles_or_event_handlers():
     for template in TEMPLATES.rglob("*.html"):
-        html = template.read_text()
+        html = template.read_text(encoding="utf-8")
         for tag in re.findall(r"<script\b[^>]*>", html):
             assert "src=" in tag or 'type="application/json"' in tag, (template, tag)
         assert not re.search(r"\son[a-z]+\s*=", html), template
