@@ -109,7 +109,8 @@ def browser_figures(base: str, scan_ids: list[int]) -> dict[str, list[float]]:
                                        for kind in ("cold", "warm")}
     figures.update({"submit to next paint": [], "submit to next full": []})
     half = len(scan_ids) // 2
-    loaded = "document.querySelector('#viewer').dataset.loaded === 'full'"
+    full = "document.querySelector('#viewer').dataset.loaded === 'full'"
+    loaded = f"() => {full}"  # functions, not strings: the page's CSP forbids eval
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=os.environ.get("QCLOOP_CHROMIUM", "/usr/bin/chromium"),
@@ -144,7 +145,7 @@ def browser_figures(base: str, scan_ids: list[int]) -> dict[str, list[float]]:
             before = page.evaluate("window.qcloop.state.ctx.scan.id")
             page.keyboard.press("1")
             page.keyboard.press("Enter")
-            page.wait_for_function(f"window.qcloop.state.ctx.scan.id !== {before} && {loaded}", timeout=120000)
+            page.wait_for_function(f"() => window.qcloop.state.ctx.scan.id !== {before} && {full}", timeout=120000)
             timings = page.evaluate("window.qcloop.timings")
             figures["submit to next paint"].append(timings["firstPaintAt"] - timings["submitted"])
             figures["submit to next full"].append(timings["fullAt"] - timings["submitted"])
