@@ -253,7 +253,7 @@ def test_bad_input_and_missing_files_show_messages_without_breaking_the_page(
     page.wait_for_function(THUMBNAILS_PAINTED)  # the two-frames scan: its first frame is fine
     message = page.locator(f".thumb[data-scan='{lost.id}'] .thumb-missing")
     message.wait_for()
-    page.wait_for_function(f"document.querySelector(\".thumb[data-scan='{lost.id}'] .thumb-missing\")"
+    page.wait_for_function(f"() => document.querySelector(\".thumb[data-scan='{lost.id}'] .thumb-missing\")"
                            ".textContent.includes('missing')")
     assert "image unavailable" in message.inner_text()
     assert page.locator(f".thumb[data-scan='{scan.id}']").get_attribute("data-state") == "complete"

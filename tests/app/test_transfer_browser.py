@@ -40,7 +40,7 @@ def test_preview_apply_and_job_progress(app, factory, live_server, page, tmp_pat
     page.uncheck("#import-form input[name=dry_run]")
     page.click("#import-form button[type=submit]")
     page.wait_for_selector("#import-job")
-    page.wait_for_function("document.querySelector('#import-job .state').textContent === 'succeeded'")
+    page.wait_for_function("() => document.querySelector('#import-job .state').textContent === 'succeeded'")
     assert page.eval_on_selector("#import-job progress", "bar => bar.value") == 1
     assert "scans added 1" in page.inner_text("#import-job .result")
     db.session.expire_all()

@@ -282,7 +282,7 @@ def test_viewer_shows_a_miqa_position_at_its_nearest_voxel(app, factory, live_se
     page.goto(f"{live_server.url}/scans/{scan_id}")
     page.wait_for_function("() => document.querySelector('#viewer').dataset.loaded === 'full'", timeout=30000)
     page.click("text=MIQA position i -6.4, j -9.7, k 14.3")
-    page.wait_for_function("document.querySelector('#crosshair').textContent.includes('voxel 3, 5, 7')")
+    page.wait_for_function("() => document.querySelector('#crosshair').textContent.includes('voxel 3, 5, 7')")
 
 
 def test_import_page_lists_unmatched_names_and_adds_them_when_asked(client, factory, tmp_path):
