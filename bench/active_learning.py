@@ -7,13 +7,13 @@ network is retrained every ``--step`` labels and scored on a fixed held-out set 
 of merit is the number of labels each order needs to reach (within 0.005) the held-out AUC
 that ``random`` reaches with the whole pool. Target: uncertainty <= 40% of the pool.
 
-The volumes are brain phantoms (app/services/phantoms.py) of 32^3 voxels with ghosting of a
-uniformly random severity and Rician noise of random strength; a reviewer calls a volume
-unusable when its ghosting severity is above ``--threshold``. Most volumes are far from the
-threshold (easy), the few near it decide the boundary: the situation of a real QC pool, where
-most scans are plainly fine or plainly broken. The network is MIQA's classifier family
+The volumes are brain phantoms (app/services/phantoms.py) of 32^3 voxels with faint ghosting
+and Rician noise of random strength; a reviewer calls a volume unusable when its ghosting
+severity is above ``--threshold``. Most volumes are far from the threshold (plainly clean or
+plainly broken), a fraction ``--hard`` lies near it and decides the boundary: the situation of
+a real QC pool, where most scans are easy calls. The network is MIQA's classifier family
 (MONAI ``Classifier``, dropout 0.2) sized for 32^3, retrained from scratch each round with
-the same seed for both orders. Learning curves (mean over ``--repeats`` pools) go to ``--out``.
+the same seed and number of optimizer steps for both orders. Learning curves (mean over ``--repeats`` pools) go to ``--out``.
 
     .venv/bin/python bench/active_learning.py [--pool 240] [--test 160] [--step 16] [--repeats 2]
 """
@@ -39,16 +39,27 @@ log = logging.getLogger("bench.active_learning")
 SHAPE = (32, 32, 32)
 STRATEGIES = ("random", "uncertainty")
 TOLERANCE = 0.005  # AUC: "reached" allows for the noise of retraining
+GHOSTING_SCALE = 0.35  # faint ghosts: the boundary between usable and not is a matter of degree
 
 
-def make_volumes(count: int, seed: int, threshold: float) -> tuple[torch.Tensor, np.ndarray]:
+def severities(rng: np.random.Generator, count: int, threshold: float, hard: float) -> np.ndarray:
+    """Ghosting severities: a fraction ``hard`` within 0.15 of the threshold, the rest plainly clean or plainly
+    broken (as in a QC pool, where most scans are easy calls)."""
+    near = rng.uniform(threshold - 0.15, threshold + 0.15, count)
+    clean = rng.uniform(0.0, max(0.0, threshold - 0.3), count)
+    broken = rng.uniform(min(1.0, threshold + 0.3), 1.0, count)
+    easy = np.where(rng.random(count) < 0.5, clean, broken)
+    return np.where(rng.random(count) < hard, near, easy)
+
+
+def make_volumes(count: int, seed: int, threshold: float, hard: float) -> tuple[torch.Tensor, np.ndarray]:
     """``count`` volumes (N, 1, 32, 32, 32) scaled 0..1 and their labels (1 = usable)."""
     rng = np.random.default_rng(seed)
     images, labels = [], []
-    for index in range(count):
-        severity = float(rng.uniform(0.0, 1.0))
+    for index, severity in enumerate(severities(rng, count, threshold, hard)):
+        severity = float(severity)
         volume = brain_phantom(SHAPE, seed=seed * 100_000 + index)
-        volume = add_artifact(volume, "ghosting", severity=max(severity, 1e-3), seed=index)
+        volume = add_artifact(volume, "ghosting", severity=max(severity * GHOSTING_SCALE, 1e-3), seed=index)
         volume = add_artifact(volume, "noise", severity=float(rng.uniform(0.2, 1.0)), seed=index + 1)
         volume = (volume - volume.min()) / max(float(volume.max() - volume.min()), 1e-6)
         images.append(torch.from_numpy(volume.astype(np.float32))[None])
@@ -61,24 +72,23 @@ def network() -> torch.nn.Module:
                       dropout=0.2)
 
 
-def train(images: torch.Tensor, labels: np.ndarray, epochs: int, seed: int) -> torch.nn.Module:
-    """A network trained from scratch on the labelled volumes (random flips as augmentation)."""
+def train(images: torch.Tensor, labels: np.ndarray, steps: int, seed: int) -> torch.nn.Module:
+    """A network trained from scratch on the labelled volumes for a fixed number of steps (batches of 16
+    drawn with replacement, random flips), so a small labelled set is not also a short training."""
     torch.manual_seed(seed)
     net = network()
     optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-2)
     targets = torch.tensor(labels, dtype=torch.float32)[:, None]
     generator = torch.Generator().manual_seed(seed)
     net.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(images), generator=generator)
-        for start in range(0, len(order), 16):
-            batch = order[start:start + 16]
-            x = images[batch]
-            if torch.rand(1, generator=generator).item() < 0.5:
-                x = x.flip(2)
-            optimizer.zero_grad()
-            torch.nn.functional.binary_cross_entropy_with_logits(net(x), targets[batch]).backward()
-            optimizer.step()
+    for _ in range(steps):
+        batch = torch.randint(len(images), (16,), generator=generator)
+        x = images[batch]
+        if torch.rand(1, generator=generator).item() < 0.5:
+            x = x.flip(2)
+        optimizer.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(net(x), targets[batch]).backward()
+        optimizer.step()
     return net
 
 
@@ -107,7 +117,7 @@ def learning_curve(strategy: str, pool: tuple[torch.Tensor, np.ndarray], test: t
     curve = []
     while True:
         chosen_so_far = sorted(labelled)  # the same labels train the same network, whatever their order
-        net = train(images[chosen_so_far], labels[chosen_so_far], args.epochs, seed)
+        net = train(images[chosen_so_far], labels[chosen_so_far], args.steps, seed)
         curve.append((len(labelled), float(roc_auc_score(test[1], probabilities(net, test[0])))))
         left = np.setdiff1d(np.arange(len(labels)), labelled)
         if not len(left):
@@ -149,9 +159,10 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=240)
     parser.add_argument("--test", type=int, default=160)
     parser.add_argument("--step", type=int, default=16, help="labels between retrainings")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=150, help="optimizer steps per retraining")
     parser.add_argument("--mc-passes", type=int, default=10)
     parser.add_argument("--threshold", type=float, default=0.5, help="ghosting severity above which unusable")
+    parser.add_argument("--hard", type=float, default=0.2, help="fraction of volumes near the threshold")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -160,10 +171,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    test = make_volumes(args.test, seed=999, threshold=args.threshold)
+    test = make_volumes(args.test, seed=999, threshold=args.threshold, hard=args.hard)
     curves: dict[str, list[list[tuple[int, float]]]] = {strategy: [] for strategy in STRATEGIES}
     for repeat in range(args.repeats):
-        pool = make_volumes(args.pool, seed=repeat + 1, threshold=args.threshold)
+        pool = make_volumes(args.pool, seed=repeat + 1, threshold=args.threshold, hard=args.hard)
         for strategy in STRATEGIES:
             curve = learning_curve(strategy, pool, test, args, seed=repeat)
             curves[strategy].append(curve)
@@ -177,8 +188,8 @@ def main() -> None:
     figure = args.out / "active_learning.png"
     plot(means, counts, target, figure)
     log.info("command: %s", " ".join(sys.argv))
-    log.info("pool %d volumes (%d held out), a retraining every %d labels, %d epochs, %d MC-dropout passes, "
-             "%d pools, %.0f s", args.pool, args.test, args.step, args.epochs, args.mc_passes, args.repeats,
+    log.info("pool %d volumes (%d held out), a retraining every %d labels, %d steps, %d MC-dropout passes, "
+             "%d pools, %.0f s", args.pool, args.test, args.step, args.steps, args.mc_passes, args.repeats,
              time.perf_counter() - started)
     log.info("held-out AUC of random order with the whole pool (the target): %.3f", target)
     for strategy in STRATEGIES:
