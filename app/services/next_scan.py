@@ -183,12 +183,12 @@ def _checked_queue(queue: Any, role: str) -> str:
 
 def _candidates(project_id: int) -> list[Candidate]:
     """Every scan of the project in name order, with its state and its experiment's lock (two queries)."""
+    active = (Experiment.project_id == project_id, Scan.archived_at.is_(None), Experiment.archived_at.is_(None))
     rows = list(db.session.execute(
         select(Scan.id, Experiment.lock_owner_id, Experiment.lock_expires_at)
-        .join(Experiment).where(Experiment.project_id == project_id, Scan.archived_at.is_(None),
-                                Experiment.archived_at.is_(None))
-        .order_by(Experiment.name, Scan.name, Scan.id)))
-    latest = review.latest_decisions([row[0] for row in rows])
+        .join(Experiment).where(*active).order_by(Experiment.name, Scan.name, Scan.id)))
+    # the scans as a subquery, not a list of ids: a large project stays within the database's bound-parameter limit
+    latest = review.latest_decisions(select(Scan.id).join(Experiment).where(*active))
     return [Candidate(scan_id, decisions.scan_state(latest.get(scan_id)), latest.get(scan_id), owner, expires)
             for scan_id, owner, expires in rows]
 
