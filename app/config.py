@@ -81,12 +81,14 @@ class Config:
         self.TRAIN_NUM_WORKERS = parse_int(env.get("QCLOOP_TRAIN_NUM_WORKERS"), 0)
         # A local copy of MIQA's published weights (a run "from miqa" needs it; never downloaded).
         self.MIQA_WEIGHTS = env.get("QCLOOP_MIQA_WEIGHTS") or ""
-        # Scoring scans (evaluation jobs, predictions): torch threads (0 = torch's default) and the
-        # largest image file /predict accepts.
         # The viewer's first read of a big file waits this long in the request, then answers 503 + Retry-After.
         self.VIEW_PREPARE_WAIT_S = parse_float(env.get("QCLOOP_VIEW_PREPARE_WAIT_S"), 20.0)
+        # Scoring scans (evaluation jobs, predictions): torch threads (0 = torch's default), the
+        # largest image file /predict accepts, and the Monte-Carlo dropout passes an evaluation job
+        # makes for networks with dropout (the uncertainty queue's order; 0 turns them off).
         self.INFERENCE_THREADS = parse_int(env.get("QCLOOP_INFERENCE_THREADS"), 0)
         self.PREDICT_MAX_BYTES = parse_int(env.get("QCLOOP_PREDICT_MAX_BYTES"), 512 * 1024 * 1024)
+        self.MC_DROPOUT_PASSES = parse_int(env.get("QCLOOP_MC_DROPOUT_PASSES"), 8)
         self.QUEUE_URL = env.get("QCLOOP_QUEUE_URL") or f"sqlite:///{instance / 'queue.db'}"
         self.QUEUE_IMMEDIATE = parse_boolean(env.get("QCLOOP_QUEUE_IMMEDIATE"))
         # Seconds a running job's heartbeat may be silent before its worker counts as gone and the job

@@ -85,7 +85,8 @@ def main() -> None:
             files = ((functools.partial(str, path), f"bench-{index}") for index, path in enumerate(paths))
             scores = list(engine.score_files(model, files))
             timings.append(time.perf_counter() - start)
-        difference = max(abs(ours[key] - theirs[key]) for ours, theirs in zip(scores, reference) for key in theirs)
+        difference = max(abs(ours.scores[key] - theirs[key]) for ours, theirs in zip(scores, reference)
+                         for key in theirs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     n = args.volumes

@@ -7,6 +7,7 @@ published network: overall quality 0..10, then artifact scores 0..1).
 """
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -15,13 +16,14 @@ import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from models.preprocessing import MIQA, PreprocessConfig, cache_name, preprocess, tiles
+from models.uncertainty import predictive_entropy
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,30 @@ def probabilities(outputs: torch.Tensor, output_map: Sequence[dict], output_kind
         return [min(1.0, max(0.0, float(v) / (10.0 if entry["kind"] == "usable" else 1.0)))
                 for v, entry in zip(outputs, output_map)]
     raise ValueError(f"output_kind must be one of {', '.join(OUTPUT_KINDS)}, not {output_kind!r}")
+
+
+def dropout_copy(net: nn.Module) -> nn.Module | None:
+    """A copy of ``net`` in evaluation mode except its dropout layers, which keep dropping (Monte-Carlo
+    dropout); None when the network has no dropout with a positive rate. A copy, so the shared network's
+    mode never changes under another thread."""
+    if not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in net.modules()):
+        return None
+    stochastic = copy.deepcopy(net).eval()
+    for module in stochastic.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.train()
+    return stochastic
+
+
+def mc_dropout_probabilities(stochastic: nn.Module, image: torch.Tensor, config: PreprocessConfig,
+                             output_map: Sequence[dict], output_kind: str, passes: int,
+                             batch: int = 8, seed: int = 0) -> list[list[float]]:
+    """Per pass, the probabilities of each output with dropout active. Seeded, so a volume scored twice
+    gets the same uncertainty, and run under a forked generator so the caller's random state is untouched."""
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        torch.manual_seed(seed)
+        return [probabilities(volume_outputs(stochastic, image, config, batch), output_map, output_kind)
+                for _ in range(passes)]
 
 
 def optimized(net: nn.Module, config: PreprocessConfig, batch: int = 8) -> nn.Module:
@@ -76,6 +102,7 @@ class LoadedModel:
     name: str
     version: str
     runner: nn.Module
+    stochastic: nn.Module | None = None  # :func:`dropout_copy` of ``net``; None without dropout
 
     def score_image(self, image: torch.Tensor, batch: int = 8) -> dict[str, float]:
         """Per output key, the probability usable / artifact present, for a volume preprocessed as
@@ -85,9 +112,28 @@ class LoadedModel:
         values = probabilities(outputs, self.output_map, self.output_kind)
         return {entry["key"]: value for entry, value in zip(self.output_map, values)}
 
+    def uncertainty(self, image: torch.Tensor, passes: int, batch: int = 8) -> dict[str, Any] | None:
+        """Monte-Carlo dropout over ``passes`` passes: per output key, the predictive entropy in bits;
+        None when the network has no dropout or ``passes`` is below 2."""
+        if self.stochastic is None or passes < 2:
+            return None
+        runs = mc_dropout_probabilities(self.stochastic, image, self.preprocessing, self.output_map,
+                                        self.output_kind, passes, batch)
+        entropy = {entry["key"]: value for entry, value in zip(self.output_map, predictive_entropy(runs))}
+        return {"method": "mc_dropout", "passes": passes, "entropy": entropy}
+
     def score(self, path: str) -> dict[str, float]:
         """:meth:`score_image` of an image file (no cache)."""
         return self.score_image(preprocess(self.preprocessing)({"image": str(path)})["image"])
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One image's outcome: the deterministic probabilities and, for networks with dropout, the
+    Monte-Carlo dropout uncertainty (:meth:`LoadedModel.uncertainty`)."""
+
+    scores: dict[str, float]
+    uncertainty: dict[str, Any] | None
 
 
 @functools.lru_cache(maxsize=8)
@@ -98,7 +144,7 @@ def load_version(tracking_uri: str, name: str, version: str) -> LoadedModel:
     net, metadata = registry.load(tracking_uri, name, version=version)
     config = PreprocessConfig.from_dict(metadata["preprocessing"])
     return LoadedModel(net.eval(), tuple(metadata["output_map"]), config, metadata.get("output_kind", "logits"),
-                       name, str(version), optimized(net, config))
+                       name, str(version), optimized(net, config), dropout_copy(net))
 
 
 def miqa_published(weights: str | Path) -> LoadedModel:
@@ -110,17 +156,20 @@ def miqa_published(weights: str | Path) -> LoadedModel:
     output_map = tuple({"kind": "usable" if key == "usable" else "artifact", "key": key, "entry_id": None}
                        for key in MIQA_OUTPUTS)
     return LoadedModel(net.eval(), output_map, MIQA, "miqa_scores", Path(weights).name, "published",
-                       optimized(net, MIQA))
+                       optimized(net, MIQA), dropout_copy(net))
 
 
 class Engine:
     """Scores image files with registered versions: each version loaded once per process, each file
     preprocessed once per settings (tensors cached on disk by file identity and preprocessing), tiles
     batched, ``threads`` torch threads, and (:meth:`score_files`) the next file read while the network
-    scores the current one."""
+    scores the current one. ``mc_passes`` Monte-Carlo dropout passes give :meth:`score_files` its
+    uncertainty (networks with dropout; 0 or 1 turns it off)."""
 
-    def __init__(self, tracking_uri: str, cache_dir: Path, threads: int = 0, batch: int = 8) -> None:
+    def __init__(self, tracking_uri: str, cache_dir: Path, threads: int = 0, batch: int = 8,
+                 mc_passes: int = 0) -> None:
         self.tracking_uri, self.cache_dir, self.batch = tracking_uri, Path(cache_dir), batch
+        self.mc_passes = mc_passes
         self._reader: ThreadPoolExecutor | None = None
         if threads > 0:
             torch.set_num_threads(threads)
@@ -147,8 +196,8 @@ class Engine:
         return model.score_image(self.image(path, checksum, model.preprocessing), self.batch)
 
     def score_files(self, model: LoadedModel,
-                    files: Iterable[tuple[Callable[[], str], str | None]]) -> Iterator[dict[str, float] | Exception]:
-        """Per file, in order, its scores or the error that stopped it (the others go on). ``files`` gives
+                    files: Iterable[tuple[Callable[[], str], str | None]]) -> Iterator[Scored | Exception]:
+        """Per file, in order, its :class:`Scored` or the error that stopped it (the others go on). ``files`` gives
         for each a function answering its path (called in the caller's thread, just before the file is
         read) and its checksum. While the network scores one file, the next is read, preprocessed and
         cached in a background thread: reading is decompression and disk, scoring is arithmetic, so the
@@ -173,8 +222,9 @@ class Engine:
             self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qcloop-read-ahead")
         return self._reader.submit(self.image, path, checksum, config)
 
-    def _outcome(self, model: LoadedModel, image: Future) -> dict[str, float] | Exception:
+    def _outcome(self, model: LoadedModel, image: Future) -> Scored | Exception:
         try:
-            return model.score_image(image.result(), self.batch)
+            volume = image.result()
+            return Scored(model.score_image(volume, self.batch), model.uncertainty(volume, self.mc_passes, self.batch))
         except Exception as err:  # noqa: BLE001 - one unreadable image is reported, not the end of the others
             return err

@@ -47,6 +47,9 @@ class Evaluation(db.Model):
     scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"))
     frame_id: Mapped[int | None] = mapped_column(ForeignKey("frames.id", ondelete="CASCADE"), index=True)
     scores: Mapped[dict[str, float]] = mapped_column(JSON)
+    # Networks with dropout: {"method": "mc_dropout", "passes": N, "entropy": {output key: bits}}, the
+    # predictive entropy of the mean over N dropout passes; None when the network has no dropout.
+    uncertainty: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     state: Mapped[str] = mapped_column(String(16), default="scored", server_default="scored")
     error: Mapped[str | None] = mapped_column(Text)

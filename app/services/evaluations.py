@@ -36,7 +36,7 @@ def engine():
     if found is None:
         config = current_app.config
         found = Engine(config["MLFLOW_TRACKING_URI"], Path(config["CACHE_DIR"]) / "inference",
-                       threads=int(config["INFERENCE_THREADS"]))
+                       threads=int(config["INFERENCE_THREADS"]), mc_passes=int(config["MC_DROPOUT_PASSES"]))
         current_app.extensions["qcloop.engine"] = found
     return found
 
@@ -83,6 +83,15 @@ def project_scores(model: ModelVersion, raw: dict[str, float], entries: dict[int
         elif output.get("entry_id") in entries:
             scores[entries[output["entry_id"]]] = raw[output["key"]]
     return scores
+
+
+def project_uncertainty(model: ModelVersion, raw: dict[str, Any] | None,
+                        entries: dict[int, str]) -> dict[str, Any] | None:
+    """The engine's Monte-Carlo dropout uncertainty with its entropies keyed as :func:`project_scores` keys
+    the scores; None when the network has none."""
+    if raw is None:
+        return None
+    return {**raw, "entropy": project_scores(model, raw["entropy"], entries)}
 
 
 def job_params(project: Project, body: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +183,8 @@ def run_evaluation(params: dict[str, Any], ctx: jobs.JobContext) -> dict[str, An
                 counts["failed"] += 1
                 log.warning("evaluation job %s: frame %s not scored (%s)", ctx.job_id, frame.id, row.error)
             else:
-                row.scores = project_scores(model, outcome, entries)
+                row.scores = project_scores(model, outcome.scores, entries)
+                row.uncertainty = project_uncertainty(model, outcome.uncertainty, entries)
                 counts["scored"] += 1
             db.session.add(row)
             if (index + 1) % BATCH == 0 or index + 1 == len(frames):

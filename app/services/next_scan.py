@@ -4,7 +4,9 @@ Tier 1 works the ``tier1`` queue (unreviewed scans); tier 2 and admins work the 
 queue (scans whose tier-1 decision waits for tier 2) and may choose ``tier1``. Both queues
 skip experiments another reviewer holds the lock of and scans the caller may not decide.
 Order strategies live in one registry (:data:`STRATEGIES`): ``name`` (experiment, then
-scan), ``uncertainty`` (entropy of the champion's usable score, highest first),
+scan), ``uncertainty`` (entropy of the champion's usable score, highest first: the predictive
+entropy over Monte-Carlo dropout passes that the evaluation stored for networks with dropout,
+else the entropy of the deterministic score),
 ``disagreement`` (largest gap between the champion's usable score and the tier-1 decision)
 and ``random`` (seeded per project, user and day, so it stays put while a reviewer works).
 A strategy that cannot order (no champion, nothing scored) falls back to ``name`` and says why.
@@ -12,7 +14,6 @@ A strategy that cannot order (no champion, nothing scored) falls back to ``name`
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
@@ -22,6 +23,7 @@ from sqlalchemy import select
 from app.db import Decision, Experiment, ModelVersion, Project, Scan, User, db, utcnow
 from app.services import audit, decisions, review
 from app.services.errors import Forbidden, InvalidInput
+from models.uncertainty import binary_entropy
 
 QUEUES = {"tier1": "unreviewed", "tier2": "needing tier 2"}
 QUEUE_EMPTY = {"tier1": "No unreviewed scan is open to you", "tier2": "No scan needing tier 2 is open to you"}
@@ -61,29 +63,45 @@ def _by_name(candidates: list[Candidate], context: OrderContext) -> tuple[dict[i
     return {}, None
 
 
+def _probability(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    return None
+
+
 def _usable_scores(candidates: list[Candidate], context: OrderContext) -> dict[int, float]:
     """Scan id -> the champion's usable score from its newest stored evaluation of the scan."""
     evaluations = review.latest_evaluations(context.model, [c.scan_id for c in candidates])
     scores = {}
     for scan_id, evaluation in evaluations.items():
-        usable = (evaluation.scores or {}).get("usable")
-        if isinstance(usable, (int, float)) and not isinstance(usable, bool) and 0 <= usable <= 1:
-            scores[scan_id] = float(usable)
+        usable = _probability((evaluation.scores or {}).get("usable"))
+        if usable is not None:
+            scores[scan_id] = usable
     return scores
 
 
-def entropy(p: float) -> float:
-    """Binary entropy in bits: 1 at 0.5 (the model cannot tell), 0 at 0 or 1 (it is sure)."""
-    return -sum(q * math.log2(q) for q in (p, 1 - p) if q > 0)
+def _usable_entropies(candidates: list[Candidate], context: OrderContext) -> dict[int, float]:
+    """Scan id -> the entropy of the champion's usable score: the Monte-Carlo dropout entropy when its
+    newest evaluation stored one, else the entropy of the deterministic score."""
+    evaluations = review.latest_evaluations(context.model, [c.scan_id for c in candidates])
+    entropies = {}
+    for scan_id, evaluation in evaluations.items():
+        sampled = _probability(((evaluation.uncertainty or {}).get("entropy") or {}).get("usable"))
+        usable = _probability((evaluation.scores or {}).get("usable"))
+        if sampled is not None:
+            entropies[scan_id] = sampled
+        elif usable is not None:
+            entropies[scan_id] = binary_entropy(usable)
+    return entropies
 
 
 def _by_uncertainty(candidates: list[Candidate], context: OrderContext) -> tuple[dict[int, Any], str | None]:
     if context.model is None:
         return {}, "the project has no champion model"
-    scores = _usable_scores(candidates, context)
-    if candidates and not scores:
+    entropies = _usable_entropies(candidates, context)
+    if candidates and not entropies:
         return {}, f"the champion (v{context.model.version}) has scored none of these scans"
-    return {scan_id: -entropy(p) for scan_id, p in scores.items()}, None
+    return {scan_id: -value for scan_id, value in entropies.items()}, None
 
 
 def _by_disagreement(candidates: list[Candidate], context: OrderContext) -> tuple[dict[int, Any], str | None]:

@@ -31,7 +31,8 @@ def _qcloop(env, *args):
 def test_miqa_weights_as_a_version_score_ixi_volumes_as_miqa_does(tmp_path, database_factory):
     url = database_factory("miqa_model")
     env = {**os.environ, "QCLOOP_INSTANCE_PATH": str(tmp_path / "instance"), "DATABASE_URL": url,
-           "QCLOOP_DATA_ROOT": str(tmp_path / "data"), "QCLOOP_INFERENCE_THREADS": "2"}
+           "QCLOOP_DATA_ROOT": str(tmp_path / "data"), "QCLOOP_INFERENCE_THREADS": "2",
+           "QCLOOP_MC_DROPOUT_PASSES": "4"}
     assert _qcloop(env, "db", "upgrade").returncode == 0
     rows = []
     for number, source in enumerate(IXI):
@@ -63,15 +64,19 @@ def test_miqa_weights_as_a_version_score_ixi_volumes_as_miqa_does(tmp_path, data
     engine = create_engine(url)
     with engine.connect() as connection:
         stored = connection.execute(text(
-            "SELECT f.file_location, e.scores, e.state, m.version, m.registry_name FROM evaluations e "
+            "SELECT f.file_location, e.scores, e.state, m.version, m.registry_name, e.uncertainty FROM evaluations e "
             "JOIN frames f ON f.id = e.frame_id JOIN model_versions m ON m.id = e.model_version_id")).all()
     engine.dispose()
     assert len(stored) == 5 and {row.state for row in stored} == {"scored"}
     net = build_network("miqa", len(MIQA_OUTPUTS))
     net.load_state_dict(torch.load(WEIGHTS, map_location="cpu", weights_only=True))
     net.eval()
-    for location, scores, _, version, _ in stored:
+    for location, scores, _, version, _, uncertainty in stored:
         scores = json.loads(scores) if isinstance(scores, str) else scores
+        uncertainty = json.loads(uncertainty) if isinstance(uncertainty, str) else uncertainty
+        # MIQA's network has dropout: four Monte-Carlo passes give each output's entropy for the queues
+        assert uncertainty["method"] == "mc_dropout" and uncertainty["passes"] == 4
+        assert set(uncertainty["entropy"]) == set(scores) and all(0 <= v <= 1 for v in uncertainty["entropy"].values())
         expected = miqa_reference.scores(tmp_path / "data" / location, net)
         assert set(scores) == set(expected)  # the default vocabulary holds all ten of MIQA's artifacts
         for key, value in expected.items():

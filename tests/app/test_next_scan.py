@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from app.db import AuditEvent, Evaluation, ModelVersion, Project, User, db, utcnow
 from app.services import decisions, next_scan
+from models.uncertainty import binary_entropy
 from tests.factories import login, token_headers
 
 SHAPE = (8, 8, 8)
@@ -106,13 +107,17 @@ def _user(username: str) -> User:
     return db.session.scalar(select(User).where(User.username == username))
 
 
-def _champion(project, scores: dict):
+def _champion(project, scores: dict, sampled: dict | None = None):
     model = ModelVersion(project_id=project.id, registry_name=project.model_name, version="2", alias="champion")
     old = ModelVersion(project_id=project.id, registry_name=project.model_name, version="1")
     db.session.add_all([model, old])
     db.session.flush()
     for scan, usable in scores.items():
-        db.session.add(Evaluation(model_version_id=model.id, scan_id=scan.id, scores={"usable": usable}))
+        uncertainty = None
+        if sampled and scan in sampled:
+            uncertainty = {"method": "mc_dropout", "passes": 8, "entropy": {"usable": sampled[scan]}}
+        db.session.add(Evaluation(model_version_id=model.id, scan_id=scan.id, scores={"usable": usable},
+                                  uncertainty=uncertainty))
         # an older version's opinion is not the champion's
         db.session.add(Evaluation(model_version_id=old.id, scan_id=scan.id, scores={"usable": 0.5}))
     db.session.commit()
@@ -130,7 +135,18 @@ def test_uncertainty_answers_the_unreviewed_unlocked_scan_of_highest_entropy(cli
     assert answer["strategy_used"] == "uncertainty" and answer["fallback"] is None
     assert answer["scan"]["name"] == "a4"
     assert _walk(client, project, ann, strategy="uncertainty") == ["a4", "a3", "a5", "a2"]
-    assert next_scan.entropy(0.5) == 1.0 and next_scan.entropy(0.0) == 0.0
+    assert binary_entropy(0.5) == 1.0 and binary_entropy(0.0) == 0.0
+
+
+def test_uncertainty_prefers_the_monte_carlo_dropout_entropy_the_evaluation_stored(client, factory, world):
+    project, scans, _ = world
+    more = {name: factory.scan(project, "a", name, shape=SHAPE) for name in ("a3", "a4")}
+    # a3's deterministic score is sure (0.97) but its dropout passes disagree (0.9 bits); a4 sits at 0.45
+    # without sampled entropy (0.99 bits from its score); a2 is sure both ways
+    _champion(project, {scans["a2"]: 0.95, more["a3"]: 0.97, more["a4"]: 0.45},
+              sampled={scans["a2"]: 0.1, more["a3"]: 0.9})
+    ann = token_headers(client, "ann")
+    assert _walk(client, project, ann, strategy="uncertainty") == ["a4", "a3", "a2"]
 
 
 def test_disagreement_answers_the_largest_gap_between_champion_and_tier1(client, factory, world):

@@ -41,7 +41,7 @@ def test_score_files_keeps_order_reports_each_failure_and_reuses_its_cache(tmp_p
     net.load_state_dict(torch.load(MIQA_T1, map_location="cpu", weights_only=True))
     for outcome, path in ((first[0], good[0]), (first[3], good[1])):
         expected = miqa_reference.scores(path, net.eval())
-        assert max(abs(outcome[key] - expected[key]) for key in expected) <= 1e-4
+        assert max(abs(outcome.scores[key] - expected[key]) for key in expected) <= 1e-4
     cached = list((tmp_path / "cache").glob("*.npy"))
     assert len(cached) == 1  # only the file with a checksum; no partial file left
     assert not list((tmp_path / "cache").glob("*.tmp"))
@@ -55,3 +55,27 @@ def test_a_constant_image_scales_to_zeros_not_nan(tmp_path):
     nib.save(nib.Nifti1Image(np.full((40, 40, 40), 7, dtype=np.int16), np.eye(4)), str(path))
     image = preprocess(MIQA)({"image": str(path)})["image"]
     assert image.shape == (1, 64, 64, 64) and float(image.abs().max()) == 0.0
+
+
+def test_mc_dropout_uncertainty_is_seeded_bounded_and_leaves_the_network_alone():
+    import torch
+
+    from models.inference import LoadedModel, dropout_copy, optimized
+    from models.preprocessing import PreprocessConfig
+
+    torch.manual_seed(3)
+    net = build_network("miqa", 2).eval()
+    config = PreprocessConfig.from_dict({"spatial_size": [64, 64, 64]})
+    output_map = ({"kind": "usable", "key": "usable"}, {"kind": "artifact", "key": "ghosting", "entry_id": 1})
+    model = LoadedModel(net, output_map, config, "logits", "m", "1", optimized(net, config), dropout_copy(net))
+    image = torch.rand((1, 64, 64, 64))
+    state = torch.get_rng_state()
+    first = model.uncertainty(image, passes=6)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream is untouched
+    assert first == model.uncertainty(image, passes=6)  # seeded: the same volume, the same uncertainty
+    assert first["method"] == "mc_dropout" and first["passes"] == 6
+    assert set(first["entropy"]) == {"usable", "ghosting"} and all(0 <= v <= 1 for v in first["entropy"].values())
+    assert not net.training and not any(m.training for m in net.modules())  # the shared network stays in eval
+    assert model.uncertainty(image, passes=1) is None
+    plain = build_network("densenet_small", 2)  # no dropout: nothing to sample
+    assert dropout_copy(plain) is None
