@@ -59,9 +59,9 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
 
     init_auth(app)
 
-    from app.admin.routes import bp as admin_bp
+    from app.admin import bp as admin_bp
     from app.api import init_api
-    from app.ui.routes import bp as ui_bp
+    from app.ui import bp as ui_bp
 
     app.register_blueprint(ui_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")

@@ -12,11 +12,11 @@ from flask import Response, current_app, flash, redirect, render_template, reque
 from flask_login import current_user
 from werkzeug.utils import secure_filename
 
-from app.admin.routes import bp
+from app.admin import bp
 from app.auth.permissions import permission
-from app.db import db
-from app.services import projects
+from app.db import Project, db
 from app.services.errors import ServiceError
+from app.services.loaders import load
 from app.services.transfer import exporter, tasks, uploads
 from app.services.transfer.model import SCAN_TYPES
 from app.storage import StorageError
@@ -80,27 +80,27 @@ def _export(project) -> Response:
 @bp.get("/projects/<int:project_id>/import")
 @permission("project", "admin")
 def import_page(project_id: int):
-    return _page(projects.get_project(project_id))
+    return _page(load(Project, project_id))
 
 
 @bp.post("/projects/<int:project_id>/import")
 @permission("project", "admin")
 def import_upload(project_id: int):
-    return _run(projects.get_project(project_id), None, None)
+    return _run(load(Project, project_id), None, None)
 
 
 @bp.post("/projects/<int:project_id>/import/apply")
 @permission("project", "admin")
 def import_apply(project_id: int):
     """Import a previewed file as previewed (the stored upload, named by its token)."""
-    return _run(projects.get_project(project_id), request.form.get("token", ""), request.form.get("filename"))
+    return _run(load(Project, project_id), request.form.get("token", ""), request.form.get("filename"))
 
 
 @bp.post("/projects/<int:project_id>/frames")
 @permission("project", "admin")
 def frame_upload(project_id: int):
     """Upload an image as a frame of a scan named by experiment and scan name (created when new)."""
-    project = projects.get_project(project_id)
+    project = load(Project, project_id)
     upload = request.files.get("file")
     form = {name: request.form.get(name, "") for name in ("experiment", "scan_name", "scan_type", "frame_number")}
     frame = uploads.upload_frame(current_user, upload.stream if upload else None,
@@ -114,7 +114,7 @@ def frame_upload(project_id: int):
 @bp.post("/projects/<int:project_id>/export")
 @permission("project", "admin")
 def export_download(project_id: int):
-    return _export(projects.get_project(project_id))
+    return _export(load(Project, project_id))
 
 
 @bp.get("/import")

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Callable
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from app.api.pagination import paginate
+from app.admin import bp
 from app.auth.permissions import permission
-from app.db import ROLES, Project, db
-from app.services import invitations, mail, members, overview, projects, users
+from app.db import ROLES, Invitation, Project, User, db
+from app.services import audit_log, invitations, mail, members, overview, users
+from app.services.loaders import load
 from app.services.errors import ServiceError
-
-bp = Blueprint("admin", __name__)
 
 AUDIT_PAGE = 100
 
@@ -62,7 +61,7 @@ def index():
 @bp.post("/users/<int:user_id>/approve")
 @permission("superuser")
 def approve_user(user_id: int):
-    user = users.get_user(user_id)
+    user = load(User, user_id)
     return _attempt(lambda: users.approve(user, current_user), f"{user.username} is approved.",
                     url_for("admin.index"))
 
@@ -70,7 +69,7 @@ def approve_user(user_id: int):
 @bp.post("/users/<int:user_id>/reject")
 @permission("superuser")
 def reject_user(user_id: int):
-    user = users.get_user(user_id)
+    user = load(User, user_id)
     name = user.username
     return _attempt(lambda: users.reject(user, current_user), f"The sign-up of {name} is rejected.",
                     url_for("admin.index"))
@@ -79,7 +78,7 @@ def reject_user(user_id: int):
 @bp.post("/users/<int:user_id>/enabled")
 @permission("superuser")
 def set_user_enabled(user_id: int):
-    user = users.get_user(user_id)
+    user = load(User, user_id)
     enabled = request.form.get("enabled") == "1"
     return _attempt(lambda: users.set_enabled(user, enabled, current_user),
                     f"{user.username} is {'enabled' if enabled else 'disabled'}.", url_for("admin.index"))
@@ -90,7 +89,7 @@ def set_user_enabled(user_id: int):
 def invite():
     """Invite someone to qcloop, into a project when one is chosen."""
     raw_project = request.form.get("project_id", "")
-    project = projects.get_project(int(raw_project)) if raw_project.isdigit() else None
+    project = load(Project, int(raw_project)) if raw_project.isdigit() else None
     return _invite(request.form.get("email", ""), project, request.form.get("role", "tier1"), url_for("admin.index"))
 
 
@@ -102,9 +101,8 @@ def audit():
     except ValueError:
         abort(400, "offset must be a whole number")
     action = request.args.get("action", "").strip() or None
-    page = paginate(users.audit_events(action), {"limit": AUDIT_PAGE, "offset": offset}, lambda event: event)
-    names = users.usernames_by_id({event.actor_id for event in page["results"] if event.actor_id})
-    return render_template("admin/audit.html", page=page, names=names, action=action or "", offset=offset,
+    page = audit_log.audit_page(action, offset, AUDIT_PAGE)
+    return render_template("admin/audit.html", page=page, names=page.names, action=action or "", offset=offset,
                            limit=AUDIT_PAGE)
 
 
@@ -112,7 +110,7 @@ def audit():
 @permission("project", "admin")
 def members_page(project_id: int):
     return render_template(
-        "admin/members.html", project=projects.get_project(project_id),
+        "admin/members.html", project=load(Project, project_id),
         memberships=members.list_members(project_id),
         invitations=invitations.pending(project_id), roles=ROLES, is_expired=invitations.is_expired,
         mail_configured=mail.configured())
@@ -140,17 +138,14 @@ def change_member(project_id: int, user_id: int):
 @bp.post("/projects/<int:project_id>/invitations")
 @permission("project", "admin")
 def invite_member(project_id: int):
-    return _invite(request.form.get("email", ""), projects.get_project(project_id), request.form.get("role", ""),
+    return _invite(request.form.get("email", ""), load(Project, project_id), request.form.get("role", ""),
                    url_for("admin.members_page", project_id=project_id))
 
 
 @bp.post("/projects/<int:project_id>/invitations/<int:invitation_id>/revoke")
 @permission("project", "admin")
 def revoke_invitation(project_id: int, invitation_id: int):
-    invitation = invitations.get_for_project(project_id, invitation_id)
+    invitation = load(Invitation, invitation_id, project_id=project_id)
     return _attempt(lambda: invitations.revoke(invitation, current_user), "The invitation is revoked.",
                     url_for("admin.members_page", project_id=project_id))
 
-
-from app.admin import vocabulary  # noqa: E402,F401 - registers the vocabulary pages on bp
-from app.admin import imports  # noqa: E402,F401 - registers the import and export pages on bp

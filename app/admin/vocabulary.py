@@ -4,11 +4,12 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from app.admin.routes import bp
+from app.admin import bp
 from app.auth.permissions import permission
-from app.db import ArtifactEntry, DecisionOption, db
-from app.services import projects, vocabulary
+from app.db import ArtifactEntry, DecisionOption, Project, db
+from app.services import vocabulary
 from app.services.errors import ServiceError
+from app.services.loaders import load
 
 _MODELS = {"decision": DecisionOption, "artifact": ArtifactEntry}
 
@@ -36,7 +37,7 @@ def _form_fields(kind: str, form) -> dict:
 @permission("project", "admin")
 def vocabulary_page(project_id: int):
     return render_template(
-        "admin/vocabulary.html", project=projects.get_project(project_id),
+        "admin/vocabulary.html", project=load(Project, project_id),
         options=vocabulary.decision_options(project_id, include_retired=True),
         entries=vocabulary.artifact_entries(project_id, include_retired=True),
         version=vocabulary.vocabulary_version(project_id),

@@ -1,12 +1,13 @@
 """Authentication: browser sessions (Flask-Login), MIQA-compatible API tokens, CSRF."""
 from __future__ import annotations
 
-from flask import Flask, g, request, session
+from flask import Blueprint, Flask, g, request, session
 from flask_login.utils import _create_identifier
 
 from app.extensions import csrf, login_manager
 
 TOKEN_PREFIX = "Token "
+bp = Blueprint("auth", __name__)
 
 
 def token_from_request() -> str | None:
@@ -26,8 +27,8 @@ def _session_identifier() -> str | None:
 
 def init_auth(app: Flask) -> None:
     from app.auth.permissions import enforce_before_view, permission
-    from app.auth.routes import bp
-    from app.auth.throttle import validate_limits
+    from app.auth import routes  # noqa: F401 - registers the pages on bp
+    from app.services.throttle import validate_limits
     from app.db import User
     from app.services import users
     from app.services.errors import Unauthorized

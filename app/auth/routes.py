@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from flask import (Blueprint, current_app, flash, jsonify, make_response, redirect, render_template, request,
-                   url_for)
+from flask import current_app, flash, jsonify, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 from flask_login.config import COOKIE_NAME
 
-from app.auth import throttle
+from app.auth import bp
 from app.auth.forms import (
     ChangePasswordForm,
     ForgotPasswordForm,
@@ -23,9 +22,8 @@ from app.auth.forms import (
 from app.auth.permissions import permission
 from app.db import db
 from app.services import invitations, keymaps, users
+from app.services import login as logins
 from app.services.errors import ServiceError
-
-bp = Blueprint("auth", __name__)
 
 
 def csrf_exempt(view):
@@ -54,24 +52,12 @@ def login():
         return redirect(_safe_next(request.args.get("next")))
     form = LoginForm()
     if form.validate_on_submit():
-        name, password = form.username.data, form.password.data
-        try:
-            throttle.check(name)
-        except throttle.TooManyAttempts as err:
-            users.record_throttled_login(name, via="form", scope=err.scope)
-            db.session.commit()
-            return _page("auth/login.html", 429, err.retry_after, form=form, error=err.message)
-        user = users.check_credentials(name, password)
-        if user is None:
-            throttle.failed(name)
-            users.record_failed_login(name, via="form")
-            db.session.commit()
-            message = ("Your account waits for a superuser's approval." if users.awaiting_approval(name, password)
-                       else "Unable to log in with provided credentials.")
-            return _page("auth/login.html", 400, form=form, error=message)
-        login_user(user, remember=form.remember.data)
-        users.record_login(user, via="form")
-        db.session.commit()
+        outcome = logins.log_in(form.username.data, form.password.data, via="form")
+        db.session.commit()  # a refusal is counted and audited too
+        if outcome.user is None:
+            status = 429 if outcome.refusal == "throttled" else 400
+            return _page("auth/login.html", status, outcome.retry_after, form=form, error=outcome.message)
+        login_user(outcome.user, remember=form.remember.data)
         return redirect(_safe_next(request.args.get("next")))
     return _page("auth/login.html", 400 if form.errors else 200, form=form)
 
@@ -96,25 +82,16 @@ def api_token_auth():
                (("username", username), ("password", password)) if not isinstance(value, str) or not value}
     if missing:
         return jsonify(missing), 400
-    try:
-        throttle.check(username)
-    except throttle.TooManyAttempts as err:
-        users.record_throttled_login(username, via="token", scope=err.scope)
-        db.session.commit()
-        response = jsonify({"error": "throttled", "detail": err.message, "retry_after": err.retry_after})
+    outcome = logins.log_in(username, password, via="token")
+    db.session.commit()  # a refusal is counted and audited too
+    if outcome.refusal == "throttled":
+        response = jsonify({"error": "throttled", "detail": outcome.message, "retry_after": outcome.retry_after})
         response.status_code = 429
-        response.headers["Retry-After"] = str(err.retry_after)
+        response.headers["Retry-After"] = str(outcome.retry_after)
         return response
-    user = users.check_credentials(username, password)
-    if user is None:
-        throttle.failed(username)
-        users.record_failed_login(username, via="token")
-        db.session.commit()
-        return jsonify({"non_field_errors": ["Unable to log in with provided credentials."]}), 400
-    raw = users.token_auth_token(user)
-    users.record_login(user, via="token")
-    db.session.commit()
-    return jsonify({"token": raw})
+    if outcome.user is None:  # DRF's answer, also for a sign-up still waiting for approval
+        return jsonify({"non_field_errors": [logins.CREDENTIALS_REFUSED]}), 400
+    return jsonify({"token": outcome.token})
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -143,15 +120,11 @@ def forgot_password():
     form = ForgotPasswordForm()
     if form.validate_on_submit():
         try:
-            throttle.reset_requested(form.login.data)
-        except throttle.TooManyAttempts as err:
-            return _page("auth/forgot.html", 429, err.retry_after, form=form, error=err.message)
-        try:
-            users.request_password_reset(form.login.data)
+            logins.request_password_reset(form.login.data)
             db.session.commit()
         except ServiceError as err:
             db.session.rollback()
-            return _page("auth/forgot.html", err.status, form=form, error=err.message)
+            return _page("auth/forgot.html", err.status, err.details.get("retry_after"), form=form, error=err.message)
         flash("If an active account has that name or address, a reset link is on its way to its email address.",
               "info")
         return redirect(url_for("auth.login"))

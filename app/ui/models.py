@@ -8,7 +8,7 @@ from app.auth.permissions import permission
 from app.services import evaluations, model_versions, projects, training
 from app.services.transfer.tasks import job_json
 from app.ui.flashing import flash_outcome
-from app.ui.routes import bp
+from app.ui import bp
 
 
 def _auc_points(versions: list[dict]) -> list[dict]:

@@ -8,7 +8,7 @@ from app.auth.permissions import permission
 from app.db import db
 from app.services import projects
 from app.services.errors import ServiceError
-from app.ui.routes import bp
+from app.ui import bp
 
 
 @bp.post("/projects")

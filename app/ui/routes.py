@@ -1,16 +1,17 @@
 """Reviewer pages: projects with progress, a project's scans and agreement, and the scan viewer."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import current_app, flash, g, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from app.auth.permissions import permission
 from app.db import Experiment, Project, Scan, db, utcnow
-from app.services import next_scan, overview, review, vocabulary, volumes
+from app.services import next_scan, overview, review, review_entry, vocabulary
+from app.services.loaders import load
+from app.ui import bp
 from app.ui.context import optional_url, scan_context
 from app.ui.flashing import flash_outcome
 
-bp = Blueprint("ui", __name__)
 THUMBNAIL_SIZE = 160  # pixels, the longer side of a grid thumbnail
 
 
@@ -27,7 +28,7 @@ def projects():
 @permission("project", "collaborator")
 def project(project_id: int):
     filters = {key: request.args[key] for key in review.FILTERS if request.args.get(key)}
-    project = review.get(Project, project_id)
+    project = load(Project, project_id)
     data = review.project_overview(project, filters)
     return render_template(
         "ui/project.html", project=project, data=data, filters=filters, role=g.project_role,
@@ -60,7 +61,7 @@ def next_scan_page(project_id: int):
 @permission("project", "admin")
 def next_scan_order(project_id: int):
     """The project's default order of the review queues."""
-    chosen = flash_outcome(lambda: next_scan.set_default_strategy(review.get(Project, project_id),
+    chosen = flash_outcome(lambda: next_scan.set_default_strategy(load(Project, project_id),
                                                                    request.form.get("strategy"), current_user),
                            lambda strategy: f"review queues now ordered {next_scan.STRATEGY_LABELS[strategy]}")
     if chosen is not None:
@@ -72,7 +73,7 @@ def next_scan_order(project_id: int):
 @permission("project", "collaborator")
 def experiment(experiment_id: int):
     """The experiment as a grid of scans: a lazily loaded slice thumbnail, state and latest decision each."""
-    experiment = review.get(Experiment, experiment_id)
+    experiment = load(Experiment, experiment_id)
     cells, counts = review.experiment_grid(experiment)
     return render_template("ui/experiment.html", experiment=experiment, project=experiment.project, cells=cells,
                            counts=counts, lock=review.lock_json(experiment), state_labels=review.STATE_LABELS,
@@ -83,22 +84,20 @@ def experiment(experiment_id: int):
 @permission("project", "collaborator")
 def review_experiment(experiment_id: int):
     """Open an experiment for review: its first unreviewed scan (or its first scan)."""
-    experiment = review.get(Experiment, experiment_id)
-    states = review.scan_states(scan.id for scan in experiment.scans)
-    ordered = sorted((scan for scan in experiment.scans if scan.archived_at is None), key=lambda s: s.name)
-    if not ordered:
+    experiment = load(Experiment, experiment_id)
+    target = review_entry.first_to_review(experiment)
+    if target is None:
         flash(f"Experiment {experiment.name} has no scans.", "info")
         return redirect(url_for("ui.project", project_id=experiment.project_id))
-    target = next((scan for scan in ordered if states[scan.id] == "unreviewed"), ordered[0])
     return redirect(url_for("ui.scan", scan_id=target.id))
 
 
 @bp.get("/scans/<int:scan_id>")
 @permission("project", "collaborator")
 def scan(scan_id: int):
-    scan = review.get(Scan, scan_id)
+    scan = load(Scan, scan_id)
     context = scan_context(scan, current_user, g.project_role, *_queue_args())
-    _prepare_volumes(scan, context)
+    review_entry.warm_viewer(scan, _next_id(context))
     return render_template("ui/scan.html", context=context, scan=context["scan"],
                            lock_minutes=current_app.config["LOCK_MINUTES"])
 
@@ -107,9 +106,9 @@ def scan(scan_id: int):
 @permission("project", "collaborator")
 def scan_context_json(scan_id: int):
     """What the scan page renders, as JSON: the page switches scans without reloading."""
-    scan = review.get(Scan, scan_id)
+    scan = load(Scan, scan_id)
     context = scan_context(scan, current_user, g.project_role, *_queue_args())
-    _prepare_volumes(scan, context)
+    review_entry.warm_viewer(scan, _next_id(context))
     return jsonify(context)
 
 
@@ -118,13 +117,7 @@ def _queue_args() -> tuple[str | None, str | None]:
     return request.args.get("queue") or None, request.args.get("strategy") or None
 
 
-def _prepare_volumes(scan: Scan, context: dict) -> None:
-    """Warm the viewer caches of this scan's frames and of the scan "next" leads to."""
-    frames = list(scan.frames)
+def _next_id(context: dict) -> int | None:
+    """The scan the page's "next" leads to: the queue's next, else the experiment's next scan."""
     target = context["queue"]["next"] or context["neighbours"]["next"]
-    if target:
-        frames += review.get(Scan, target["id"]).frames[:1]
-    volumes.prepare(frames)
-
-
-from app.ui import models, projects, training  # noqa: E402,F401 - registers more pages on bp
+    return target["id"] if target else None

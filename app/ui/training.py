@@ -7,7 +7,7 @@ from flask_login import current_user
 from app.auth.permissions import permission
 from app.services import projects, promotion, training
 from app.ui.flashing import flash_outcome
-from app.ui.routes import bp
+from app.ui import bp
 
 SYNTHESIS_PROBABILITY = 0.2
 

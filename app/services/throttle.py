@@ -18,24 +18,29 @@ from limits import RateLimitItem, parse
 from app.db import utcnow
 from app.extensions import limiter
 from app.services import rate_limits, users
+from app.services.errors import ServiceError
 
 LIMIT_SETTINGS = ("LOGIN_LIMIT_PER_ACCOUNT", "LOGIN_LIMIT_PER_ADDRESS", "RESET_LIMIT_PER_ACCOUNT",
                   "RESET_LIMIT_PER_ADDRESS")
 
 
-class TooManyAttempts(Exception):
-    """A log-in refused before checking the password; ``retry_after`` in whole seconds."""
+class TooManyAttempts(ServiceError):
+    """A log-in refused before checking the password; ``retry_after`` in whole seconds (also a detail, which
+    the error handler sends as Retry-After)."""
+
+    status = 429
+    code = "throttled"
 
     def __init__(self, retry_after: int, scope: str, what: str = "failed log-ins") -> None:
-        self.retry_after = max(1, retry_after)
-        self.scope = scope
-        at = datetime.fromtimestamp(time.time() + self.retry_after, tz=timezone.utc)
-        minutes = math.ceil(self.retry_after / 60)
+        retry_after = max(1, retry_after)
+        at = datetime.fromtimestamp(time.time() + retry_after, tz=timezone.utc)
+        minutes = math.ceil(retry_after / 60)
         who = "this account" if scope == "account" else "your address"
-        self.message = (f"Too many {what} for {who}. Try again in {minutes} minute"
-                        f"{'s' if minutes != 1 else ''} (after {at:%H:%M} UTC). "
-                        f"Expected available in {self.retry_after} seconds.")
-        super().__init__(self.message)
+        super().__init__(f"Too many {what} for {who}. Try again in {minutes} minute"
+                         f"{'s' if minutes != 1 else ''} (after {at:%H:%M} UTC). "
+                         f"Expected available in {retry_after} seconds.", retry_after=retry_after)
+        self.retry_after = retry_after
+        self.scope = scope
 
 
 def validate_limits(app: Flask) -> None:
