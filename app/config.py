@@ -63,6 +63,10 @@ class Config:
         # Extra roots (local paths or s3://bucket/prefix) that frame locations may point into.
         self.ALLOWED_ROOTS = parse_list(env.get("QCLOOP_ALLOWED_ROOTS"))
         self.S3_ENDPOINT_URL = env.get("QCLOOP_S3_ENDPOINT_URL") or None
+        # Credentials of DICOMweb sync sources whose URL names no user (a source is stored by its URL without
+        # the password, so scheduled syncs read them here).
+        self.DICOMWEB_USERNAME = env.get("QCLOOP_DICOMWEB_USERNAME") or ""
+        self.DICOMWEB_PASSWORD = env.get("QCLOOP_DICOMWEB_PASSWORD") or ""
         # Per-project roots (paths under the data root, absolute paths or s3:// prefixes within the roots above,
         # "{project_id}" replaced): when set, a project's imports may name only files there, in its own uploads
         # or already its frames'. Other projects' uploads are out of reach either way.
