@@ -8,7 +8,7 @@ from flask import current_app
 
 from app.db import db
 from app.services.errors import InvalidInput
-from app.services.transfer import importer
+from app.services.transfer import import_apply, importer
 from tests.app.transfer_helpers import MIQA_HEADER, counts, snapshot, write_csv, write_json
 
 
@@ -152,7 +152,7 @@ def test_a_failure_while_writing_leaves_nothing(site, tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(importer, "_insert_evaluations", explode)
+    monkeypatch.setattr(import_apply, "_insert_evaluations", explode)
     with pytest.raises(RuntimeError):
         importer.import_file(write_csv(tmp_path / "boom.csv", rows), project=project)
     db.session.rollback()
