@@ -14,7 +14,8 @@ keeps the counts and goes unseen; a study or series deleted on the server is not
 is not a removal), and its scan and decisions stay.
 
 Fetching: WADO-RS retrieves a series' instances into a temporary folder, one ``.dcm`` file each, which
-becomes the frame's folder only once every instance is written and the folder reads as one volume.
+becomes the series' folder only once every instance is written and the folder reads as one volume; the
+frame names its first file.
 
 Pushing: on Orthanc (``GET /system`` on the URL minus its DICOMweb path answers as Orthanc) each decision
 becomes series metadata (:mod:`app.services.sync.orthanc`); any other server gets ``decisions.csv`` in the
@@ -185,8 +186,9 @@ class DicomwebSource:
     # -- fetching ----------------------------------------------------------------------------------------
 
     def fetch(self, item: SourceItem, into: Path) -> Path:
-        """The series' folder under ``into``, one ``.dcm`` per instance (WADO-RS); written in a temporary
-        folder and renamed once complete and readable as one volume, so a failure leaves nothing."""
+        """The series' first file (in slice order) in its folder under ``into``, one ``.dcm`` per instance
+        (WADO-RS): the frame names a DICOM series by its first file, as a folder sync does. Written in a
+        temporary folder renamed once complete and readable as one volume, so a failure leaves nothing."""
         study_uid, series_uid = item.key.split("/", 1)
         into.mkdir(parents=True, exist_ok=True)
         folder = into / series_uid
@@ -197,7 +199,7 @@ class DicomwebSource:
             count = self._download(study_uid, series_uid, partial)
             if not count:
                 raise SourceError(self.url, "the server gave no instance", item=f"series {series_uid}")
-            imaging.frame_files(partial)  # one series in the folder
+            first = imaging.frame_files(partial)[0]  # one series in the folder, its files in slice order
             imaging.read_info(partial)  # and it reads as a volume within the limits
             os.rename(partial, folder)
         except ServiceError as error:
@@ -211,7 +213,7 @@ class DicomwebSource:
             shutil.rmtree(partial, ignore_errors=True)
             raise
         log.info("%s: fetched series %s (%d instances)", self.url, series_uid, count)
-        return folder
+        return folder / first.name
 
     def _download(self, study_uid: str, series_uid: str, folder: Path) -> int:
         doing = f"retrieving series {series_uid} (WADO-RS)"
