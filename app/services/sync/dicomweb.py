@@ -9,8 +9,9 @@ with its StudyInstanceUID as session, a series a scan ("SeriesNumber SeriesDescr
 The listing is incremental. QIDO-RS has no "changed since" filter that servers agree on (Orthanc's plugin
 has none), so the cursor keeps each study's instance count and each series' instance count and scan name:
 a run searches every study (one paged query), the series of only the studies whose count moved, and
-lists only the series that are new or whose instance count changed. An instance replaced by another one
-keeps the counts and goes unseen; a study or series deleted on the server is not reported (an absent key
+lists only the series that are new or whose instance count changed. A series that could not be fetched
+leaves the cursor, so the next run tries it again. An instance replaced by another one keeps the counts
+and goes unseen; a study or series deleted on the server is not reported (an absent key
 is not a removal), and its scan and decisions stay.
 
 Fetching: WADO-RS retrieves a series' instances into a temporary folder, one ``.dcm`` file each, which
@@ -106,6 +107,7 @@ class DicomwebSource:
             self.session.auth = (username, password or "")
         self.client = DICOMwebClient(self.base, session=self.session, timeout=TIMEOUT)
         self.client.set_http_retry_params(max_attempts=3)
+        self._cursor: dict[str, Any] | None = None  # the last listing's, until the engine stores it
 
     # -- listing -----------------------------------------------------------------------------------------
 
@@ -120,6 +122,7 @@ class DicomwebSource:
         studies_now: dict[str, dict[str, Any]] = {}
         series_now: dict[str, list[Any]] = {}
         listing = Listing(items=[], cursor={"studies": studies_now, "series": series_now}, incremental=True)
+        self._cursor = listing.cursor
         experiments = {entry["experiment"] for entry in studies_before.values()}
         found = self._query(lambda: self.client.search_for_studies(fields=STUDY_FIELDS, get_remaining=True),
                             "searching the studies (QIDO-RS)")
@@ -204,6 +207,7 @@ class DicomwebSource:
             os.rename(partial, folder)
         except ServiceError as error:
             shutil.rmtree(partial, ignore_errors=True)
+            self._forget(item.key)
             if isinstance(error, SourceError):
                 raise
             reason = error.message.removeprefix(f"{partial.name}: ")  # imaging names the temporary folder
@@ -211,9 +215,20 @@ class DicomwebSource:
                               item=f"series {series_uid}") from error
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
+            self._forget(item.key)
             raise
         log.info("%s: fetched series %s (%d instances)", self.url, series_uid, count)
         return folder / first.name
+
+    def _forget(self, key: str) -> None:
+        """Take a series out of the last listing's cursor (and re-list its study next time): the engine stores
+        that cursor after fetching, so a series that failed is listed again by the next run."""
+        if self._cursor is None:
+            return
+        self._cursor["series"].pop(key, None)
+        study = self._cursor["studies"].get(key.split("/", 1)[0])
+        if study is not None:
+            study["instances"] = None
 
     def _download(self, study_uid: str, series_uid: str, folder: Path) -> int:
         doing = f"retrieving series {series_uid} (WADO-RS)"
