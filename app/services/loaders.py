@@ -37,14 +37,16 @@ def resource_name(model: type) -> str:
     return model.__name__.lower()
 
 
-def load(model: type[T], object_id: int, *, project_id: int | None = None) -> T:
-    """The ``model`` row with this id; :class:`Missing` when there is none, or when ``project_id`` is given and
-    the row belongs to another project (an id from elsewhere in a project-scoped URL is simply not found)."""
+def load(model: type[T], object_id: int, *, project_id: int | None = None, owner_id: int | None = None) -> T:
+    """The ``model`` row with this id; :class:`Missing` when there is none, when ``project_id`` is given and the
+    row belongs to another project (an id from elsewhere in a project-scoped URL is simply not found), or when
+    ``owner_id`` is given and the row's ``user_id`` is another user's (someone else's token is not found either)."""
     if not isinstance(object_id, int) or isinstance(object_id, bool) or not 0 < object_id <= MAX_ID:
         raise Missing(resource_name(model), object_id)  # the database could not even compare it
     row = db.session.get(model, object_id)
-    if row is None or (project_id is not None and project_of(row) != project_id):
-        log.debug("%s %s not found (project %s)", resource_name(model), object_id, project_id)
+    if (row is None or (project_id is not None and project_of(row) != project_id)
+            or (owner_id is not None and getattr(row, "user_id", None) != owner_id)):
+        log.debug("%s %s not found (project %s, owner %s)", resource_name(model), object_id, project_id, owner_id)
         raise Missing(resource_name(model), object_id)
     return row
 
