@@ -32,10 +32,11 @@ class OrthancServer:
     def detect(cls, root: str, session: requests.Session, source: str,
                timeout: tuple[float, float]) -> OrthancServer | None:
         """The server when ``GET /system`` answers as Orthanc does (its ``Version`` and ``ApiVersion``), else
-        None: any other DICOMweb server, whose decisions go to the export file."""
+        None: any other DICOMweb server (whatever it answers there), whose decisions go to the export file."""
         server = cls(root, session, source, timeout)
-        response = server._request("GET", "system", "asking whether the server is Orthanc", allowed=(404,))
-        if response.status_code == 404:
+        response = server._request("GET", "system", "asking whether the server is Orthanc",
+                                   allowed=tuple(range(400, 600)))
+        if not response.ok:
             return None
         try:
             system = response.json()
@@ -82,8 +83,8 @@ def refusal(source: str, error: requests.RequestException, doing: str) -> Source
         if response.status_code in (401, 403):
             return SourceError(source, f"the server refused the credentials (HTTP {response.status_code}) while "
                                        f"{doing}; check the user name and password")
-        return SourceError(source, f"the server answered HTTP {response.status_code} {response.reason or ''} "
-                                   f"while {doing}".replace("  ", " "))
+        status = " ".join(filter(None, (str(response.status_code), response.reason)))
+        return SourceError(source, f"the server answered HTTP {status} while {doing}")
     if isinstance(error, requests.Timeout):
         return SourceError(source, f"the server did not answer in time while {doing}")
     if isinstance(error, requests.ConnectionError):
