@@ -513,49 +513,61 @@ def export_command(project_name: str | None, fmt: str, output: Path) -> None:
 
 @cli.command("sync")
 @click.option("--project", "project_name", required=True)
-@click.option("--source", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="The site's image tree (under the data root or an allowed root).")
+@click.option("--source", required=True,
+              help="The site's repository: a folder of images (under the data root or an allowed root), "
+                   "bids:PATH (a BIDS dataset) or dicomweb+http(s)://HOST/PATH (a DICOMweb server).")
 @click.option("--pattern", "patterns", multiple=True,
-              help="Regular expression on paths relative to --source (a DICOM folder's path ends with /), with the "
-                   "named group scan and optionally experiment, type, frame, subject and session; repeat it to try "
-                   "several in order (default: BIDS-like, EXPERIMENT/SCAN[_TYPE][_FRAME], EXPERIMENT/SCAN/FRAME "
-                   "and flat folders).")
+              help="Folder sources: regular expression on paths relative to --source (a DICOM folder's path ends "
+                   "with /), with the named group scan and optionally experiment, type, frame, subject and session; "
+                   "repeat it to try several in order (default: BIDS-like, EXPERIMENT/SCAN[_TYPE][_FRAME], "
+                   "EXPERIMENT/SCAN/FRAME and flat folders). Kept for the source's later runs.")
+@click.option("--every", "every_minutes", type=click.IntRange(min=0), default=None,
+              help="Also sync this source every MINUTES in the worker from now on (0: only when asked).")
 @click.option("--create-project", is_flag=True, help="Create --project when it does not exist.")
 @click.option("--all-skipped", is_flag=True, help="List every file not taken (default: the first 50).")
-def sync_command(project_name: str, source: Path, patterns: tuple[str, ...], create_project: bool,
-                 all_skipped: bool) -> None:
-    """Export the project, then import the image files of --source that it does not have yet; every file
-    not taken is listed with the reason."""
-    from app.db import db as database
+def sync_command(project_name: str, source: str, patterns: tuple[str, ...], every_minutes: int | None,
+                 create_project: bool, all_skipped: bool) -> None:
+    """Sync the project with its repository now: export its state, add the images that are new or changed,
+    push the latest decisions back, and record the run; every image not taken is listed with the reason."""
     from app.services.errors import ServiceError
-    from app.services.transfer import sync
+    from app.services.sync import ON_DISK, engine
 
     preflight()
+    every = engine.UNCHANGED if every_minutes is None else (every_minutes or None)
     try:
         project = _project_option(project_name, create_project)
-        report = sync.sync(project, source, patterns, progress=_ProgressLine())
+        run = engine.run_sync(project, source, None, patterns=patterns, every_minutes=every,
+                              progress=_ProgressLine())
     except ServiceError as err:
         raise _refused(err) from err
-    database.session.commit()
-    click.echo(f"exported the state before this sync to {report['export']}"
-               + (f" (previous export kept as {report['backup']})" if report["backup"] else ""))
-    shown = report["skipped"] if all_skipped else report["skipped"][:50]
-    for skipped in shown:
-        click.echo(f"skipped: {skipped['path']}: {skipped['reason']}", err=True)
-    if len(report["skipped"]) > len(shown):
-        click.echo(f"skipped: ... and {len(report['skipped']) - len(shown)} more (--all-skipped lists them)", err=True)
-    if report["known"]:
-        click.echo(f"{report['known']} file(s) already in the project")
-    if not report["added"]:
-        click.echo(f"nothing new to add ({len(report['skipped'])} file(s) skipped)")
-        return
-    click.echo(f"added {len(report['added'])} file(s), skipped {len(report['skipped'])} "
-               f"(rows in {report['rows_file']}):")
-    for location in report["added"][:50]:
-        click.echo(f"  {location}")
-    if len(report["added"]) > 50:
-        click.echo(f"  ... and {len(report['added']) - 50} more")
-    _print_summary(report["summary"])
+    click.echo(f"exported the state before this sync to {run.export_file}"
+               + (f" (previous export kept as {run.backup_file})" if run.backup_file else ""))
+    for label, lines in (("skipped", run.skipped_items), ("failed", run.failed_items)):
+        shown = lines if all_skipped else lines[:50]
+        for line in shown:
+            click.echo(f"{label}: {line['item']}: {line['reason']}", err=True)
+        if len(lines) > len(shown):
+            click.echo(f"{label}: ... and {len(lines) - len(shown)} more (--all-skipped lists them)", err=True)
+    for key in run.removed_items:
+        click.echo(f"removed from the source (its scan and decisions stay): {key}")
+    if run.unchanged:
+        click.echo(f"{run.unchanged} file(s) already in the project")
+    if run.added or run.changed:
+        click.echo(f"added {run.added} file(s), skipped {run.skipped}"
+                   + (f", {run.changed} changed (a new frame each)" if run.changed else "") + ":")
+        prefix = f"{run.source.url}/" if run.source.kind in ON_DISK else ""
+        for key in run.added_items[:50]:
+            click.echo(f"  {prefix}{key}")
+        if len(run.added_items) > 50:
+            click.echo(f"  ... and {len(run.added_items) - 50} more")
+    else:
+        click.echo(f"nothing new to add ({run.skipped} file(s) skipped)")
+    if run.pushed:
+        click.echo(f"pushed {run.pushed} decision(s) back" + (f" ({run.push_file})" if run.push_file else ""))
+    if run.failed:
+        click.echo(f"{run.failed} item(s) failed (listed above)")
+    if run.source.every_minutes:
+        click.echo(f"syncs every {run.source.every_minutes} minute(s) in the worker (`qcloop worker`)")
 
 
 from app import cli_jobs  # noqa: E402,F401 - registers jobs on cli; runs inline jobs

@@ -1,8 +1,8 @@
 """The job queue (Huey): SQLite-backed by default, Redis when QCLOOP_QUEUE_URL says redis://.
 
-The Huey instance belongs to the app (``app.extensions["huey"]``); its one task runs a
-Job row by id inside the app context, so the worker and the web process share the rows
-that carry state and progress.
+The Huey instance belongs to the app (``app.extensions["huey"]``); its task runs a Job row
+by id inside the app context, so the worker and the web process share the rows that carry
+state and progress; its periodic task queues the syncs whose schedule is due.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from flask import Flask
-from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
+from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 
 
 def make_huey(url: str, immediate: bool = False) -> Huey:
@@ -35,6 +35,14 @@ def init_queue(app: Flask) -> Huey:
 
         with app.app_context():
             run_job(job_id)
+
+    @huey.periodic_task(crontab(minute="*"), name="qcloop.due_syncs")
+    def due_syncs() -> None:
+        """Every minute in the worker: queue the syncs whose schedule is due."""
+        from app.services.sync.schedule import enqueue_due
+
+        with app.app_context():
+            enqueue_due()
 
     app.extensions["huey"] = huey
     app.extensions["huey.execute_job"] = execute_job

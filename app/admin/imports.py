@@ -2,7 +2,8 @@
 
 An uploaded file is previewed (dry run) or imported; a preview can be applied without
 uploading again. Large files run as jobs whose progress bar polls the job API. A project's page
-also uploads scan images as frames (kept under the data root, so every export names them).
+also uploads scan images as frames (kept under the data root, so every export names them), and syncs
+the project with its image repository (now or every N minutes) with the history of its runs.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from app.auth.permissions import permission
 from app.db import Project, db
 from app.services.errors import ServiceError
 from app.services.loaders import load
+from app.services.sync import engine as sync_engine
+from app.services.sync import schedule as sync_schedule
 from app.services.transfer import exporter, tasks, uploads
 from app.services.transfer.model import SCAN_TYPES
 from app.storage import StorageError
@@ -29,6 +32,8 @@ def _page(project, summary=None, job=None, problems=None):
     return render_template("admin/import.html", project=project, summary=summary, job=job, poll=poll,
                            problems=problems or [], formats=list(exporter.FORMATS), scan_types=SCAN_TYPES,
                            uploadable=", ".join(uploads.UPLOADABLE),
+                           sync_runs=sync_engine.history(project) if project else [],
+                           sync_sources=sync_engine.sources_of(project) if project else [],
                            max_inline_kb=current_app.config.get("IMPORT_INLINE_MAX_BYTES", 0) // 1024)
 
 
@@ -108,6 +113,23 @@ def frame_upload(project_id: int):
     db.session.commit()
     flash(f"Uploaded {upload.filename} as frame {frame.frame_number} of {form['experiment']} / "
           f"{form['scan_name']}, stored as {frame.file_location}.", "info")
+    return redirect(_here(project))
+
+
+@bp.post("/projects/<int:project_id>/sync")
+@permission("project", "admin")
+def sync_start(project_id: int):
+    """Sync the project with a source in the worker (and set its schedule); the history shows the run."""
+    project = load(Project, project_id)
+    try:
+        job = sync_schedule.start_sync(project, request.form.get("source", ""), current_user,
+                                       every_minutes=request.form.get("every_minutes", "").strip() or None)
+    except ServiceError as err:
+        db.session.rollback()
+        flash(f"Not synced: {err.message}", "error")
+        return _page(project), err.status
+    flash(f"Sync of {request.form.get('source', '').strip()} started (job {job.id}): "
+          f"{'done' if job.state == 'succeeded' else job.state}.", "info")
     return redirect(_here(project))
 
 

@@ -10,12 +10,14 @@ from app.auth.permissions import permission
 
 def init_api(app: Flask) -> Api:
     from app.api import members, models, projects, review, tokens, training, transfer, users, vocabulary, volumes
+    from app.api import sync
 
     api = Api(app, spec_kwargs={"components": {"securitySchemes": {
         "Token": {"type": "apiKey", "in": "header", "name": "Authorization",
                   "description": "`Token <40 hex characters>` from POST /api-token-auth/"}}},
         "security": [{"Token": []}]})
-    for module in (users, vocabulary, tokens, members, training, models, transfer, review, projects, volumes):
+    for module in (users, vocabulary, tokens, members, training, models, transfer, review, projects, volumes,
+                   sync):
         api.register_blueprint(module.blp, url_prefix="/api/v1")
     app.before_request(refuse_nul_characters)
     # The spec views are public; the permission-matrix test sees them declared.

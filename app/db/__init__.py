@@ -5,6 +5,7 @@ from app.db.decisions import ARTIFACT_STATES, NOTE_MAX_LENGTH, VOXEL, WORLD, App
 from app.db.jobs import JOB_STATES, Job
 from app.db.ml import Evaluation, ModelVersion, TrainingRun
 from app.db.projects import Experiment, Frame, Project, Scan
+from app.db.sync import SYNC_RUN_STATES, SyncedItem, SyncRun, SyncSource
 from app.db.users import ROLES, ApiToken, Invitation, Membership, RateLimitHit, User
 from app.db.vocabulary import DECISION_MEANINGS, ArtifactEntry, DecisionOption
 
@@ -13,4 +14,5 @@ __all__ = [
     "AppendOnlyError", "ApiToken", "ArtifactEntry", "AuditEvent", "Decision", "DecisionArtifact",
     "DecisionOption", "Evaluation", "Experiment", "Frame", "Invitation", "Job", "Membership",
     "ModelVersion", "Project", "RateLimitHit", "Scan", "TrainingRun", "User", "VOXEL", "WORLD", "db", "page", "utcnow",
+    "SYNC_RUN_STATES", "SyncRun", "SyncSource", "SyncedItem",
 ]

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from app import create_app
 from app.db import Frame, Job, db
 from app.services import projects, training
-from app.services.transfer import sync
+from app.services.sync import folder as sync
 from tests.app.test_transfer_api import _upload
 from tests.app.transfer_helpers import write_csv
 from tests.conftest import _test_settings

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from app.db import Frame, db
 from app.services import imaging
 from app.services.errors import InvalidInput
-from app.services.transfer import sync
+from app.services.sync import folder as sync
 from tests.app.transfer_helpers import snapshot
 from tests.factories import token_headers, write_dicom_series
 
@@ -231,14 +231,15 @@ def test_the_api_syncs_a_folder_under_the_data_root_and_lists_what_it_skipped(fa
     assert client.post(url, json={"source": "incoming"}, headers=token_headers(client, "reviewer")).status_code == 403
     headers = token_headers(client, "lead")
     answer = client.post(url, json={"source": "incoming"}, headers=headers)  # relative to the data root
-    assert answer.status_code == 200, answer.get_json()
-    body = answer.get_json()
-    assert body["added"] == ["incoming/visit1/sub-01_T1.nii.gz"] and body["known"] == 0
-    assert body["skipped"] == [{"path": "visit1/sub-01_T1.json",
-                                "reason": f"not an image file (qcloop reads {imaging.SUPPORTED})"}]
-    assert body["summary"]["counts"]["frames_added"] == 1
-    again = client.post(url, json={"source": str(_data() / "incoming")}, headers=headers).get_json()
-    assert again["added"] == [] and again["known"] == 1
+    assert answer.status_code == 202, answer.get_json()
+    body = answer.get_json()["job"]["result"]  # the test queue runs the job at once
+    assert body["added_items"] == ["visit1/sub-01_T1.nii.gz"] and body["unchanged"] == 0
+    assert body["skipped_items"] == [{"item": "visit1/sub-01_T1.json",
+                                      "reason": f"not an image file (qcloop reads {imaging.SUPPORTED})"}]
+    assert [location for (location,) in db.session.execute(select(Frame.file_location))] == [
+        "incoming/visit1/sub-01_T1.nii.gz"]
+    again = client.post(url, json={"source": str(_data() / "incoming")}, headers=headers).get_json()["job"]["result"]
+    assert again["added"] == 0 and again["unchanged"] == 1
 
     outside = client.post(url, json={"source": "/"}, headers=headers)
     assert outside.status_code == 400 and "outside the data root" in outside.get_json()["detail"]
@@ -260,4 +261,4 @@ def test_a_sync_never_reads_or_names_another_projects_uploads(factory, client):
     assert refused.status_code == 400 and "another project's upload" in refused.get_json()["detail"]
     whole_root = client.post(url, json={"source": "."}, headers=headers).get_json()
     assert "secret-subject-name" not in str(whole_root)
-    assert whole_root["added"] == ["lab/visit1/sub-01_T1.nii.gz"]
+    assert whole_root["job"]["result"]["added_items"] == ["lab/visit1/sub-01_T1.nii.gz"]

@@ -1,7 +1,7 @@
-"""The repository sync cycle: find image files in a site's tree that no frame points at yet, import
-them in merge mode (with a "frames.checksum" job for the new files), and keep
-the project's state before the sync as an export (the previous export kept as a timestamped backup).
-Run twice, the second run adds nothing.
+"""A folder of image files as a sync source (registered in place), and the folder cycle it grew from:
+find image files in a site's tree that no frame points at yet, import them in merge mode (with a
+"frames.checksum" job for the new files), and keep the project's state before the sync as an export (the
+previous export kept as a timestamped backup). Run twice, the second run adds nothing.
 
 Paths relative to the source are matched against patterns with named groups ``experiment``, ``scan``,
 ``type``, ``frame``, ``subject`` and ``session``; the first pattern that matches decides. Without
@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, ClassVar, Iterable, Iterator
 
 from flask import current_app
 from sqlalchemy import select
@@ -26,6 +26,7 @@ from werkzeug.utils import secure_filename
 from app.db import Experiment, Frame, Project, Scan, User, db
 from app.services import imaging
 from app.services.errors import InvalidInput
+from app.services.sync.base import Listing, Outgoing, Pushed, SourceItem
 from app.services.transfer import exporter, importer, tasks
 from app.services.transfer.csvfile import CsvSink
 from app.services.transfer.files import FileChecker
@@ -122,6 +123,35 @@ def scan_type(value: str) -> str | None:
     return value if len(value) <= SCAN_TYPE_MAX else None
 
 
+def checked_root(source: Path | str, project_id: int, *, from_data_root: bool = False) -> Path:
+    """The absolute folder of an on-disk source, refused (400) when it is no folder, lies outside the data
+    root and allowed roots, or is another project's uploads. A relative ``source`` is taken from the working
+    folder, as any command-line path, or with ``from_data_root`` (the API) from the data root."""
+    roots = Roots.from_config()
+    if not str(source).strip():
+        raise InvalidInput("source is required", field="source")
+    source = Path(os.path.abspath(roots.data_root / source if from_data_root else source))
+    if not source.is_dir():
+        raise InvalidInput(f"source {source} is not a folder", field="source")
+    try:
+        relative_location(source, roots)
+    except StorageError as err:
+        raise InvalidInput(f"source {source} is outside the data root and allowed roots", field="source") from err
+    try:
+        ProjectScope.from_config(project_id, roots).check(LocalLocation(source))
+    except StorageError as err:
+        raise InvalidInput(f"source {source}: {err}", field="source") from err
+    return source
+
+
+def file_version(path: Path) -> str:
+    """What changes when an on-disk image changes: size and modification time (of every file of a DICOM
+    folder)."""
+    files = sorted(child for child in path.iterdir() if child.is_file()) if path.is_dir() else [path]
+    stats = [child.stat() for child in files]
+    return f"{len(stats)}:{sum(s.st_size for s in stats)}:{max((s.st_mtime_ns for s in stats), default=0)}"
+
+
 def sync_folder(project: Project) -> Path:
     """Where the project's sync exports and imported rows are kept."""
     name = secure_filename(project.name) or f"project{project.id}"
@@ -208,6 +238,40 @@ def _experiment(groups: dict[str, str | None], source: Path) -> str:
     return named or source.name
 
 
+@dataclass(frozen=True)
+class Matched:
+    """What a pattern made of a path: its (experiment, scan, frame) slot, type, subject and session."""
+
+    slot: tuple[str, str, int]
+    type: str | None
+    subject: str | None
+    session: str | None
+
+
+def _match(item: Item, source: Path, patterns: list[re.Pattern], found: Found) -> Matched | None:
+    """The first pattern's reading of the item's path; None (reported in ``found``) when none fits."""
+    match = next((m for m in (p.search(item.relative) for p in patterns) if m is not None), None)
+    if match is None:
+        found.skip(item.relative, "matches no pattern" + (
+            f" (default patterns: {', '.join(DEFAULT_PATTERNS)})" if patterns == _DEFAULTS else ""))
+        return None
+    groups = {name: (value.strip() if isinstance(value, str) else None) or None
+              for name, value in match.groupdict().items()}
+    frame = groups.get("frame") or "0"
+    if not frame.isdigit():
+        found.skip(item.relative, f"frame {frame!r} is not a whole number")
+        return None
+    kind = scan_type(groups["type"]) if groups.get("type") else None
+    if groups.get("type") and kind is None:
+        found.skip(item.relative, f"scan type is longer than {SCAN_TYPE_MAX} characters")
+        return None
+    if not groups.get("scan"):
+        found.skip(item.relative, "the pattern's scan group is empty")
+        return None
+    return Matched((_experiment(groups, source), groups["scan"], int(frame)), kind, groups.get("subject"),
+                   groups.get("session"))
+
+
 def _find(project: Project, source: Path, patterns: list[re.Pattern], roots: Roots) -> Found:
     found = Found()
     checker = FileChecker(roots, "error")
@@ -218,25 +282,10 @@ def _find(project: Project, source: Path, patterns: list[re.Pattern], roots: Roo
         if real in known or os.path.realpath(item.stored) in known:
             found.known += 1
             continue
-        match = next((m for m in (p.search(item.relative) for p in patterns) if m is not None), None)
-        if match is None:
-            found.skip(item.relative, "matches no pattern" + (
-                f" (default patterns: {', '.join(DEFAULT_PATTERNS)})" if patterns == _DEFAULTS else ""))
+        matched = _match(item, source, patterns, found)
+        if matched is None:
             continue
-        groups = {name: (value.strip() if isinstance(value, str) else None) or None
-                  for name, value in match.groupdict().items()}
-        frame = groups.get("frame") or "0"
-        if not frame.isdigit():
-            found.skip(item.relative, f"frame {frame!r} is not a whole number")
-            continue
-        kind = scan_type(groups["type"]) if groups.get("type") else None
-        if groups.get("type") and kind is None:
-            found.skip(item.relative, f"scan type is longer than {SCAN_TYPE_MAX} characters")
-            continue
-        if not groups.get("scan"):
-            found.skip(item.relative, "the pattern's scan group is empty")
-            continue
-        slot = (_experiment(groups, source), groups["scan"], int(frame))
+        slot, kind = matched.slot, matched.type
         if slot in slots:
             found.skip(item.relative, f"{slot[0]}/{slot[1]} already has a frame {slot[2]} (another file)")
             continue
@@ -255,7 +304,7 @@ def _find(project: Project, source: Path, patterns: list[re.Pattern], roots: Roo
         if scan_key not in existing_scans:
             first = found.scans.get(scan_key)
             if first is None:
-                found.scans[scan_key] = NewScan(kind, groups.get("subject"), groups.get("session"), item.relative)
+                found.scans[scan_key] = NewScan(kind, matched.subject, matched.session, item.relative)
             elif kind and first.type and kind != first.type:
                 found.skip(item.relative, f"scan type {kind} differs from {first.type} of {first.first} "
                                           f"(the same scan {slot[0]}/{slot[1]})")
@@ -287,20 +336,7 @@ def sync(project: Project, source: Path | str, patterns: str | Iterable[str] | N
     the data root. Nothing is written when it fails; what it adds is committed with its checksum job."""
     compiled = compile_patterns(patterns)
     roots = Roots.from_config()
-    source = Path(source)
-    if not str(source).strip():
-        raise InvalidInput("source is required", field="source")
-    source = Path(os.path.abspath(roots.data_root / source if from_data_root else source))
-    if not source.is_dir():
-        raise InvalidInput(f"source {source} is not a folder", field="source")
-    try:
-        relative_location(source, roots)
-    except StorageError as err:
-        raise InvalidInput(f"source {source} is outside the data root and allowed roots", field="source") from err
-    try:
-        ProjectScope.from_config(project.id, roots).check(LocalLocation(source))
-    except StorageError as err:
-        raise InvalidInput(f"source {source}: {err}", field="source") from err
+    source = checked_root(source, project.id, from_data_root=from_data_root)
     progress(0.05, f"looking for new files under {source}")
     found = _find(project, source, compiled, roots)
     folder = sync_folder(project)
@@ -338,3 +374,51 @@ def sync(project: Project, source: Path | str, patterns: str | Iterable[str] | N
         tasks.frames_added(report["summary"], actor)
     progress(1.0, f"added {len(found.rows)} file(s)" if found.rows else "nothing new")
     return report
+
+
+class FolderSource:
+    """A folder of image files and DICOM series folders, read with the patterns above and registered in
+    place. Decisions go back as a CSV in the run's folder (a plain folder has nowhere else for them)."""
+
+    kind: ClassVar[str] = "folder"
+
+    def __init__(self, root: Path | str, *, patterns: str | Iterable[str] | None = None) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.patterns = compile_patterns(patterns)
+        self.url = str(self.root)
+
+    def list(self, cursor: dict[str, Any] | None) -> Listing:
+        found = Found()
+        items = []
+        roots = Roots.from_config()
+        for item in _items(self.root, found, roots.data_root / UPLOADS):
+            matched = _match(item, self.root, self.patterns, found)
+            if matched is None:
+                continue
+            experiment, scan, _ = matched.slot
+            items.append(SourceItem(
+                key=item.relative, version=file_version(item.path), experiment=experiment, subject=matched.subject,
+                session=matched.session, scan_name=scan, scan_type=matched.type, metadata={},
+                local_path=item.stored))
+        return Listing(items, {}, [(line["path"], line["reason"]) for line in found.skipped])
+
+    def fetch(self, item: SourceItem, into: Path) -> Path:
+        return item.local_path
+
+    def push(self, decisions: list[Outgoing], run_folder: Path) -> Pushed:
+        if not decisions:
+            return Pushed(0)
+        sink = CsvSink()
+        sink.row(["path", "scan_id", "decision", "artifacts_present", "artifacts_absent", "note", "reviewer",
+                  "created"])
+        for out in decisions:
+            sink.row([out.key, out.scan_id, out.decision,
+                      ";".join(key for key, state in out.artifacts.items() if state == "present"),
+                      ";".join(key for key, state in out.artifacts.items() if state == "absent"),
+                      out.note, out.reviewer, out.created.isoformat()])
+        run_folder.mkdir(parents=True, exist_ok=True)
+        path = run_folder / "decisions.csv"
+        partial = path.with_suffix(".partial")
+        partial.write_text(sink.drain(), encoding="utf-8")
+        os.replace(partial, path)
+        return Pushed(len(decisions), file=path)

@@ -1,0 +1,87 @@
+"""The interface every sync source implements: list what it holds, fetch an image, push decisions back.
+
+A source is one kind of image repository (a folder, a BIDS dataset, a DICOMweb server). The engine
+(:mod:`app.services.sync.engine`) compares a listing with what the source gave before, fetches what is new
+or changed, and pushes the latest decisions back; a source only speaks to its repository.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from app.services.errors import InvalidInput
+
+
+class SourceError(InvalidInput):
+    """A source that cannot be read (unreachable, refused, not what its URL says), naming it and the item."""
+
+    def __init__(self, source: str, message: str, *, item: str | None = None) -> None:
+        super().__init__(f"{source}: {item + ': ' if item else ''}{message}", field="source")
+        self.source, self.item = source, item
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One image a source holds."""
+
+    key: str                  # stable id of the image within its source
+    version: str              # changes when the image changes
+    experiment: str           # experiment name
+    subject: str | None       # subject id
+    session: str | None       # session id
+    scan_name: str            # scan name, unique within the experiment
+    scan_type: str | None     # scan type when it maps to one
+    metadata: dict[str, Any]  # sidecar JSON / DICOM series attributes; kept as the scan's metadata
+    local_path: Path | None = None  # on-disk sources: the file or DICOM folder registered in place (no copy)
+
+
+@dataclass
+class Listing:
+    """What a source holds now (or, ``incremental``, what is new or changed since the cursor)."""
+
+    items: list[SourceItem]
+    cursor: dict[str, Any]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
+    incremental: bool = False  # True: an absent key is not a removal
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One scan's latest decision, pushed back to the source."""
+
+    key: str
+    scan_id: int
+    decision: str                 # option key, e.g. "usable"
+    artifacts: dict[str, str]     # artifact key -> "present" | "absent" (not-judged left out)
+    note: str
+    reviewer: str
+    created: datetime
+    metadata: dict[str, Any]      # the scan's stored metadata (from SourceItem.metadata)
+
+
+@dataclass
+class Pushed:
+    """What a push did."""
+
+    pushed: int
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
+    file: Path | None = None  # an export file written instead of/in addition to pushing
+
+
+class Source(Protocol):
+    """One repository, named by its canonical URL."""
+
+    kind: ClassVar[str]
+    url: str
+
+    def list(self, cursor: dict[str, Any] | None) -> Listing:
+        """Every image the source holds now, or those new since ``cursor`` (``Listing.incremental``)."""
+
+    def fetch(self, item: SourceItem, into: Path) -> Path:
+        """The frame path of ``item``: copied or downloaded under ``into`` (a fresh folder in the data root),
+        or ``item.local_path`` for an on-disk source that registers files in place."""
+
+    def push(self, decisions: list[Outgoing], run_folder: Path) -> Pushed:
+        """Write the decisions back where the repository's users see them."""

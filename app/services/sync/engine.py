@@ -1,0 +1,361 @@
+"""The sync cycle of one source, as MIQA documents it: export the project's state (the previous export
+kept as a backup), list what the source holds, fetch what is new or changed into the data root, make
+experiments, scans and frames of it, push the latest decisions back, record the run.
+
+What a source gave is kept (``synced_items``: key, version, scan, frame), so running twice adds nothing;
+a changed image becomes a new frame of its scan (its decisions stay); an image a full listing no longer
+has is reported as removed, and its scan and decisions stay. A source belongs to the project that first
+synced it. Items that fail are listed with their reasons and the rest imported; a fetched image is moved
+into place only once complete.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from app.db import Experiment, Frame, Project, Scan, SyncedItem, SyncRun, SyncSource, User, db, utcnow
+from app.services import frames, imaging, projects
+from app.services.errors import Conflict, InvalidInput, ServiceError
+from app.services.review.states import latest_decisions
+from app.services.sync import open_source
+from app.services.sync.base import Listing, Outgoing, Source, SourceError, SourceItem
+from app.services.sync.folder import sync_folder
+from app.services.transfer import exporter
+from app.storage import Roots, StorageError, local_copy, relative_location, resolve
+from app.storage import checksum as file_checksum
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+NAME_MAX = 255  # experiments.name, scans.name, scans.subject_id and session_id
+UNCHANGED = object()  # every_minutes not given: the source keeps its schedule
+
+
+def _no_progress(fraction: float, message: str = "") -> None:
+    """Progress goes nowhere (the caller reports none)."""
+
+
+def check_every(value: Any) -> int | None:
+    """A schedule: whole minutes (1 or more), or None for syncs only when asked."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+        raise InvalidInput("every_minutes must be a whole number of minutes (or empty: only when asked)",
+                           field="every_minutes")
+    minutes = int(value)
+    if not 1 <= minutes <= 525_600:
+        raise InvalidInput("every_minutes must be between 1 and 525600 (a year)", field="every_minutes")
+    return minutes
+
+
+def claim(project: Project, source: Source, *, every_minutes: Any = UNCHANGED,
+          patterns: Iterable[str] | None = None) -> SyncSource:
+    """The source's row for this project (created on its first sync); a source another project syncs is
+    refused (409) naming that project."""
+    row = db.session.scalar(select(SyncSource).where(SyncSource.url == source.url))
+    if row is not None and row.project_id != project.id:
+        owner = db.session.get(Project, row.project_id)
+        raise Conflict(f"source {source.url} is already synced into project {owner.name}; "
+                       "a source belongs to one project", field="source")
+    if row is None:
+        row = SyncSource(project_id=project.id, url=source.url, kind=source.kind, cursor={})
+        db.session.add(row)
+    if every_minutes is not UNCHANGED:
+        row.every_minutes = check_every(every_minutes)
+    if patterns:
+        row.patterns = list(patterns)
+    db.session.flush()
+    return row
+
+
+def prepare(project: Project, text: str, *, from_data_root: bool = False, patterns: Iterable[str] | None = None,
+            every_minutes: Any = UNCHANGED) -> tuple[Source, SyncSource]:
+    """The source a SOURCE string names, checked and claimed for the project (its stored patterns apply
+    when none are given)."""
+    patterns = [pattern for pattern in (patterns or []) if pattern]
+    source = open_source(text, project.id, from_data_root=from_data_root, patterns=patterns)
+    row = claim(project, source, every_minutes=every_minutes, patterns=patterns)
+    if not patterns and row.patterns:
+        source = open_source(source.url, project.id, patterns=row.patterns)
+    return source, row
+
+
+@dataclass
+class _Tally:
+    added: list[str] = field(default_factory=list)
+    changed: int = 0
+    unchanged: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    new_folders: list[Path] = field(default_factory=list)
+
+    def fail(self, key: str, reason: str) -> None:
+        self.failed.append({"item": key, "reason": reason})
+
+
+class _Cycle:
+    """One run over a listing (the engine's state while it walks the items)."""
+
+    def __init__(self, project: Project, source: Source, row: SyncSource) -> None:
+        self.project, self.source, self.row = project, source, row
+        self.roots = Roots.from_config()
+        self.tally = _Tally()
+        self.synced = {item.key: item for item in db.session.scalars(
+            select(SyncedItem).where(SyncedItem.source_id == row.id))}
+        self.located: dict[str, Frame] | None = None
+
+    def frames_at(self, location: str) -> Frame | None:
+        """A frame of the project already at this location (imported before this source was synced)."""
+        if self.located is None:
+            query = (select(Frame).join(Scan, Scan.id == Frame.scan_id)
+                     .join(Experiment, Experiment.id == Scan.experiment_id)
+                     .where(Experiment.project_id == self.project.id))
+            self.located = {frame.file_location: frame for frame in db.session.scalars(query)}
+        return self.located.get(location)
+
+    def fetched(self, item: SourceItem) -> Path:
+        """The image's frame path: in place for on-disk sources, else fetched into a temporary folder of the
+        data root and moved into its own folder once complete."""
+        partial = self.roots.data_root / "sync" / ".partial" / uuid.uuid4().hex
+        partial.mkdir(parents=True)
+        try:
+            path = Path(self.source.fetch(item, partial))
+            if not path.is_relative_to(partial):
+                shutil.rmtree(partial)
+                return path
+            final = self.roots.data_root / "sync" / str(self.row.id) / uuid.uuid4().hex
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(partial, final)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        self.tally.new_folders.append(final)
+        return final / path.relative_to(partial)
+
+    def frame_fields(self, location: str) -> dict[str, Any]:
+        """Checksum, size and geometry of a frame's file (as an upload fills them), read before anything is
+        written so an unreadable image adds nothing."""
+        resolved = resolve(location, self.roots)
+        info = imaging.read_info(local_copy(resolved, Path(current_app.config["CACHE_DIR"]), self.roots))
+        digest, size = file_checksum(resolved, self.roots)
+        return {"checksum": digest, "size_bytes": size, "shape": info.shape, "spacing": info.spacing,
+                "orientation": info.orientation}
+
+    def take(self, item: SourceItem) -> None:
+        """Add a new item, or a changed one as a new frame of its scan."""
+        for name, value in (("experiment", item.experiment), ("scan", item.scan_name), ("subject", item.subject),
+                            ("session", item.session)):
+            if value is not None and len(value) > NAME_MAX:
+                raise InvalidInput(f"{name} name is longer than {NAME_MAX} characters")
+        if not item.experiment or not item.scan_name:
+            raise InvalidInput("no experiment or scan name")
+        previous = self.synced.get(item.key)
+        path = self.fetched(item)
+        location = relative_location(path, self.roots)
+        known = self.frames_at(location) if previous is None and item.local_path is not None else None
+        if known is not None:  # imported before: this source now names it
+            self.remember(item, known.scan_id, known)
+            self.tally.unchanged += 1
+            return
+        fields = self.frame_fields(location)
+        if previous is not None:
+            scan = db.session.get(Scan, previous.scan_id)
+            old = db.session.get(Frame, previous.frame_id) if previous.frame_id else None
+            if old is not None and old.file_location == location:  # rewritten in place: the frame is its file
+                for name, value in fields.items():
+                    setattr(old, name, value)
+                frame = old
+            else:
+                frame = projects.add_frame(scan, self.next_frame(scan), location, **fields)
+            scan.meta = item.metadata or scan.meta
+            self.tally.changed += 1
+        else:
+            experiment = projects.get_or_create_experiment(self.project, item.experiment)
+            scan = projects.get_or_create_scan(experiment, item.scan_name, subject_id=item.subject,
+                                               session_id=item.session, meta=item.metadata or None,
+                                               **({"scan_type": item.scan_type} if item.scan_type else {}))
+            frame = projects.add_frame(scan, self.next_frame(scan), location, **fields)
+            self.tally.added.append(item.key)
+        self.remember(item, scan.id, frame)
+
+    @staticmethod
+    def next_frame(scan: Scan) -> int:
+        last = db.session.scalar(select(func.max(Frame.frame_number)).where(Frame.scan_id == scan.id))
+        return 0 if last is None else last + 1
+
+    def remember(self, item: SourceItem, scan_id: int, frame: Frame) -> None:
+        row = self.synced.get(item.key)
+        if row is None:
+            row = self.synced[item.key] = SyncedItem(source_id=self.row.id, key=item.key, scan_id=scan_id)
+            db.session.add(row)
+        row.version, row.frame_id, row.removed_at, row.updated_at = item.version, frame.id, None, utcnow()
+        db.session.flush()
+
+    def removed(self, listing: Listing) -> list[str]:
+        """Keys a full listing no longer has (each reported once); an incremental listing removes nothing."""
+        if listing.incremental:
+            return []
+        present = {item.key for item in listing.items} | {key for key, _ in listing.skipped}
+        gone = []
+        for key, row in sorted(self.synced.items()):
+            if key not in present and row.removed_at is None:
+                row.removed_at = utcnow()
+                gone.append(key)
+        return gone
+
+    def outgoing(self) -> list[tuple[SyncedItem, int, Outgoing]]:
+        """Each image whose scan's latest decision was not pushed yet."""
+        rows = [row for row in self.synced.values() if row.removed_at is None]
+        latest = latest_decisions({row.scan_id for row in rows}, with_artifacts=True) if rows else {}
+        found = []
+        for row in sorted(rows, key=lambda row: row.key):
+            decision = latest.get(row.scan_id)
+            if decision is None or decision.id == row.pushed_decision_id:
+                continue
+            scan = db.session.get(Scan, row.scan_id)
+            reviewer = decision.creator.username if decision.creator is not None else decision.creator_name
+            found.append((row, decision.id, Outgoing(
+                key=row.key, scan_id=row.scan_id, decision=decision.option.key,
+                artifacts={artifact.entry.key: artifact.state for artifact in decision.artifacts
+                           if artifact.state != "undefined"},
+                note=decision.note or "", reviewer=reviewer or "", created=decision.created_at,
+                metadata=scan.meta or {})))
+        return found
+
+
+def export_state(project: Project, run: SyncRun) -> None:
+    """Export the project's state before the sync to its sync folder's export.csv, the previous one kept as
+    export-<time>.csv; the file is written whole before it replaces anything."""
+    folder = sync_folder(project)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = run.started_at.strftime("%Y%m%dT%H%M%S%fZ")
+    current = folder / "export.csv"
+    staged = exporter.export_to_file("csv", [project.id], folder / f".export-{stamp}.partial")
+    if current.exists():
+        backup = folder / f"export-{stamp}.csv"
+        os.replace(current, backup)
+        run.backup_file = str(backup)
+    os.replace(staged, current)
+    run.export_file = str(current)
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, ServiceError):
+        return err.message
+    return str(err) if isinstance(err, StorageError) else f"{type(err).__name__}: {err}"
+
+
+def run_sync(project: Project, source_url: str, actor: User | None, *, from_data_root: bool = False,
+             patterns: Iterable[str] | None = None, every_minutes: Any = UNCHANGED, job_id: int | None = None,
+             progress: Progress = _no_progress) -> SyncRun:
+    """Sync the project with a source once and record the run (committed). A source that cannot be listed
+    ends the run failed with the reason, and the error is raised."""
+    source, row = prepare(project, source_url, from_data_root=from_data_root, patterns=patterns,
+                          every_minutes=every_minutes)
+    run = SyncRun(source_id=row.id, job_id=job_id, actor_id=actor.id if actor is not None else None,
+                  state="running", started_at=utcnow(), added_items=[], skipped_items=[], failed_items=[],
+                  removed_items=[])
+    db.session.add(run)
+    db.session.commit()
+    progress(0.01, "exporting the current state")
+    try:
+        export_state(project, run)
+        progress(0.03, f"listing {source.url}")
+        listing = source.list(row.cursor or None)
+    except Exception as err:  # noqa: BLE001 - the run records why the source could not be listed
+        db.session.rollback()
+        error = err if isinstance(err, ServiceError) else SourceError(source.url, _reason(err))
+        _end(run, row, "failed", error=error.message)
+        raise error from err
+    cycle = _Cycle(project, source, row)
+    try:
+        items = sorted(listing.items, key=lambda item: item.key)
+        for index, item in enumerate(items):
+            previous = cycle.synced.get(item.key)
+            if previous is not None and previous.version == item.version:
+                previous.removed_at = None
+                cycle.tally.unchanged += 1
+                continue
+            progress(0.05 + 0.8 * index / max(1, len(items)), f"{item.key}")
+            try:
+                cycle.take(item)
+            except (ServiceError, StorageError, OSError, ValueError) as err:
+                log.warning("sync %s: %s: %s", source.url, item.key, _reason(err))
+                cycle.tally.fail(item.key, _reason(err))
+        removed = cycle.removed(listing)
+        progress(0.9, "pushing decisions back")
+        pushed, push_file = _push(cycle, sync_folder(project) / f"run-{run.id}")
+    except BaseException:
+        db.session.rollback()
+        for folder in cycle.tally.new_folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        _end(run, row, "failed", error="the sync stopped before it ended; nothing of it was kept")
+        raise
+    tally = cycle.tally
+    row.cursor = listing.cursor
+    run.added, run.changed, run.unchanged, run.pushed = len(tally.added), tally.changed, tally.unchanged, pushed
+    run.added_items, run.removed_items, run.removed = tally.added, removed, len(removed)
+    run.skipped_items = [{"item": key, "reason": reason} for key, reason in listing.skipped]
+    run.failed_items = tally.failed
+    run.skipped, run.failed = len(run.skipped_items), len(tally.failed)
+    run.push_file = str(push_file) if push_file else None
+    _end(run, row, "succeeded")
+    if tally.added or tally.changed:
+        frames.frames_added([project.id], actor)
+    progress(1.0, f"added {run.added}, changed {run.changed}, pushed {run.pushed}")
+    return run
+
+
+def _push(cycle: _Cycle, run_folder: Path) -> tuple[int, Path | None]:
+    """Push the decisions not pushed yet; those the source refused are listed as failed."""
+    pending = cycle.outgoing()
+    if not pending:
+        return 0, None
+    try:
+        pushed = cycle.source.push([out for _, _, out in pending], run_folder)
+    except Exception as err:  # noqa: BLE001 - a push that fails leaves the decisions for the next run
+        for _, _, out in pending:
+            cycle.tally.fail(out.key, f"decision not pushed back: {_reason(err)}")
+        return 0, None
+    refused = dict(pushed.failed)
+    for row, decision_id, out in pending:
+        if out.key in refused:
+            cycle.tally.fail(out.key, f"decision not pushed back: {refused[out.key]}")
+        else:
+            row.pushed_decision_id = decision_id
+    return pushed.pushed, pushed.file
+
+
+def _end(run: SyncRun, row: SyncSource, state: str, *, error: str | None = None) -> None:
+    run.state, run.finished_at, run.error = state, utcnow(), error
+    row.last_run_at = run.started_at
+    db.session.commit()
+
+
+def summary(run: SyncRun) -> dict[str, Any]:
+    """What a sync job answers: the run's id, counts and reasons."""
+    return {"run_id": run.id, "source": run.source.url, "state": run.state, "added": run.added,
+            "changed": run.changed, "unchanged": run.unchanged, "pushed": run.pushed, "skipped": run.skipped,
+            "failed": run.failed, "removed": run.removed, "added_items": run.added_items,
+            "skipped_items": run.skipped_items, "failed_items": run.failed_items, "removed_items": run.removed_items,
+            "push_file": run.push_file, "export_file": run.export_file, "backup_file": run.backup_file,
+            "error": run.error}
+
+
+def history(project: Project, limit: int = 50) -> list[SyncRun]:
+    """The project's newest sync runs, newest first."""
+    return list(db.session.scalars(
+        select(SyncRun).join(SyncSource, SyncSource.id == SyncRun.source_id)
+        .where(SyncSource.project_id == project.id).order_by(SyncRun.id.desc()).limit(limit)))
+
+
+def sources_of(project: Project) -> list[SyncSource]:
+    return list(db.session.scalars(select(SyncSource).where(SyncSource.project_id == project.id)
+                                   .order_by(SyncSource.id)))

@@ -1,0 +1,82 @@
+"""Syncs in the worker: a "sync" job per run, started when asked or when a source's schedule is due.
+
+The worker's periodic check (every minute, :func:`enqueue_due`) enqueues a job for each source whose
+``every_minutes`` have passed since its last run, never a second one while the source's job is queued or
+running.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any, Iterable
+
+from sqlalchemy import select
+
+from app.db import Job, Project, SyncSource, User, db, utcnow
+from app.services import jobs
+from app.services.errors import Conflict
+from app.services.sync import engine
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("queued", "running")
+
+
+def _active_job(row: SyncSource) -> Job | None:
+    job = db.session.get(Job, row.job_id) if row.job_id is not None else None
+    return job if job is not None and job.state in ACTIVE else None
+
+
+def _enqueue(row: SyncSource, actor: User | None) -> Job:
+    params = {"source_id": row.id, "actor_id": actor.id if actor is not None and actor.is_authenticated else None}
+    db.session.commit()
+    job = jobs.enqueue("sync", params, project_id=row.project_id, user=actor)
+    row = db.session.get(SyncSource, row.id)
+    row.job_id = job.id
+    db.session.commit()
+    return job
+
+
+def start_sync(project: Project, source: str, actor: User | None, *, every_minutes: Any = engine.UNCHANGED,
+               patterns: Iterable[str] | None = None) -> Job:
+    """Check the source at once (400 unreadable, 409 another project's or already syncing), store its
+    schedule, and sync it in the worker. A relative folder is taken from the data root."""
+    _, row = engine.prepare(project, source, from_data_root=True, patterns=patterns, every_minutes=every_minutes)
+    jobs.reap_abandoned()
+    active = _active_job(row)
+    if active is not None:
+        raise Conflict(f"a sync of {row.url} is already {active.state} (job {active.id})", field="source")
+    return _enqueue(row, actor)
+
+
+def due(now: datetime | None = None) -> list[SyncSource]:
+    """Scheduled sources whose interval has passed since their last run and that no job is syncing."""
+    now = now or utcnow()
+    found = []
+    for row in db.session.scalars(select(SyncSource).where(SyncSource.every_minutes.is_not(None))
+                                  .order_by(SyncSource.id)):
+        if row.last_run_at is not None and row.last_run_at + timedelta(minutes=row.every_minutes) > now:
+            continue
+        if _active_job(row) is None:
+            found.append(row)
+    return found
+
+
+def enqueue_due(now: datetime | None = None) -> list[Job]:
+    """The worker's periodic check: a "sync" job for each due source."""
+    jobs.reap_abandoned()
+    queued = [_enqueue(row, None) for row in due(now)]
+    if queued:
+        log.info("scheduled syncs queued: jobs %s", ", ".join(str(job.id) for job in queued))
+    return queued
+
+
+@jobs.handler("sync")
+def _sync_job(params: dict[str, Any], context: jobs.JobContext) -> dict[str, Any]:
+    row = db.session.get(SyncSource, params["source_id"])
+    if row is None:
+        raise Conflict(f"sync source {params['source_id']} no longer exists")
+    actor = db.session.get(User, params["actor_id"]) if params.get("actor_id") else None
+    project = db.session.get(Project, row.project_id)
+    run = engine.run_sync(project, row.url, actor, job_id=context.job_id, progress=context.progress)
+    return engine.summary(run)

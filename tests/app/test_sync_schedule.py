@@ -1,0 +1,44 @@
+"""Scheduled syncs: the worker's periodic check queues one "sync" job per due source, never a second while
+one is queued, and the job records its run."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select
+
+from app.db import Job, SyncRun, SyncSource, db, utcnow
+from app.services import jobs
+from app.services.sync import engine, schedule
+from tests.factories import Factory
+
+
+def test_a_due_source_is_queued_once_and_its_job_records_the_run(queued_app):
+    factory = Factory(queued_app)
+    project = factory.project("Scheduled")
+    factory.nifti("site/visit1/sub-01_T1.nii.gz", shape=(8, 8, 8))
+    source = f"{current_app.config['DATA_ROOT']}/site"
+    first = engine.run_sync(project, source, None, every_minutes=10)  # inline, as `qcloop sync --every 10`
+    assert (first.added, first.state, first.source.every_minutes) == (1, "succeeded", 10)
+    manual = factory.project("Manual")
+    factory.nifti("other/visit1/sub-02_T1.nii.gz", shape=(8, 8, 8))
+    engine.run_sync(manual, f"{current_app.config['DATA_ROOT']}/other", None)  # no schedule: never queued
+    now = utcnow()
+
+    assert schedule.enqueue_due(now + timedelta(minutes=5)) == []  # not due yet
+    queued = schedule.enqueue_due(now + timedelta(minutes=11))
+    assert [(job.kind, job.state, job.project_id) for job in queued] == [("sync", "queued", project.id)]
+    assert schedule.enqueue_due(now + timedelta(minutes=12)) == []  # its job is still queued
+
+    factory.nifti("site/visit2/sub-03_T1.nii.gz", shape=(8, 8, 8))
+    jobs.run_job(queued[0].id)
+    db.session.expire_all()
+    job = db.session.get(Job, queued[0].id)
+    assert job.state == "succeeded", job.error
+    run = db.session.scalar(select(SyncRun).where(SyncRun.job_id == job.id))
+    assert (run.state, run.added, run.unchanged, run.added_items) == ("succeeded", 1, 1, ["visit2/sub-03_T1.nii.gz"])
+    assert job.result["run_id"] == run.id
+    assert schedule.enqueue_due(utcnow() + timedelta(minutes=5)) == []  # it ran just now
+    later = schedule.enqueue_due(utcnow() + timedelta(minutes=11))
+    assert [job.project_id for job in later] == [project.id]
+    assert db.session.scalar(select(SyncSource.job_id).where(SyncSource.project_id == project.id)) == later[0].id
