@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from app.db import Experiment, Frame, Project, Scan, SyncedItem, SyncRun, SyncSource, User, db, utcnow
 from app.services import frames, imaging, projects
 from app.services.errors import Conflict, InvalidInput, ServiceError
-from app.services.review.states import latest_decisions
+from app.services.review import latest_decisions
 from app.services.sync import open_source
 from app.services.sync.base import Listing, Outgoing, Source, SourceError, SourceItem
 from app.services.sync.folder import sync_folder
