@@ -156,9 +156,8 @@ def accept_invite(invite_token: str):
     form = InviteAcceptForm()
     if form.validate_on_submit():
         try:
-            user = invitations.accept(invite_token, form.username.data, form.password.data,
-                                      form.first_name.data or "", form.last_name.data or "")
-            users.record_login(user, via="invite")
+            user = logins.accept_invitation(invite_token, form.username.data, form.password.data,
+                                            form.first_name.data or "", form.last_name.data or "")
             db.session.commit()
         except ServiceError as err:
             db.session.rollback()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.db import User
-from app.services import throttle, users
+from app.services import invitations, throttle, users
 
 CREDENTIALS_REFUSED = "Unable to log in with provided credentials."
 AWAITING_APPROVAL = "Your account waits for a superuser's approval."
@@ -47,6 +47,14 @@ def log_in(login: str, password: str, via: str) -> LoginOutcome:
     token = users.token_auth_token(user) if via == "token" else None
     users.record_login(user, via=via)
     return LoginOutcome(user=user, token=token)
+
+
+def accept_invitation(raw_token: str, username: str, password: str, first_name: str = "",
+                      last_name: str = "") -> User:
+    """Create the account an invitation offers (with its membership) and record its first log-in."""
+    user = invitations.accept(raw_token, username, password, first_name, last_name)
+    users.record_login(user, via="invite")
+    return user
 
 
 def request_password_reset(login: str) -> None:
