@@ -15,6 +15,7 @@ from flask import g
 
 from app import create_app
 from app.db import db
+from tests.orthanc import orthanc, orthanc_server  # noqa: F401  (a real Orthanc for the DICOMweb sync tests)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ARTIFACTS_DIR = Path(__file__).resolve().parents[1] / "test-artifacts"

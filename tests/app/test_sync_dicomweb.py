@@ -3,20 +3,23 @@ then the whole cycle through the sync engine and the API."""
 from __future__ import annotations
 
 import csv
+import gzip
 import threading
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
 
+from app.db import db
 from app.services import imaging
 from app.services.sync.base import Outgoing, SourceError
 from app.services.sync.dicomweb import DicomwebSource, scan_type
-from tests.factories import write_dicom_series
-from tests.orthanc import Orthanc
+from tests.factories import Factory, token_headers, write_dicom_series
+from tests.orthanc import Orthanc, free_port
 
 ROOT = "1.2.826.0.1.3680043.8.498.7"  # a UID root for test data
 STUDY_A, STUDY_B = f"{ROOT}.1", f"{ROOT}.2"
@@ -80,23 +83,28 @@ def test_fetch_writes_the_series_as_a_dicom_folder(app, orthanc, tmp_path):
     item = dicomweb.list(None).items[0]
 
     into = tmp_path / "data" / "fetched"
-    folder = dicomweb.fetch(item, into)
+    first = dicomweb.fetch(item, into)
+    folder = first.parent
     assert folder.parent == into and [p.name for p in into.iterdir()] == [folder.name]
-    assert len(list(folder.glob("*.dcm"))) == 16
-    assert imaging.read_info(folder).shape == [32, 32, 16]
+    assert len(list(folder.glob("*.dcm"))) == 16 and imaging.frame_files(first)[0] == first
+    assert imaging.read_info(first).shape == [32, 32, 16]
 
 
 def test_a_series_that_cannot_be_fetched_leaves_nothing(app, orthanc, tmp_path):
     store_series(orthanc, tmp_path, T1, study=STUDY_A, number=1, description="T1 MPRAGE")
     dicomweb = source(orthanc)
-    item = dicomweb.list(None).items[0]
+    listing = dicomweb.list(None)
     orthanc.request("DELETE", f"series/{orthanc.series_id(T1)}")
 
     into = tmp_path / "fetched"
     with pytest.raises(SourceError) as refused:
-        dicomweb.fetch(item, into)
+        dicomweb.fetch(listing.items[0], into)
     assert orthanc.dicomweb in refused.value.message and T1 in refused.value.message
     assert list(into.iterdir()) == []
+
+    # The series left the cursor the engine stores after fetching: back on the server, it is listed again.
+    store_series(orthanc, tmp_path, T1, study=STUDY_A, number=1, description="T1 MPRAGE")
+    assert [item.key for item in dicomweb.list(listing.cursor).items] == [f"{STUDY_A}/{T1}"]
 
 
 def test_push_writes_each_decision_as_orthanc_series_metadata(orthanc, tmp_path):
@@ -145,10 +153,8 @@ def test_wrong_password_is_a_clear_refusal(orthanc):
     assert refused.value.message.startswith(orthanc.dicomweb + ": the server refused the credentials (HTTP 401)")
 
 
-def test_an_unreachable_server_is_a_clear_refusal(orthanc_server):
-    from tests.orthanc import _free_port
-
-    url = f"dicomweb+http://127.0.0.1:{_free_port()}/dicom-web"
+def test_an_unreachable_server_is_a_clear_refusal():
+    url = f"dicomweb+http://127.0.0.1:{free_port()}/dicom-web"
     with pytest.raises(SourceError) as refused:
         DicomwebSource(url).list(None)
     assert refused.value.message.startswith(f"{url}: the server cannot be reached while searching the studies")
@@ -184,3 +190,107 @@ def test_scan_type_from_description_protocol_or_modality(description, protocol, 
     series = {"0008103E": element("LO", description), "00181030": element("LO", protocol),
               "00080060": element("CS", modality)}
     assert scan_type(series) == expected
+
+
+# -- the whole cycle: API, engine, viewer, Orthanc ----------------------------------------------------------
+
+
+@pytest.fixture
+def make_pacs(make_app, orthanc):
+    """An app whose DICOMweb credentials are the test Orthanc's (or a wrong password): the worker reopens a
+    source by its URL, which never keeps the password. Gives a project, its admin's token headers, a client."""
+    contexts = []
+
+    def make(password: str = orthanc.password) -> dict:
+        app = make_app(DICOMWEB_USERNAME=orthanc.username, DICOMWEB_PASSWORD=password)
+        contexts.append(app.app_context())
+        contexts[-1].push()
+        factory = Factory(app)
+        project = factory.project("pacs")
+        factory.member(project, "admin", "pacs-admin")
+        client = app.test_client()
+        return {"project": project, "client": client, "headers": token_headers(client, "pacs-admin")}
+
+    yield make
+    for context in reversed(contexts):
+        db.session.rollback()
+        context.pop()
+
+
+def sync(pacs, source: str, state: str = "succeeded") -> dict:
+    """Sync through the API (the job runs at once in tests): the job's answer."""
+    answer = pacs["client"].post(f"/api/v1/projects/{pacs['project'].id}/sync", json={"source": source},
+                                 headers=pacs["headers"])
+    assert answer.status_code == 202, answer.get_json()
+    job = answer.get_json()["job"]
+    assert job["state"] == state, job
+    return job
+
+
+def get(pacs, url: str):
+    answer = pacs["client"].get(url, headers=pacs["headers"])
+    assert answer.status_code == 200, answer.data[:300]
+    return answer
+
+
+def scans_by_name(pacs) -> dict[str, dict]:
+    found = {}
+    for experiment in get(pacs, f"/api/v1/experiments?project={pacs['project'].id}").get_json()["results"]:
+        for scan in get(pacs, f"/api/v1/scans?experiment={experiment['id']}").get_json()["results"]:
+            found[scan["name"]] = scan | {"experiment_name": experiment["name"]}
+    return found
+
+
+def test_orthanc_sync_cycle_adds_new_series_once_and_writes_decisions_back(make_pacs, orthanc, tmp_path):
+    pacs = make_pacs()
+    store_series(orthanc, tmp_path, T1, study=STUDY_A, number=1, description="T1 MPRAGE sag", seed=1)
+    store_series(orthanc, tmp_path, FLAIR, study=STUDY_A, number=2, description="t2_flair_tra", seed=2)
+
+    first = sync(pacs, orthanc.dicomweb)["result"]
+    assert first["added"] == 2 and first["failed"] == 0, repr(first)
+    scans = scans_by_name(pacs)
+    assert {name: (scan["experiment_name"], scan["scan_type"], scan["subject_id"]) for name, scan in scans.items()} \
+        == {"1 T1 MPRAGE sag": ("Brain MRI", "T1", "P001"), "2 t2_flair_tra": ("Brain MRI", "FLAIR", "P001")}
+    for scan in scans.values():  # each series is a frame the viewer reads
+        frame = get(pacs, f"/api/v1/frames?scan={scan['id']}").get_json()["results"][0]
+        volume = nib.Nifti1Image.from_bytes(gzip.decompress(get(pacs, f"/api/v1/frames/{frame['id']}/volume").data))
+        assert volume.shape == (32, 32, 16)
+
+    again = sync(pacs, orthanc.dicomweb)["result"]
+    assert (again["added"], again["changed"], again["failed"]) == (0, 0, 0)
+
+    store_series(orthanc, tmp_path, T2, study=STUDY_B, number=1, description="T2 TSE", patient="P002", seed=3)
+    third = sync(pacs, orthanc.dicomweb)["result"]
+    assert third["added_items"] == [f"{STUDY_B}/{T2}"]
+    assert set(scans_by_name(pacs)) == {"1 T1 MPRAGE sag", "2 t2_flair_tra", "1 T2 TSE"}
+
+    t1 = scans_by_name(pacs)["1 T1 MPRAGE sag"]
+    client, headers = pacs["client"], pacs["headers"]
+    assert client.post(f"/api/v1/experiments/{t1['experiment']}/lock", headers=headers).status_code == 200
+    decided = client.post("/api/v1/scan-decisions", headers=headers, json={
+        "scan": t1["id"], "decision": "U", "note": "sharp", "artifacts": {"present": [], "absent": ["lesions"]}})
+    assert decided.status_code == 201, decided.get_json()
+
+    pushed = sync(pacs, orthanc.dicomweb)["result"]
+    assert (pushed["added"], pushed["pushed"], pushed["failed"]) == (0, 1, 0), pushed
+    written = orthanc.decision(T1)
+    assert (written["decision"], written["note"], written["reviewer"]) == ("U", "sharp", "pacs-admin")
+    assert written["artifacts"]["lesions"] == "absent"
+    assert sync(pacs, orthanc.dicomweb)["result"]["pushed"] == 0  # nothing new to push
+
+    runs = get(pacs, f"/api/v1/projects/{pacs['project'].id}/sync-runs").get_json()
+    assert [run["added"] for run in runs] == [0, 0, 1, 0, 2] and {run["source"] for run in runs} == {orthanc.dicomweb}
+
+
+def test_a_sync_with_a_wrong_password_or_an_unreachable_server_fails_saying_why(make_pacs, orthanc):
+    pacs = make_pacs(password="wrong")
+    refused = sync(pacs, orthanc.dicomweb, state="failed")
+    assert refused["error"].startswith(f"{orthanc.dicomweb}: the server refused the credentials (HTTP 401)")
+
+    gone = f"dicomweb+http://127.0.0.1:{free_port()}/dicom-web"
+    unreachable = sync(pacs, gone, state="failed")
+    assert unreachable["error"].startswith(f"{gone}: the server cannot be reached while searching the studies")
+
+    runs = get(pacs, f"/api/v1/projects/{pacs['project'].id}/sync-runs").get_json()
+    assert [(run["state"], run["error"]) for run in runs] == [("failed", unreachable["error"]),
+                                                              ("failed", refused["error"])]
