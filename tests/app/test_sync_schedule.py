@@ -42,3 +42,21 @@ def test_a_due_source_is_queued_once_and_its_job_records_the_run(queued_app):
     later = schedule.enqueue_due(utcnow() + timedelta(minutes=11))
     assert [job.project_id for job in later] == [project.id]
     assert db.session.scalar(select(SyncSource.job_id).where(SyncSource.project_id == project.id)) == later[0].id
+
+
+def test_a_sync_whose_worker_stopped_ends_its_run_failed_with_the_reason(queued_app):
+    factory = Factory(queued_app)
+    project = factory.project("Lost")
+    factory.nifti("lost/visit1/sub-01_T1.nii.gz", shape=(8, 8, 8))
+    first = engine.run_sync(project, f"{current_app.config['DATA_ROOT']}/lost", None, every_minutes=1)
+    [job] = schedule.enqueue_due(utcnow() + timedelta(minutes=2))
+    started = SyncRun(source_id=first.source_id, job_id=job.id, state="running", started_at=utcnow(), added_items=[],
+                      skipped_items=[], failed_items=[], removed_items=[])  # as the worker began it, then died
+    db.session.add(started)
+    db.session.commit()
+
+    assert jobs.end_abandoned(job, "failed", "the worker running it stopped")
+    db.session.expire_all()
+    run = db.session.get(SyncRun, started.id)
+    assert (run.state, run.error) == ("failed", "failed: the worker running it stopped")
+    assert run.finished_at is not None and db.session.get(Job, job.id).state == "failed"

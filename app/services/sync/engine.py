@@ -29,6 +29,7 @@ from app.services.sync import open_source
 from app.services.sync.base import Listing, Outgoing, Source, SourceError, SourceItem
 from app.services.sync.folder import sync_folder
 from app.services.transfer import exporter
+from app.services.transfer.files import FileChecker
 from app.storage import Roots, StorageError, local_copy, relative_location, resolve
 from app.storage import checksum as file_checksum
 
@@ -110,6 +111,7 @@ class _Cycle:
         self.synced = {item.key: item for item in db.session.scalars(
             select(SyncedItem).where(SyncedItem.source_id == row.id))}
         self.located: dict[str, Frame] | None = None
+        self.checker = FileChecker(self.roots, "error")
 
     def frames_at(self, location: str) -> Frame | None:
         """A frame of the project already at this location (imported before this source was synced)."""
@@ -159,6 +161,9 @@ class _Cycle:
         previous = self.synced.get(item.key)
         path = self.fetched(item)
         location = relative_location(path, self.roots)
+        refused = self.checker.resolve(location, self.project.id)
+        if isinstance(refused, str):  # e.g. a link into another project's uploads
+            raise InvalidInput(refused)
         known = self.frames_at(location) if previous is None and item.local_path is not None else None
         if known is not None:  # imported before: this source now names it
             self.remember(item, known.scan_id, known)

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from sqlalchemy import select
 
-from app.db import Job, Project, SyncSource, User, db, utcnow
+from app.db import Job, Project, SyncRun, SyncSource, User, db, utcnow
 from app.services import jobs
 from app.services.errors import Conflict
 from app.services.sync import engine
@@ -80,3 +80,11 @@ def _sync_job(params: dict[str, Any], context: jobs.JobContext) -> dict[str, Any
     project = db.session.get(Project, row.project_id)
     run = engine.run_sync(project, row.url, actor, job_id=context.job_id, progress=context.progress)
     return engine.summary(run)
+
+
+@jobs.abandoned("sync")
+def _sync_abandoned(job: Job, state: str, reason: str) -> None:
+    """A sync whose worker stopped: its run ends failed with the reason (what it wrote was never committed)."""
+    for run in db.session.scalars(select(SyncRun).where(SyncRun.job_id == job.id, SyncRun.state == "running")):
+        run.state, run.finished_at, run.error = "failed", utcnow(), f"{state}: {reason}"
+    db.session.commit()
