@@ -10,10 +10,12 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from click.testing import CliRunner
 from flask import current_app
 from sqlalchemy import select
 
-from app.db import Decision, Experiment, Frame, Scan, db
+from app.cli import sync_command
+from app.db import Decision, Experiment, Frame, Scan, SyncSource, db
 from app.services.sync.bids import read_layout
 from tests.factories import token_headers
 
@@ -177,3 +179,29 @@ def test_a_folder_that_is_no_bids_dataset_and_a_dataset_of_another_project_are_r
     assert taken.status_code == 409
     assert taken.get_json()["detail"].startswith(f"source bids:{root} is already synced into project Bids")
     assert db.session.scalar(select(Scan.id).join(Experiment).where(Experiment.project_id == other.id)) is None
+
+
+def test_the_command_and_the_import_page_sync_a_dataset_and_set_its_schedule(factory, client):
+    root = _dataset()
+    project, headers = _admin(factory, client)
+    runner = CliRunner()
+
+    first = runner.invoke(sync_command, ["--project", "Bids", "--source", f"bids:{root}", "--every", "15"])
+    assert first.exit_code == 0, first.output
+    assert "added 9 file(s), skipped 1" in first.output and "syncs every 15 minute(s)" in first.output
+    assert f"{root}/sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz" in first.output
+    assert "skipped: sub-01/ses-1/anat/scout.nii.gz: not a valid BIDS file name" in first.output
+    again = runner.invoke(sync_command, ["--project", "Bids", "--source", f"bids:{root}", "--every", "0"])
+    assert again.exit_code == 0 and "9 file(s) already in the project" in again.output
+    assert "nothing new to add (1 file(s) skipped)" in again.output and "syncs every" not in again.output
+    refused = runner.invoke(sync_command, ["--project", "Bids", "--source", f"bids:{root}/sub-01"])
+    assert refused.exit_code == 1 and "not a BIDS dataset: it has no dataset_description.json" in refused.output
+
+    page = f"/admin/projects/{project.id}/sync"
+    answer = client.post(page, data={"source": "bids:ds", "every_minutes": "60"}, headers=headers)
+    assert answer.status_code == 302
+    assert db.session.scalar(select(SyncSource.every_minutes)) == 60
+    shown = client.get(f"/admin/projects/{project.id}/import", headers=headers).data.decode()
+    assert shown.count("<tr><td>") == 3 and "scout.nii.gz: not a valid BIDS file name" in shown
+    bad = client.post(page, data={"source": "bids:missing"}, headers=headers)
+    assert bad.status_code == 400 and "Not synced:" in bad.data.decode() and "is not a folder" in bad.data.decode()
