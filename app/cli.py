@@ -8,11 +8,15 @@ import secrets
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from flask import current_app
 
 from app import create_app
+
+if TYPE_CHECKING:
+    from app.services.training import RunReport
 
 log = logging.getLogger(__name__)
 
@@ -259,13 +263,13 @@ def demo(admin_username: str) -> None:
     )
     run = demo_service.train_demo_model(summary["project"], click.echo)
     if run is not None:
-        version = run["model_version"]
+        version = run.model_version
         if version is None:
-            click.echo(f"the demo model did not train: {run['error']}")
+            click.echo(f"the demo model did not train: {run.error}")
         else:
-            click.echo(f"{version['registry_name']} version {version['version']} ({version['alias']}) suggests on "
+            click.echo(f"{version.registry_name} version {version.version} ({version.alias}) suggests on "
                        "every scan")
-            _print_report(run["report"])
+            _print_report(run.report)
     if summary["admin_created"]:
         shown = password if generated else "the value of QCLOOP_ADMIN_PASSWORD"
         click.echo(f"log in at {current_app.config['BASE_URL']}/login as {admin_username} with password: {shown}")
@@ -360,6 +364,7 @@ def train(project_name: str, epochs: int | None, init: str, arch: str | None, fi
     try:
         run = training_service.create_run(project, None, body) if inline else \
             training_service.start_run(project, None, body)
+        database.session.commit()
     except ServiceError as err:
         database.session.rollback()
         raise click.ClickException(err.message) from err
@@ -371,29 +376,29 @@ def train(project_name: str, epochs: int | None, init: str, arch: str | None, fi
     else:
         job = follow_job(run.job_id)
     database.session.expire_all()
-    summary = training_service.run_json(training_service.get_run(run.id))
+    status = training_service.run_status(training_service.get_run(run.id))
     if job.state != "succeeded":
-        raise click.ClickException(f"training run {run.id} {job.state}: {summary['error'] or job.message}")
-    version = summary["model_version"]
-    click.echo(f"registered {version['registry_name']} version {version['version']} ({version['alias']})")
-    _print_report(summary["report"])
+        raise click.ClickException(f"training run {run.id} {job.state}: {status.error or job.message}")
+    version = status.model_version
+    click.echo(f"registered {version.registry_name} version {version.version} ({version.alias})")
+    _print_report(status.report)
     cli_models.say_waiting_evaluations(project)
 
 
-def _print_report(report: dict) -> None:
+def _print_report(report: RunReport) -> None:
     """The run's own account: evaluation, held-out AUCs with intervals, outputs left out, gate, MLflow."""
-    if report["evaluation"]:
-        click.echo(f"evaluated by {report['evaluation']}")
-    if report["heldout"]:
-        click.echo(f"held-out AUC on {report['heldout_scans']} scans:")
-        for line in report["heldout"]:
-            click.echo(f"  {line['output']}: {line['auc']}")
-    for line in report["skipped_outputs"]:
-        click.echo(f"not trained: {line['output']}: {line['reason']}")
-    if report["champion_gate"]:
-        click.echo(report["champion_gate"])
-    if report["mlflow"]:
-        click.echo(f"open in MLflow: {report['mlflow']}")
+    if report.evaluation:
+        click.echo(f"evaluated by {report.evaluation}")
+    if report.heldout:
+        click.echo(f"held-out AUC on {report.heldout_scans} scans:")
+        for line in report.heldout:
+            click.echo(f"  {line.output}: {line.auc}")
+    for line in report.skipped_outputs:
+        click.echo(f"not trained: {line.output}: {line.reason}")
+    if report.champion_gate:
+        click.echo(report.champion_gate)
+    if report.mlflow:
+        click.echo(f"open in MLflow: {report.mlflow}")
 
 
 # --- import, export and sync ---------------------------------------------------------------------

@@ -5,22 +5,16 @@ from __future__ import annotations
 from flask_login import current_user
 from marshmallow import Schema, fields, validate
 
-from app.api.docs import (
-    OPEN,
-    Blueprint,
-    InvitationList,
-    InvitationOffer,
-    InvitationOut,
-    MemberOut,
-    UserOut,
-    answers,
-    page_of,
-)
+from app.api.docs import Blueprint
 from app.api.pagination import PageArgs, paginate
-from app.api.users import user_json
+from app.api.schemas.base import Extended, page_of, results_of
+from app.api.schemas.users import (
+    InvitationOfferSchema, InvitationSchema, MemberSchema, ScanEmailDraftSchema, ScanEmailSentSchema,
+    SentInvitationSchema, UserSchema,
+)
 from app.auth.permissions import permission
 from app.auth.routes import csrf_exempt
-from app.db import ROLES, Invitation, Membership, db
+from app.db import ROLES, Membership, db
 from app.services import invitations, members, projects
 from app.services.errors import ServiceError
 
@@ -60,65 +54,56 @@ class ScanEmail(Schema):
                             validate=validate.Length(min=1, max=members.MAX_SUBJECT_LENGTH))
 
 
-def member_json(membership: Membership) -> dict:
-    return {**user_json(membership.user), "role": membership.role}
-
-
-def invitation_json(invitation: Invitation) -> dict:
-    return {"id": invitation.id, "email": invitation.email, "project_id": invitation.project_id,
-            "role": invitation.role, "created": invitation.created_at.isoformat(),
-            "expires": invitation.expires_at.isoformat(),
-            "accepted": invitation.accepted_at.isoformat() if invitation.accepted_at else None,
-            "expired": invitations.is_expired(invitation)}
+def _member(membership: Membership) -> Extended:
+    return Extended(membership.user, role=membership.role)
 
 
 @blp.route("/projects/<int:project_id>/members", methods=["GET"])
 @blp.arguments(PageArgs, location="query")
-@answers(blp, 200, page_of(MemberOut))
+@blp.response(200, page_of(MemberSchema))
 @permission("project", "collaborator")
 def list_members(page, project_id: int):
-    return paginate(members.members_query(project_id), page, member_json)
+    return paginate(members.members_query(project_id), page, lambda rows: [_member(row) for row in rows])
 
 
 @blp.route("/projects/<int:project_id>/members", methods=["POST"])
 @blp.arguments(NewMember)
-@answers(blp, 201, MemberOut)
+@blp.response(201, MemberSchema)
 @permission("project", "admin")
 def add_member(body: dict, project_id: int):
     membership = members.add_member(project_id, body["user"], body["role"], current_user)
     db.session.commit()
-    return member_json(membership), 201
+    return _member(membership)
 
 
 @blp.route("/projects/<int:project_id>/members/<int:user_id>", methods=["PUT"])
 @blp.arguments(RoleChange)
-@answers(blp, 200, MemberOut)
+@blp.response(200, MemberSchema)
 @permission("project", "admin")
 def change_member(body: dict, project_id: int, user_id: int):
     members.change_role(project_id, user_id, body["role"], current_user)
     db.session.commit()
-    return member_json(members.get_membership(project_id, user_id))
+    return _member(members.get_membership(project_id, user_id))
 
 
 @blp.route("/projects/<int:project_id>/members/<int:user_id>", methods=["DELETE"])
-@answers(blp, 204, description="removed")
+@blp.response(204, description="removed")
 @permission("project", "admin")
 def remove_member(project_id: int, user_id: int):
     members.change_role(project_id, user_id, None, current_user)
     db.session.commit()
-    return "", 204
 
 
 @blp.route("/projects/<int:project_id>/invitations", methods=["GET"])
-@answers(blp, 200, InvitationList)
+@blp.response(200, results_of(InvitationSchema))
 @permission("project", "admin")
 def list_invitations(project_id: int):
-    return {"results": [invitation_json(i) for i in invitations.pending(project_id)]}
+    return {"results": invitations.pending(project_id)}
 
 
 @blp.route("/projects/<int:project_id>/invitations", methods=["POST"])
 @blp.arguments(NewInvitation)
-@answers(blp, 201, InvitationOut)
+@blp.response(201, SentInvitationSchema)
 @permission("project", "admin")
 def invite(body: dict, project_id: int):
     """Mail an invitation link (valid 7 days) that creates the account with this role. Without a mail
@@ -126,31 +111,28 @@ def invite(body: dict, project_id: int):
     invitation, raw = invitations.invite(body["email"], projects.get_project(project_id), body["role"], current_user)
     link = invitations.unmailed_link(raw)
     db.session.commit()
-    return {**invitation_json(invitation), "mailed": link is None, "invite_url": link}, 201
+    return Extended(invitation, mailed=link is None, invite_url=link)
 
 
 @blp.route("/projects/<int:project_id>/invitations/<int:invitation_id>", methods=["DELETE"])
-@answers(blp, 204, description="revoked")
+@blp.response(204, description="revoked")
 @permission("project", "admin")
 def revoke_invitation(project_id: int, invitation_id: int):
     invitations.revoke(invitations.get_for_project(project_id, invitation_id), current_user)
     db.session.commit()
-    return "", 204
 
 
 @blp.route("/invitations/<invite_token>", methods=["GET"])
-@answers(blp, 200, InvitationOffer)
+@blp.response(200, InvitationOfferSchema)
 @permission("public")
 def show_invitation(invite_token: str):
     """What an invitation link offers; 404 unknown or revoked, 400 used or expired."""
-    invitation = invitations.open_invitation(invite_token)
-    return {"email": invitation.email, "role": invitation.role, "expires": invitation.expires_at.isoformat(),
-            "project": invitation.project_id is not None}
+    return invitations.open_invitation(invite_token)
 
 
 @blp.route("/invitations/<invite_token>/accept", methods=["POST"])
 @blp.arguments(Acceptance)
-@answers(blp, 201, UserOut)
+@blp.response(201, UserSchema)
 @permission("public")
 @csrf_exempt
 def accept_invitation(body: dict, invite_token: str):
@@ -162,11 +144,11 @@ def accept_invitation(body: dict, invite_token: str):
     except ServiceError:
         db.session.rollback()
         raise
-    return user_json(user), 201
+    return user
 
 
 @blp.route("/scans/<int:scan_id>/email", methods=["GET"])
-@answers(blp, 200, OPEN, description="subject, body with the link to the scan, and the members one may write to")
+@blp.response(200, ScanEmailDraftSchema)
 @permission("project", "collaborator")
 def scan_email_draft(scan_id: int):
     """The pre-filled subject, body with the scan's link, and the members one may write to."""
@@ -175,10 +157,10 @@ def scan_email_draft(scan_id: int):
 
 @blp.route("/scans/<int:scan_id>/email", methods=["POST"])
 @blp.arguments(ScanEmail)
-@answers(blp, 200, OPEN, description="sent_to, subject and link")
+@blp.response(200, ScanEmailSentSchema)
 @permission("project", "collaborator")
 def send_scan_email(body: dict, scan_id: int):
     """Mail members of the scan's project about it; the link to the scan is added to the message."""
     result = members.send_scan_email(scan_id, current_user, body["to"], body["message"], body["subject"])
     db.session.commit()
-    return result, 200
+    return result

@@ -5,10 +5,14 @@ from flask import request
 from flask_login import current_user
 
 from app.api.bodies import json_object
-from app.api.docs import OPEN, Blueprint, JobStarted, answers, body
+from app.api.docs import Blueprint, body
+from app.api.schemas.base import results_of
+from app.api.schemas.jobs import JobStartedSchema
+from app.api.schemas.review import EvaluationSchema
+from app.api.schemas.training import ChampionSchema, ModelsSchema, PredictionSchema
 from app.auth.permissions import permission
+from app.db import Scan
 from app.services import evaluations, model_versions, projects, review
-from app.services.transfer.tasks import job_json
 
 blp = Blueprint("models", __name__, description="Model versions, evaluations of scans and predictions")
 
@@ -22,48 +26,43 @@ IMAGE_BODY = {"multipart/form-data": {"schema": {"type": "object", "properties":
 
 @blp.route("/projects/<int:project_id>/evaluations", methods=["POST"])
 @body(blp, EVALUATE_BODY)
-@answers(blp, 202, JobStarted, description="the evaluation job to poll")
+@blp.response(202, JobStartedSchema, description="the evaluation job to poll")
 @permission("project", "admin")
 def start_evaluation(project_id: int):
     """Score the project's frames with a version (default the champion): scope "unscored" (frames it has
     not scored, the default) or "all". Rows become suggestions when the job completes."""
-    job = evaluations.start(projects.get_project(project_id), current_user, json_object())
-    return {"job": job_json(job), "url": f"/api/v1/jobs/{job.id}"}, 202
+    return evaluations.start(projects.get_project(project_id), current_user, json_object())
 
 
 @blp.route("/scans/<int:scan_id>/evaluations", methods=["GET"])
-@answers(blp, 200, OPEN, description="every evaluation of the scan and its frames, newest first")
+@blp.response(200, results_of(EvaluationSchema))
 @permission("project", "collaborator")
 def scan_evaluations(scan_id: int):
     """Every version's evaluations of the scan, with state ("scored", "pending", "failed" and why)."""
-    from app.db import Scan
-
-    return {"results": [evaluations.evaluation_json(e) for e in evaluations.history(review.get(Scan, scan_id))]}
+    return {"results": evaluations.history(review.get(Scan, scan_id))}
 
 
 @blp.route("/projects/<int:project_id>/models", methods=["GET"])
-@answers(blp, 200, OPEN, description="versions, champion, agreement with reviewers, evaluation jobs")
+@blp.response(200, ModelsSchema)
 @permission("project", "collaborator")
 def list_models(project_id: int):
     project = projects.get_project(project_id)
     return {"model_name": project.model_name, "versions": model_versions.versions(project),
             "agreement": model_versions.agreement(project),
-            "evaluation_jobs": [job_json(job) for job in model_versions.evaluation_jobs(project)]}
+            "evaluation_jobs": model_versions.evaluation_jobs(project)}
 
 
 @blp.route("/projects/<int:project_id>/models/<int:version>/rollback", methods=["POST"])
-@answers(blp, 200, OPEN, description="the version, now champion")
+@blp.response(200, ChampionSchema)
 @permission("project", "admin")
 def rollback(project_id: int, version: int):
     """Make an earlier version the champion again (audited); its suggestions are current at once."""
-    project = projects.get_project(project_id)
-    row = model_versions.rollback(project, str(version), current_user)
-    return {"registry_name": row.registry_name, "version": row.version, "alias": row.alias}
+    return model_versions.rollback(projects.get_project(project_id), str(version), current_user)
 
 
 @blp.route("/projects/<int:project_id>/predict", methods=["POST"])
 @body(blp, IMAGE_BODY, required=True)
-@answers(blp, 200, OPEN, description="model, version, mlflow_run_id and scores; nothing is stored")
+@blp.response(200, PredictionSchema)
 @permission("project", "collaborator")
 def predict(project_id: int):
     """The champion's scores for a NIfTI or NRRD image in the body (multipart field "file", or the raw

@@ -1,7 +1,7 @@
 """MIQA/DRF-style limit/offset pagination: {"count", "next", "previous", "results"}."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from flask import request
 from marshmallow import Schema, fields, validate
@@ -31,13 +31,15 @@ def _url(offset: int, limit: int) -> str:
     return f"{request.base_url}?{query}"
 
 
-def paginate(query: Select, page: dict[str, int], serialize) -> dict[str, Any]:
-    """One page of ``query`` serialized row by row, with the total count and neighbour links."""
+def paginate(query: Select, page: dict[str, int], view: Callable[[list[Any]], list[Any]] | None = None
+             ) -> dict[str, Any]:
+    """One page of ``query`` (its rows, or ``view(rows)`` when the answer needs more than the rows: a page
+    of scans with their decisions), with the total count and neighbour links; ``page_of(Schema)`` dumps it."""
     limit, offset = page["limit"], page["offset"]
     count, rows = page_of_rows(query, limit, offset)
     return {
         "count": count,
         "next": _url(offset + limit, limit) if offset + limit < count else None,
         "previous": _url(max(0, offset - limit), limit) if offset > 0 else None,
-        "results": [serialize(row) for row in rows],
+        "results": view(rows) if view is not None else rows,
     }

@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask_login import current_user
 from marshmallow import Schema, fields, validate
 
-from app.api.docs import Blueprint, ProjectOut, answers
-from app.api.review import project_json
+from app.api.docs import Blueprint
+from app.api.schemas.base import Extended
+from app.api.schemas.review import MyProjectSchema
 from app.auth.permissions import permission
 from app.db import db
 from app.services import projects
@@ -24,12 +25,11 @@ class NewProject(Schema):
 
 @blp.route("/projects", methods=["POST"])
 @blp.arguments(NewProject)
-@answers(blp, 201, ProjectOut)
+@blp.response(201, MyProjectSchema)
 @permission("superuser")
 def create_project(new: dict):
     """Create an empty project; the caller becomes its admin (audited). A taken name is a 409, a bad name
     or an unknown template a 400."""
     project = projects.create_project(new["name"], current_user, new["template"])
     db.session.commit()
-    return project_json(project, "admin"), 201
-
+    return Extended(project, my_role="admin")

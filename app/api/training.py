@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from flask_login import current_user
 
-from app.api.docs import OPEN, Blueprint, RunOut, answers, body, page_of
 from app.api.bodies import json_object
+from app.api.docs import Blueprint, body
 from app.api.pagination import PageArgs, paginate
+from app.api.schemas.base import page_of
+from app.api.schemas.training import PromotionSchema, RunSchema, TrainingSettingsSchema
 from app.auth.permissions import permission
+from app.db import db
 from app.services import projects, promotion, training
 
 blp = Blueprint("training", __name__, description="Retraining runs on reviewer decisions")
@@ -21,7 +24,7 @@ SETTINGS_BODY = {"application/json": {"schema": {"type": "object", "additionalPr
 
 
 @blp.route("/projects/<int:project_id>/training-runs", methods=["POST"])
-@answers(blp, 201, RunOut)
+@blp.response(201, RunSchema)
 @permission("project", "admin")
 def start_run(project_id: int):
     """Start a run. Body (all optional): epochs, from (scratch|miqa|champion), arch, fit (resize|pad_crop|tiles),
@@ -30,35 +33,37 @@ def start_run(project_id: int):
     Bad data fails the run (state "failed", error says why). The answer's ``report`` says how the run
     was evaluated, each output's held-out AUC with its 95% interval, outputs left out and why."""
     run = training.start_run(projects.get_project(project_id), current_user, json_object())
-    return training.run_json(run), 201
+    db.session.commit()
+    return training.run_status(run)
 
 
 @blp.route("/projects/<int:project_id>/training-runs", methods=["GET"])
 @blp.arguments(PageArgs, location="query")
-@answers(blp, 200, page_of(RunOut))
+@blp.response(200, page_of(RunSchema))
 @permission("project", "collaborator")
 def list_runs(page: dict, project_id: int):
-    return paginate(training.runs_query(project_id), page, training.run_json)
+    return paginate(training.runs_query(project_id), page, lambda runs: [training.run_status(run) for run in runs])
 
 
 @blp.route("/training-runs/<int:run_id>", methods=["GET"])
-@answers(blp, 200, RunOut)
+@blp.response(200, RunSchema)
 @permission("project", "collaborator")
 def get_run(run_id: int):
-    return training.run_json(training.get_run(run_id))
+    return training.run_status(training.get_run(run_id))
 
 
 @blp.route("/training-runs/<int:run_id>/cancel", methods=["POST"])
-@answers(blp, 200, RunOut)
+@blp.response(200, RunSchema)
 @permission("project", "admin")
 def cancel_run(run_id: int):
-    return training.run_json(training.cancel_run(training.get_run(run_id)))
+    run = training.cancel_run(training.get_run(run_id))
+    db.session.commit()
+    return training.run_status(run)
 
 
 @blp.route("/projects/<int:project_id>/training-runs/<int:run_id>/promote", methods=["POST"])
 @body(blp, PROMOTE_BODY)
-@answers(blp, 200, OPEN, description="run, comparison (metric, candidate, champion, same_split, reason), forced, "
-                                    "previous_champion")
+@blp.response(200, PromotionSchema)
 @permission("project", "admin")
 def promote_run(project_id: int, run_id: int):
     """Make the run's model the champion. Refused (409, with the comparison) unless it beats the champion
@@ -70,22 +75,17 @@ def promote_run(project_id: int, run_id: int):
 
 
 @blp.route("/projects/<int:project_id>/training-settings", methods=["GET"])
-@answers(blp, 200, OPEN, description="label_rule, questionable, min_labels_per_class")
+@blp.response(200, TrainingSettingsSchema)
 @permission("project", "collaborator")
 def training_settings(project_id: int):
     """The settings training reads: label_rule, questionable, min_labels_per_class (defaults filled in)."""
-    return _training_settings(projects.settings_of(projects.get_project(project_id)))
+    return projects.settings_of(projects.get_project(project_id))
 
 
 @blp.route("/projects/<int:project_id>/training-settings", methods=["PATCH"])
 @body(blp, SETTINGS_BODY)
-@answers(blp, 200, OPEN, description="label_rule, questionable, min_labels_per_class")
+@blp.response(200, TrainingSettingsSchema)
 @permission("project", "admin")
 def change_training_settings(project_id: int):
     """Change some of label_rule, questionable ("exclude" or a weight in (0, 1]) and min_labels_per_class."""
-    settings = projects.update_settings(projects.get_project(project_id), json_object(), current_user)
-    return _training_settings(settings)
-
-
-def _training_settings(settings: dict) -> dict:
-    return {key: settings[key] for key in projects.EDITABLE_SETTINGS}
+    return projects.update_settings(projects.get_project(project_id), json_object(), current_user)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from flask import Response, request, stream_with_context
+from flask import Response, jsonify, request, stream_with_context
 from flask_login import current_user
 from werkzeug.utils import secure_filename
 
-from app.api.docs import OPEN, Blueprint, JobOut, JobStarted, UploadedFrameOut, answers, body
+from app.api.docs import Blueprint, answers, body
+from app.api.schemas.jobs import JobSchema, JobStartedSchema
+from app.api.schemas.review import UploadedFrameSchema
+from app.api.schemas.transfer import ImportSummarySchema
 from app.auth.permissions import permission
 from app.db import db
 from app.services import jobs, projects
@@ -54,7 +57,8 @@ _IMPORT_FILE = {"type": "object", "required": ["file"], "properties": {
 IMPORT_BODY = {"multipart/form-data": {"schema": _IMPORT_FILE}, "text/csv": {"schema": {"type": "string"}}}
 EXPORT_BODY = {"application/json": {"schema": {"type": "object", "properties": {
     "format": {"type": "string", "enum": list(exporter.FORMATS), "default": "miqa-csv"}}}}}
-EXPORT_FILE = {"text/csv": {"schema": {"type": "string"}}, "application/json": {"schema": {}}}
+EXPORT_FILE = {"text/csv": {"schema": {"type": "string"}}, "application/json": {"schema": {
+    "type": "object", "description": "the export file (miqa-json: MIQA's document; json: qcloop's full one)"}}}
 FRAME_BODY = {"multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
     "file": {"type": "string", "format": "binary", "description": "a NIfTI or NRRD image"},
     "frame_number": {"type": "integer", "minimum": 0}, "scan": {"type": "integer"},
@@ -63,9 +67,11 @@ FRAME_BODY = {"multipart/form-data": {"schema": {"type": "object", "required": [
 
 
 def _import_answers(view):
-    """The summary of a small import (200) or the job of a large one (202)."""
-    view = answers(blp, 200, OPEN, description="what was (or would be) added, changed and archived")(view)
-    return answers(blp, 202, JobStarted, description="a large file: the import job to poll")(view)
+    """The summary of a small import (200) or the job of a large one (202, dumped by :func:`_start`)."""
+    view = blp.response(200, ImportSummarySchema, description="what was (or would be) added, changed and "
+                                                             "archived")(view)
+    return blp.alt_response(202, schema=JobStartedSchema, description="a large file: the import job to poll",
+                            success=True)(view)
 
 
 def _start(project):
@@ -73,10 +79,9 @@ def _start(project):
     summary, job = tasks.start_import(token, project=project, mode=_option("mode", "merge"),
                                       dry_run=_flag("dry_run"), actor=current_user, filename=filename,
                                       add_unknown_artifacts=_flag("add_unknown_artifacts"))
-    if job is not None:
-        url = f"/api/v1/jobs/{job.id}" if project is not None else f"/api/v1/global/jobs/{job.id}"
-        return {"job": tasks.job_json(job), "url": url}, 202
-    return summary, 200
+    if job is not None:  # the 202's own schema (@blp.response dumps the 200's)
+        return jsonify(JobStartedSchema().dump(job)), 202
+    return summary
 
 
 def _export_format() -> str:
@@ -142,7 +147,7 @@ def export_global():
 
 @blp.route("/frames", methods=["POST"])
 @body(blp, FRAME_BODY, required=True)
-@answers(blp, 201, UploadedFrameOut)
+@blp.response(201, UploadedFrameSchema)
 @permission("login")
 def upload_frame():
     """Upload an image as a frame (multipart, MIQA style): ``file`` (or ``content``), ``frame_number``,
@@ -152,33 +157,32 @@ def upload_frame():
     frame = uploads.upload_frame(current_user, upload.stream if upload else None,
                                  upload.filename if upload else "", request.form)
     db.session.commit()
-    return {"id": frame.id, "scan": frame.scan_id, "frame_number": frame.frame_number,
-            "file_location": frame.file_location, "shape": frame.shape, "checksum": frame.checksum}, 201
+    return frame
 
 
 @blp.route("/jobs/<int:job_id>", methods=["GET"])
-@answers(blp, 200, JobOut)
+@blp.response(200, JobSchema)
 @permission("project", "collaborator")
 def get_job(job_id: int):
-    return tasks.job_json(jobs.get_job(job_id))
+    return jobs.get_job(job_id)
 
 
 @blp.route("/jobs/<int:job_id>/cancel", methods=["POST"])
-@answers(blp, 200, JobOut)
+@blp.response(200, JobSchema)
 @permission("project", "admin")
 def cancel_job(job_id: int):
-    return tasks.job_json(jobs.cancel(jobs.get_job(job_id)))
+    return jobs.cancel(jobs.get_job(job_id))
 
 
 @blp.route("/global/jobs/<int:job_id>", methods=["GET"])
-@answers(blp, 200, JobOut)
+@blp.response(200, JobSchema)
 @permission("superuser")
 def get_global_job(job_id: int):
-    return tasks.job_json(jobs.get_job(job_id))
+    return jobs.get_job(job_id)
 
 
 @blp.route("/global/jobs/<int:job_id>/cancel", methods=["POST"])
-@answers(blp, 200, JobOut)
+@blp.response(200, JobSchema)
 @permission("superuser")
 def cancel_global_job(job_id: int):
-    return tasks.job_json(jobs.cancel(jobs.get_job(job_id)))
+    return jobs.cancel(jobs.get_job(job_id))

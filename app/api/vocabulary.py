@@ -4,7 +4,8 @@ from __future__ import annotations
 from flask_login import current_user
 from marshmallow import Schema, fields, validate
 
-from app.api.docs import Blueprint, EntryOut, OptionOut, VocabularyOut, answers
+from app.api.docs import Blueprint
+from app.api.schemas.vocabulary import EntrySchema, OptionSchema, VocabularySchema
 from app.auth.permissions import permission
 from app.db import DECISION_MEANINGS, ArtifactEntry, DecisionOption, db
 from app.services import vocabulary
@@ -43,63 +44,52 @@ class NewEntry(EntryChanges):
     key = fields.String(required=True, validate=validate.Regexp(vocabulary.KEY_PATTERNS[ArtifactEntry].pattern))
 
 
-def option_json(option: DecisionOption) -> dict:
-    return {"id": option.id, "key": option.key, "label": option.label, "meaning": option.meaning,
-            "position": option.position, "shortcut": option.shortcut, "requires_note": option.requires_note,
-            "retired": option.retired}
-
-
-def entry_json(entry: ArtifactEntry) -> dict:
-    return {"id": entry.id, "key": entry.key, "label": entry.label, "position": entry.position,
-            "shortcut": entry.shortcut, "retired": entry.retired}
-
-
 @blp.route("/projects/<int:project_id>/vocabulary", methods=["GET"])
-@answers(blp, 200, VocabularyOut)
+@blp.response(200, VocabularySchema)
 @permission("project", "collaborator")
 def get_vocabulary(project_id: int):
     return {
         "version": vocabulary.vocabulary_version(project_id),
-        "decisions": [option_json(o) for o in vocabulary.decision_options(project_id, include_retired=True)],
-        "artifacts": [entry_json(e) for e in vocabulary.artifact_entries(project_id, include_retired=True)],
+        "decisions": vocabulary.decision_options(project_id, include_retired=True),
+        "artifacts": vocabulary.artifact_entries(project_id, include_retired=True),
     }
 
 
 @blp.route("/projects/<int:project_id>/decision-options", methods=["POST"])
 @blp.arguments(NewOption)
-@answers(blp, 201, OptionOut)
+@blp.response(201, OptionSchema)
 @permission("project", "admin")
 def add_option(body: dict, project_id: int):
     option = vocabulary.add_entry(DecisionOption, project_id, body, current_user)
     db.session.commit()
-    return option_json(option), 201
+    return option
 
 
 @blp.route("/projects/<int:project_id>/decision-options/<int:option_id>", methods=["PATCH"])
 @blp.arguments(OptionChanges)
-@answers(blp, 200, OptionOut)
+@blp.response(200, OptionSchema)
 @permission("project", "admin")
 def update_option(body: dict, project_id: int, option_id: int):
     option = vocabulary.update_entry(DecisionOption, project_id, option_id, body, current_user)
     db.session.commit()
-    return option_json(option)
+    return option
 
 
 @blp.route("/projects/<int:project_id>/artifact-entries", methods=["POST"])
 @blp.arguments(NewEntry)
-@answers(blp, 201, EntryOut)
+@blp.response(201, EntrySchema)
 @permission("project", "admin")
 def add_artifact(body: dict, project_id: int):
     entry = vocabulary.add_entry(ArtifactEntry, project_id, body, current_user)
     db.session.commit()
-    return entry_json(entry), 201
+    return entry
 
 
 @blp.route("/projects/<int:project_id>/artifact-entries/<int:entry_id>", methods=["PATCH"])
 @blp.arguments(EntryChanges)
-@answers(blp, 200, EntryOut)
+@blp.response(200, EntrySchema)
 @permission("project", "admin")
 def update_artifact(body: dict, project_id: int, entry_id: int):
     entry = vocabulary.update_entry(ArtifactEntry, project_id, entry_id, body, current_user)
     db.session.commit()
-    return entry_json(entry)
+    return entry

@@ -11,15 +11,16 @@ import unicodedata
 from pathlib import Path
 from urllib.parse import quote
 
-from flask import Response, request, send_file
+from flask import Response, jsonify, request, send_file
 from flask_login import current_user
 
-from app.api.docs import BINARY, OPEN, Blueprint, JobStarted, answers
+from app.api.docs import BINARY, Blueprint, answers
+from app.api.schemas.jobs import JobStartedSchema
+from app.api.schemas.transfer import GeometrySchema
 from app.auth.permissions import permission
 from app.db import Frame, Job
 from app.services import downloads, review, volumes
 from app.services import saliency as saliency_maps
-from app.services.transfer.tasks import job_json
 
 blp = Blueprint("volumes", __name__, description="Frame volumes for the viewer, previews, slices, downloads")
 
@@ -50,7 +51,7 @@ def volume(frame_id: int):
 
 
 @blp.route("/frames/<int:frame_id>/geometry", methods=["GET"])
-@answers(blp, 200, OPEN, description="shapes, affines and the default window")
+@blp.response(200, GeometrySchema)
 @permission("project", "collaborator")
 def geometry(frame_id: int):
     """Shapes, affines (RAS and original) and the default window: the viewer maps a clicked RAS
@@ -69,7 +70,7 @@ def preview(frame_id: int):
 
 @blp.route("/frames/<int:frame_id>/saliency", methods=["GET"])
 @answers(blp, 200, content=NIFTI, description="the map as RAS NIfTI (.nii.gz), values 0..1 on the frame's grid")
-@answers(blp, 202, JobStarted, description="the map is being made: poll the job, then ask again")
+@answers(blp, 202, JobStartedSchema, description="the map is being made: poll the job, then ask again")
 @permission("project", "collaborator")
 def saliency(frame_id: int):
     """The champion's saliency map (Grad-CAM) of the frame for ``output`` (an output key of the model,
@@ -77,7 +78,7 @@ def saliency(frame_id: int):
     frame = review.get(Frame, frame_id)
     made = saliency_maps.saliency(frame, request.args.get("output", "usable"), current_user)
     if isinstance(made, Job):
-        return {"job": job_json(made), "url": f"/api/v1/jobs/{made.id}"}, 202
+        return jsonify(JobStartedSchema().dump(made)), 202
     cached = volumes.cached_file(made, made.name.split(".")[0], label=f"saliency map of frame {frame_id}")
     return _send_nifti(cached.volume_path, f"{cached.key}-saliency", f"frame-{frame_id}-saliency.nii.gz")
 

@@ -8,6 +8,7 @@ champion it scores every scan, so a new user sees suggestions stamped with a ver
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -19,6 +20,9 @@ from app.services import frames as frame_service
 from app.services import projects, users, vocabulary
 from app.services.phantoms import add_artifact, brain_phantom, to_uint16
 from app.storage import relative_location
+
+if TYPE_CHECKING:
+    from app.services.training import RunStatus
 
 DEMO_PROJECT = "Demo brain QC"
 # experiment -> [(scan name, scan type, frames, artifact or None)]
@@ -126,7 +130,7 @@ def _build_history(project, data_root: Path, counts: dict[str, int]) -> int:
     return created
 
 
-def train_demo_model(project_name: str, progress) -> dict | None:
+def train_demo_model(project_name: str, progress) -> RunStatus | None:
     """Train the demo's first model and let it score every scan (in this process); None when the
     project already has a model version (a second `make demo` keeps what the first built)."""
     from app.db import Job, ModelVersion
@@ -136,15 +140,16 @@ def train_demo_model(project_name: str, progress) -> dict | None:
     if db.session.scalar(select(ModelVersion.id).where(ModelVersion.project_id == project.id).limit(1)):
         return None
     run = training.create_run(project, None, dict(DEMO_TRAINING))
+    db.session.commit()
     progress(f"training the demo model (run {run.id}): about a minute")
     jobs.run_job(run.job_id)
     db.session.expire_all()
-    summary = training.run_json(training.get_run(run.id))
-    version = summary["model_version"]
-    if version is not None and version["alias"] != "champion":  # the demo shows the loop: promote it, say why
-        progress(f"promoting it for the demo although {summary['report']['champion_gate']}")
+    summary = training.run_status(training.get_run(run.id))
+    version = summary.model_version
+    if version is not None and version.alias != "champion":  # the demo shows the loop: promote it, say why
+        progress(f"promoting it for the demo although {summary.report.champion_gate}")
         promotion.promote_run(project.id, run.id, None, force=True)
-        summary = training.run_json(training.get_run(run.id))
+        summary = training.run_status(training.get_run(run.id))
     for job_id in db.session.scalars(select(Job.id).where(Job.project_id == project.id, Job.state == "queued",
                                                           Job.kind.in_(("frames.checksum", "evaluation")))
                                      .order_by(Job.id)):

@@ -218,40 +218,21 @@ def history(scan: Scan) -> list[Evaluation]:
                                    .order_by(Evaluation.created_at.desc(), Evaluation.id.desc())))
 
 
-def evaluation_json(evaluation: Evaluation) -> dict[str, Any]:
-    model = evaluation.model_version
-    return {"id": evaluation.id, "scan": evaluation.scan_id, "frame": evaluation.frame_id,
-            "model": model.registry_name, "version": model.version, "mlflow_run_id": model.mlflow_run_id,
-            "state": evaluation.state, "error": evaluation.error, "scores": evaluation.scores or {},
-            "job_id": evaluation.job_id, "created_at": evaluation.created_at.isoformat()}
-
-
-def suggestion_json(evaluation: Evaluation | None) -> dict[str, Any] | None:
-    """What the champion's latest scored evaluation says, with the version that said it (API answers)."""
-    if evaluation is None:
-        return None
-    model = evaluation.model_version
-    return {"model": model.registry_name, "version": model.version, "mlflow_run_id": model.mlflow_run_id,
-            "scores": evaluation.scores or {}, "frame": evaluation.frame_id,
-            "created_at": evaluation.created_at.isoformat()}
-
-
-def scan_suggestions(scans: list[Scan]) -> dict[int, dict[str, Any] | None]:
-    """Scan id -> its suggestion by its project's champion (a query per project, not per scan)."""
+def scan_suggestions(scans: list[Scan]) -> dict[int, Evaluation | None]:
+    """Scan id -> its project's champion's latest scored evaluation (a query per project, not per scan)."""
     by_project: dict[int, list[int]] = {}
     for scan in scans:
         by_project.setdefault(scan.experiment.project_id, []).append(scan.id)
-    found: dict[int, dict[str, Any] | None] = {scan.id: None for scan in scans}
+    found: dict[int, Evaluation | None] = {scan.id: None for scan in scans}
     for project_id, scan_ids in by_project.items():
-        for scan_id, evaluation in review.latest_evaluations(review.champion(project_id), scan_ids).items():
-            found[scan_id] = suggestion_json(evaluation)
+        found.update(review.latest_evaluations(review.champion(project_id), scan_ids))
     return found
 
 
-def frame_suggestions(frames: list[Frame]) -> dict[int, dict[str, Any] | None]:
+def frame_suggestions(frames: list[Frame]) -> dict[int, Evaluation | None]:
     """Frame id -> its project's champion's suggestion (the frame's own evaluation, else its scan's):
     two queries per project on the page, not four per frame."""
-    found: dict[int, dict[str, Any] | None] = {frame.id: None for frame in frames}
+    found: dict[int, Evaluation | None] = {frame.id: None for frame in frames}
     projects = db.session.execute(select(Frame.id, Experiment.project_id).join(Scan, Frame.scan_id == Scan.id)
                                   .join(Experiment, Scan.experiment_id == Experiment.id)
                                   .where(Frame.id.in_(list(found)))).all()
@@ -277,7 +258,7 @@ def frame_suggestions(frames: list[Frame]) -> dict[int, dict[str, Any] | None]:
             else:
                 own.setdefault(row.frame_id, row)
         for frame in members:
-            found[frame.id] = suggestion_json(own.get(frame.id) or whole_scan.get(frame.scan_id))
+            found[frame.id] = own.get(frame.id) or whole_scan.get(frame.scan_id)
     return found
 
 

@@ -9,6 +9,7 @@ frame it has not scored (an evaluation job).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
@@ -17,7 +18,7 @@ from sqlalchemy import select, update
 from app.db import ModelVersion, TrainingRun, User, db
 from app.services import audit, evaluations
 from app.services.errors import Conflict, InvalidInput, NotFound, Unavailable
-from app.services.training import get_run, run_json
+from app.services.training import RunStatus, get_run, run_status
 from training.metrics import defined, first_champion_gate
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,18 @@ def promotion_preview(run: dict[str, Any], champion: ModelVersion | None) -> dic
                            None if champion is None else champion.metrics or {})
 
 
-def promote_run(project_id: int, run_id: int, user: User | None, force: Any = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Promotion:
+    """A promotion done: the run whose version is now champion, the comparison that allowed it (or was
+    overridden), whether it was forced, and the version it replaced."""
+
+    run: RunStatus
+    comparison: dict[str, Any]
+    forced: bool
+    previous_champion: str | None
+
+
+def promote_run(project_id: int, run_id: int, user: User | None, force: Any = False) -> Promotion:
     """Make the run's model version the champion if it beats the current one on held-out usable AUC.
 
     The champion is read from the MLflow registry (the alias serving and "from champion" use). The
@@ -150,4 +162,4 @@ def promote_run(project_id: int, run_id: int, user: User | None, force: Any = Fa
     log.info("%s version %s promoted to champion (was %s)%s", name, candidate.version, current,
              " by force" if forced else "")
     evaluations.score_unscored(project_id, user)
-    return {"run": run_json(run), "comparison": comparison, "forced": forced, "previous_champion": current}
+    return Promotion(run_status(run), comparison, forced, current)

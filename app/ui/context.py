@@ -1,19 +1,18 @@
-"""The scan page's data: one JSON document the page renders, for the first scan and every next one."""
+"""The scan page's data: one document (``ScanContextSchema``) the page renders, for the first scan and every
+next one. The rules it shows (who may decide, which options need a note) are the review service's."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, url_for
 from werkzeug.routing import BuildError
 
-from app.db import Scan, User
+from app.api.schemas.base import Extended
+from app.api.schemas.scan_page import ScanContextSchema
+from app.db import Decision, Experiment, Project, Scan, User
 from app.services import access, decisions, next_scan, review, vocabulary, volumes
 from app.services.errors import ServiceError
-
-
-# The planes painted before the viewer has its volume: middle slices, longest side in pixels.
-PLANES = ("sagittal", "coronal", "axial")
-PLANE_PIXELS = 384
 
 
 def optional_url(endpoint: str, **values: Any) -> str | None:
@@ -26,20 +25,29 @@ def optional_url(endpoint: str, **values: Any) -> str | None:
         return None
 
 
-def _frame_json(frame, saliency: bool) -> dict[str, Any]:
-    version = volumes.version(frame)
-    return {
-        "id": frame.id, "number": frame.frame_number, "shape": frame.shape, "orientation": frame.orientation,
-        "name": frame.file_location.rsplit("/", 1)[-1],
-        "preview_url": url_for("volumes.preview", frame_id=frame.id, v=version),
-        "volume_url": url_for("volumes.volume", frame_id=frame.id, v=version),
-        "geometry_url": url_for("volumes.geometry", frame_id=frame.id, v=version),
-        "download_url": url_for("volumes.download", frame_id=frame.id),
-        "slice_url": url_for("volumes.slice_png", frame_id=frame.id),
-        "plane_urls": {axis: url_for("volumes.slice_png", frame_id=frame.id, axis=axis, size=PLANE_PIXELS, v=version)
-                       for axis in PLANES},
-        "saliency_url": url_for("volumes.saliency", frame_id=frame.id) if saliency else None,
-    }
+@dataclass(frozen=True)
+class ScanPage:
+    """What the scan page shows, as domain objects; :class:`ScanContextSchema` writes it out."""
+
+    scan: Scan
+    experiment: Experiment
+    project: Project
+    state: str
+    role: str
+    can_decide: bool
+    blocked: str | None
+    user: str
+    frames: list[Extended]
+    saliency_outputs: list[dict[str, str]]
+    decisions: list[Extended]
+    artifacts: list[Any]
+    suggestion: review.Suggestion | None
+    history: list[Decision]
+    lock: review.Lock | None
+    carried: Decision | None
+    neighbours: dict[str, dict[str, Any] | None]
+    queue: Extended
+    urls: dict[str, str | None]
 
 
 def _saliency_outputs(model, entries) -> list[dict[str, str]]:
@@ -52,15 +60,6 @@ def _saliency_outputs(model, entries) -> list[dict[str, str]]:
             for output in model.output_map]
 
 
-def _carried(latest) -> dict[str, Any] | None:
-    """The latest decision's judged artifacts, which the next reviewer's form starts from (as in MIQA)."""
-    if latest is None:
-        return None
-    judged = {item.entry.key: item.state for item in latest.artifacts if item.state in ("present", "absent")}
-    creator = latest.creator.username if latest.creator else (latest.creator_name or "unknown")
-    return {"decision": latest.id, "creator": creator, "creator_role": latest.creator_role, "artifacts": judged}
-
-
 def _links(scan_id: int | None, carry: dict[str, str]) -> dict[str, Any] | None:
     if not scan_id:
         return None
@@ -68,23 +67,23 @@ def _links(scan_id: int | None, carry: dict[str, str]) -> dict[str, Any] | None:
             "context": url_for("ui.scan_context_json", scan_id=scan_id, **carry)}
 
 
-def scan_context(scan: Scan, user: User, role: str, queue: str | None = None,
-                 strategy: str | None = None) -> dict[str, Any]:
+def _blocked(role: str, latest: Decision | None) -> str | None:
+    """The tier rule's refusal as the page says it, when it applies."""
+    refusal = review.overrule_refusal(role, latest)
+    return refusal[0].upper() + refusal[1:] + "." if refusal else None
+
+
+def scan_page(scan: Scan, user: User, role: str, queue: str | None = None, strategy: str | None = None) -> ScanPage:
     """Scan, frames, vocabulary, the champion's suggestion, history, lock, the reviewer's queue and
     neighbours; a queue or strategy asked for in the URL is kept in every link onwards."""
     experiment = scan.experiment
     project = experiment.project
     history = review.history(scan)
+    latest = history[0] if history else None
     model = review.champion(project.id)
     entries = vocabulary.artifact_entries(project.id)
     first_frame = scan.frames[0].id if scan.frames else None
     evaluation = review.latest_evaluations(model, [scan.id], frame_id=first_frame).get(scan.id)
-    suggestion = review.suggestion_json(model, evaluation, [e.key for e in entries]) if evaluation else None
-    note_rule = (project.settings or {}).get("note_required_for")
-    options = [{"key": o.key, "label": o.label, "meaning": o.meaning, "shortcut": o.shortcut,
-                "requires_note": (o.key in note_rule) if isinstance(note_rule, list) else o.requires_note}
-               for o in vocabulary.decision_options(project.id)]
-    state = decisions.scan_state(history[0] if history else None)
     near = next_scan.neighbours(scan)
     try:
         queued = next_scan.pick(project.id, user, role, queue, strategy, after=scan.id)
@@ -93,34 +92,30 @@ def scan_context(scan: Scan, user: User, role: str, queue: str | None = None,
         queued = next_scan.pick(project.id, user, role, after=scan.id)
     carry = {key: value for key, value in (("queue", queue), ("strategy", strategy)) if value}
     other = queued.other_queue
-    can_decide = access.ROLE_RANK[role] >= access.ROLE_RANK["tier1"]
-    blocked = None
-    if role == "tier1" and history and history[0].creator_role in ("tier2", "admin"):
-        blocked = "A tier 2 reviewer has decided this scan; tier 1 reviewers cannot overrule it."
-    return {
-        "scan": {"id": scan.id, "name": scan.name, "scan_type": scan.scan_type, "subject_id": scan.subject_id,
-                 "session_id": scan.session_id, "link": scan.link},
-        "experiment": {"id": experiment.id, "name": experiment.name, "note": experiment.note},
-        "project": {"id": project.id, "name": project.name, "url": url_for("ui.project", project_id=project.id)},
-        "state": state, "state_label": review.STATE_LABELS[state],
-        "role": role, "can_decide": can_decide, "blocked": blocked, "user": user.username,
-        "frames": [_frame_json(frame, model is not None) for frame in scan.frames],
-        "saliency_outputs": _saliency_outputs(model, entries),
-        "decisions": options,
-        "artifacts": [{"key": e.key, "label": e.label, "shortcut": e.shortcut} for e in entries],
-        "suggestion": suggestion,
-        "history": [review.decision_json(d) for d in history],
-        "lock": review.lock_json(experiment),
-        "carried": _carried(history[0] if history else None),
-        "neighbours": {name: _links(scan_id, carry) for name, scan_id in near.items()},
-        "queue": {**queued.as_json(), "next": _links(queued.scan_id if queued.scan_id != scan.id else None, carry),
-                  "other_url": (url_for("ui.next_scan_page", project_id=project.id, queue=other, **(
-                      {"strategy": strategy} if strategy else {})) if other else None)},
-        "urls": {
-            "decide": url_for("review.create_decision"),
-            "lock": url_for("review.lock_experiment", experiment_id=experiment.id),
-            "email": optional_url("members.send_scan_email", scan_id=scan.id),
-            "self": url_for("ui.scan", scan_id=scan.id),
-            "context": url_for("ui.scan_context_json", scan_id=scan.id),
-        },
-    }
+    return ScanPage(
+        scan=scan, experiment=experiment, project=project, state=decisions.scan_state(latest), role=role,
+        can_decide=access.ROLE_RANK[role] >= access.ROLE_RANK["tier1"], blocked=_blocked(role, latest),
+        user=user.username,
+        frames=[Extended(frame, version=volumes.version(frame), saliency=model is not None) for frame in scan.frames],
+        saliency_outputs=_saliency_outputs(model, entries),
+        decisions=[Extended(option, requires_note=review.requires_note(project, option))
+                   for option in vocabulary.decision_options(project.id)],
+        artifacts=entries,
+        suggestion=review.suggestion(model, evaluation, [e.key for e in entries]) if evaluation else None,
+        history=history, lock=review.current_lock(experiment), carried=latest,
+        neighbours={name: _links(scan_id, carry) for name, scan_id in near.items()},
+        queue=Extended(queued, next=_links(queued.scan_id if queued.scan_id != scan.id else None, carry),
+                       other_url=url_for("ui.next_scan_page", project_id=project.id, queue=other,
+                                         **({"strategy": strategy} if strategy else {})) if other else None),
+        urls={"decide": url_for("review.create_decision"),
+              "lock": url_for("review.lock_experiment", experiment_id=experiment.id),
+              "email": optional_url("members.send_scan_email", scan_id=scan.id),
+              "self": url_for("ui.scan", scan_id=scan.id),
+              "context": url_for("ui.scan_context_json", scan_id=scan.id)},
+    )
+
+
+def scan_context(scan: Scan, user: User, role: str, queue: str | None = None,
+                 strategy: str | None = None) -> dict[str, Any]:
+    """The scan page's document, as the page embeds it and ``/scans/<id>/context`` answers it."""
+    return ScanContextSchema().dump(scan_page(scan, user, role, queue, strategy))

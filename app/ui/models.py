@@ -4,9 +4,9 @@ from __future__ import annotations
 from flask import g, redirect, render_template, url_for
 from flask_login import current_user
 
+from app.api.schemas.jobs import JobSchema
 from app.auth.permissions import permission
 from app.services import evaluations, model_versions, projects, training
-from app.services.transfer.tasks import job_json
 from app.ui.flashing import flash_outcome
 from app.ui import bp
 
@@ -32,7 +32,7 @@ def models_page(project_id: int):
         version["mlflow"] = runs.get(version["training_run_id"])
     return render_template("models/versions.html", project=project, versions=versions, points=_auc_points(versions),
                            agreement=model_versions.agreement(project), is_admin=g.project_role == "admin",
-                           jobs=[job_json(job) for job in model_versions.evaluation_jobs(project)])
+                           jobs=JobSchema(many=True).dump(model_versions.evaluation_jobs(project)))
 
 
 @bp.post("/projects/<int:project_id>/models/<int:version>/rollback")

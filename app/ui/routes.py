@@ -76,7 +76,7 @@ def experiment(experiment_id: int):
     experiment = load(Experiment, experiment_id)
     cells, counts = review.experiment_grid(experiment)
     return render_template("ui/experiment.html", experiment=experiment, project=experiment.project, cells=cells,
-                           counts=counts, lock=review.lock_json(experiment), state_labels=review.STATE_LABELS,
+                           counts=counts, lock=review.current_lock(experiment), state_labels=review.STATE_LABELS,
                            thumbnail_size=THUMBNAIL_SIZE)
 
 

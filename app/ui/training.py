@@ -4,7 +4,9 @@ from __future__ import annotations
 from flask import g, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from app.api.schemas.training import RunSchema
 from app.auth.permissions import permission
+from app.db import db
 from app.services import projects, promotion, training
 from app.ui.flashing import flash_outcome
 from app.ui import bp
@@ -37,7 +39,7 @@ def _form_body(form) -> dict:
 @permission("project", "collaborator")
 def training_runs(project_id: int):
     project = projects.get_project(project_id)
-    runs = [training.run_json(run) for run in training.recent_runs(project_id, 50)]
+    runs = RunSchema(many=True).dump([training.run_status(run) for run in training.recent_runs(project_id, 50)])
     champions = promotion.champions(project_id)
     for run in runs:
         version = run["model_version"]
@@ -61,10 +63,10 @@ def training_settings(project_id: int):
 @bp.post("/projects/<int:project_id>/training-runs/<int:run_id>/promote")
 @permission("project", "admin")
 def training_promote(project_id: int, run_id: int):
-    def promoted(result: dict) -> str:
-        version = result["run"]["model_version"]
-        return (f"{version['registry_name']} version {version['version']} is now the champion"
-                + (" (forced)" if result["forced"] else ""))
+    def promoted(result: promotion.Promotion) -> str:
+        version = result.run.model_version
+        return (f"{version.registry_name} version {version.version} is now the champion"
+                + (" (forced)" if result.forced else ""))
 
     flash_outcome(lambda: promotion.promote_run(project_id, run_id, current_user,
                                                force=request.form.get("force") == "1"), promoted)
@@ -74,8 +76,10 @@ def training_promote(project_id: int, run_id: int):
 @bp.post("/projects/<int:project_id>/training")
 @permission("project", "admin")
 def training_start(project_id: int):
-    flash_outcome(lambda: training.start_run(projects.get_project(project_id), current_user, _form_body(request.form)),
-                  lambda run: f"training run {run.id} started")
+    if flash_outcome(lambda: training.start_run(projects.get_project(project_id), current_user,
+                                                _form_body(request.form)),
+                     lambda run: f"training run {run.id} started") is not None:
+        db.session.commit()
     return redirect(url_for("ui.training_runs", project_id=project_id))
 
 
@@ -83,5 +87,6 @@ def training_start(project_id: int):
 @permission("project", "admin")
 def training_cancel(run_id: int):
     run = training.get_run(run_id)
-    flash_outcome(lambda: training.cancel_run(run), lambda _: f"training run {run.id} cancelled")
+    if flash_outcome(lambda: training.cancel_run(run), lambda _: f"training run {run.id} cancelled") is not None:
+        db.session.commit()
     return redirect(url_for("ui.training_runs", project_id=run.project_id))

@@ -126,10 +126,3 @@ def _import_job(params: dict[str, Any], context: jobs.JobContext) -> dict[str, A
                       filename=params.get("filename"), progress=context.progress,
                       add_unknown_artifacts=bool(params.get("add_unknown_artifacts")))
 
-
-def job_json(job: Job) -> dict[str, Any]:
-    return {"id": job.id, "kind": job.kind, "state": job.state, "progress": job.progress, "message": job.message,
-            "error": job.error, "result": job.result, "project": job.project_id,
-            "created": job.created_at.isoformat() if job.created_at else None,
-            "started": job.started_at.isoformat() if job.started_at else None,
-            "finished": job.finished_at.isoformat() if job.finished_at else None}

@@ -1,0 +1,76 @@
+"""Agreement between reviewers: Cohen's kappa per reviewer pair (decisions, and each artifact) and the
+scans where their latest decisions disagree."""
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import joinedload, selectinload
+
+from app.db import Decision, DecisionArtifact, Experiment, Scan, db
+from app.services import vocabulary
+from app.services.review.states import present_keys
+
+
+def agreement(project_id: int) -> dict[str, Any]:
+    """Cohen's kappa per reviewer pair (decisions, and each artifact) on scans both decided, and the
+    scans where reviewers' latest decisions disagree."""
+    from sklearn.metrics import cohen_kappa_score
+
+    shared = (select(Decision.scan_id).join(Scan).join(Experiment)
+              .where(Experiment.project_id == project_id, Decision.creator_id.isnot(None))
+              .group_by(Decision.scan_id).having(func.count(func.distinct(Decision.creator_id)) >= 2))
+    ranked = (select(Decision.id, func.row_number().over(
+        partition_by=(Decision.scan_id, Decision.creator_id),
+        order_by=(Decision.created_at.desc(), Decision.id.desc())).label("rank"))
+        .where(Decision.scan_id.in_(shared), Decision.creator_id.isnot(None)).subquery())
+    latest = list(db.session.scalars(
+        select(Decision).where(Decision.id.in_(select(ranked.c.id).where(ranked.c.rank == 1)))
+        .options(joinedload(Decision.option), joinedload(Decision.creator),
+                 selectinload(Decision.artifacts).joinedload(DecisionArtifact.entry))).unique())
+    by_scan: dict[int, dict[int, Decision]] = defaultdict(dict)
+    for decision in latest:
+        by_scan[decision.scan_id][decision.creator_id] = decision
+    names = {d.creator_id: d.creator.username for d in latest if d.creator}
+    keys = [entry.key for entry in vocabulary.artifact_entries(project_id)]
+
+    def kappa(a: list[str], b: list[str]) -> float | None:
+        if not a or len(set(a) | set(b)) < 2:
+            return None  # undefined: one label only (observed agreement says the rest)
+        return round(float(cohen_kappa_score(a, b)), 3)
+
+    pairs = []
+    for first, second in itertools.combinations(sorted(names, key=names.get), 2):
+        both = [scan for scan in by_scan.values() if first in scan and second in scan]
+        if not both:
+            continue
+        a = [scan[first].option.key for scan in both]
+        b = [scan[second].option.key for scan in both]
+        artifacts = {}
+        for key in keys:
+            states = [(_state(scan[first], key), _state(scan[second], key)) for scan in both]
+            judged = [(x, y) for x, y in states if x != "undefined" and y != "undefined"]
+            if judged:
+                xs, ys = [x for x, _ in judged], [y for _, y in judged]
+                artifacts[key] = {"kappa": kappa(xs, ys), "n": len(judged),
+                                  "agreement": round(sum(x == y for x, y in judged) / len(judged), 3)}
+        pairs.append({"reviewers": [names[first], names[second]], "n": len(both), "kappa": kappa(a, b),
+                      "agreement": round(sum(x == y for x, y in zip(a, b)) / len(both), 3), "artifacts": artifacts})
+    disagreements = []
+    scan_names = dict(db.session.execute(select(Scan.id, Scan.name).where(Scan.id.in_(list(by_scan)))).all())
+    for scan_id, by_reviewer in sorted(by_scan.items()):
+        options = {d.option.key for d in by_reviewer.values()}
+        present = {tuple(present_keys(d)) for d in by_reviewer.values()}
+        if len(options) > 1 or len(present) > 1:
+            disagreements.append({"scan": scan_id, "scan_name": scan_names.get(scan_id, "?"), "decisions": [
+                {"reviewer": names.get(user_id, "?"), "decision": d.option.key, "present": present_keys(d),
+                 "role": d.creator_role, "created": d.created_at.isoformat()}
+                for user_id, d in sorted(by_reviewer.items(), key=lambda item: names.get(item[0], ""))]})
+    return {"pairs": pairs, "disagreements": disagreements, "scans": len(by_scan)}
+
+
+def _state(decision: Decision, key: str) -> str:
+    return next((a.state for a in decision.artifacts if a.entry.key == key), "undefined")
+

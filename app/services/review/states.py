@@ -1,0 +1,78 @@
+"""Scan states from decisions: the latest decision of each scan (by a window function, for whole sets of
+scans in a fixed number of queries), the states it gives, artifact lists and a scan's history."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import joinedload, selectinload
+
+from app.db import Decision, DecisionArtifact, Scan, db
+from app.services import decisions
+
+STATE_LABELS = {"unreviewed": "unreviewed", "needs_tier2": "needs tier 2", "complete": "complete"}
+
+
+def _latest_ids(scan_filter) -> Select:
+    """Ids of the latest decision (newest created_at, then id) of each scan matching ``scan_filter``."""
+    ranked = (select(Decision.id, func.row_number().over(partition_by=Decision.scan_id,
+                                                            order_by=(Decision.created_at.desc(),
+                                                                      Decision.id.desc())).label("rank"))
+              .where(scan_filter).subquery())
+    return select(ranked.c.id).where(ranked.c.rank == 1)
+
+
+def latest_decisions(scan_ids: Iterable[int] | Select, with_artifacts: bool = False) -> dict[int, Decision]:
+    """Scan id -> its latest decision (scans without one are absent); one or two queries."""
+    scan_filter = Decision.scan_id.in_(scan_ids if isinstance(scan_ids, Select) else list(scan_ids))
+    query = (select(Decision).where(Decision.id.in_(_latest_ids(scan_filter)))
+             .options(joinedload(Decision.option), joinedload(Decision.creator)))
+    if with_artifacts:
+        query = query.options(selectinload(Decision.artifacts).joinedload(DecisionArtifact.entry))
+    return {decision.scan_id: decision for decision in db.session.scalars(query).unique()}
+
+
+def scan_states(scan_ids: Iterable[int]) -> dict[int, str]:
+    """Scan id -> unreviewed | needs_tier2 | complete, by decisions.scan_state on the latest decision."""
+    ids = list(scan_ids)
+    latest = latest_decisions(ids)
+    return {scan_id: decisions.scan_state(latest.get(scan_id)) for scan_id in ids}
+
+
+def present_keys(decision: Decision | None) -> list[str]:
+    if decision is None:
+        return []
+    return sorted(a.entry.key for a in decision.artifacts if a.state == "present")
+
+
+def artifact_lists(decision: Decision) -> dict[str, list[str]]:
+    """MIQA's shape: {"present": [...], "absent": [...]} (undefined entries are simply not listed)."""
+    lists: dict[str, list[str]] = {"present": [], "absent": []}
+    for item in sorted(decision.artifacts, key=lambda a: (a.entry.position, a.entry.id)):
+        if item.state in lists:
+            lists[item.state].append(item.entry.key)
+    return lists
+
+def history(scan: Scan) -> list[Decision]:
+    """Every decision on the scan, newest first (decisions are never edited; a new one supersedes)."""
+    return list(db.session.scalars(
+        select(Decision).where(Decision.scan_id == scan.id).order_by(Decision.created_at.desc(), Decision.id.desc())
+        .options(joinedload(Decision.option), joinedload(Decision.creator),
+                 selectinload(Decision.artifacts).joinedload(DecisionArtifact.entry))).unique())
+
+
+
+def decisions_of(scan_ids: list[int]) -> dict[int, list[Decision]]:
+    """Scan id -> its decisions, newest first, for a page of scans (one query plus artifacts)."""
+    found: dict[int, list[Decision]] = defaultdict(list)
+    if scan_ids:
+        for decision in db.session.scalars(
+                select(Decision).where(Decision.scan_id.in_(scan_ids))
+                .options(joinedload(Decision.option), joinedload(Decision.creator),
+                         selectinload(Decision.artifacts).joinedload(DecisionArtifact.entry))
+                .order_by(Decision.created_at.desc(), Decision.id.desc())).unique():
+            found[decision.scan_id].append(decision)
+    return found
+
+

@@ -1,0 +1,249 @@
+"""Every /api/v1/ operation documents its success answer, and the documented schemas are the answers.
+
+On a filled database (decisions of two tiers, in voxel and world space, a lock, a champion with a
+suggestion, a finished run with its version, jobs, tokens, members, an invitation, vocabulary), every
+GET operation of the OpenAPI description is called, and the POST/PUT/PATCH ones with a valid body
+where that is cheap. For each JSON answer, recursively through nested objects and list items, its
+keys are the documented properties: none undocumented, none of the required ones missing. Over all
+answers, every property of every schema met is seen at least once, so no schema promises a field no
+answer carries.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from app.db import ArtifactEntry, DecisionOption, Evaluation, Job, ModelVersion, TrainingRun, db
+from app.services import decisions, invitations, users
+from tests.factories import Factory
+
+PREFIX = "/api/v1/"
+WRITES = ("post", "put", "patch", "delete")
+
+
+@dataclass
+class Checked:
+    """Keys seen per documented schema (named by its $ref, or by where it is inline)."""
+
+    spec: dict[str, Any]
+    seen: dict[str, set[str]] = field(default_factory=dict)
+    properties: dict[str, set[str]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    answered: set[str] = field(default_factory=set)
+
+    def resolve(self, schema: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        name = None
+        while "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[-1]
+            schema = self.spec["components"]["schemas"][name]
+        return schema, name
+
+    def compare(self, schema: dict[str, Any], value: Any, where: str) -> None:
+        schema, name = self.resolve(schema)
+        if value is None:
+            return
+        if "anyOf" in schema:  # a nullable nested object: the branch that describes it
+            described = [branch for branch in schema["anyOf"] if "properties" in self.resolve(branch)[0]]
+            if described:
+                self.compare(described[0], value, where)
+            return
+        if "properties" in schema and isinstance(value, dict):
+            label = name or where
+            documented = set(schema["properties"])
+            keys = set(value)
+            if keys - documented:
+                self.failures.append(f"{where} ({label}): undocumented keys {sorted(keys - documented)}")
+            missing = set(schema.get("required", ())) - keys
+            if missing:
+                self.failures.append(f"{where} ({label}): documented keys missing {sorted(missing)}")
+            self.properties[label] = documented
+            self.seen.setdefault(label, set()).update(keys)
+            for key in keys & documented:
+                self.compare(schema["properties"][key], value[key], f"{where}.{key}")
+        elif schema.get("type") == "array" and isinstance(value, list):
+            for index, item in enumerate(value):
+                self.compare(schema.get("items", {}), item, f"{where}[{index}]")
+        elif isinstance(schema.get("additionalProperties"), dict) and isinstance(value, dict):
+            for key, item in value.items():
+                self.compare(schema["additionalProperties"], item, f"{where}{{{key}}}")
+
+    def check(self, method: str, path: str, response) -> None:
+        """Compare a JSON answer with the schema documented for its status."""
+        operation = self.spec["paths"][path][method]
+        status = str(response.status_code)
+        assert response.status_code < 300, f"{method.upper()} {path}: {status} {response.get_data(as_text=True)}"
+        documented = operation["responses"].get(status)
+        assert documented is not None, f"{method.upper()} {path} answered {status}, which it does not document"
+        self.answered.add(f"{method.upper()} {path}")
+        if response.mimetype != "application/json":
+            return
+        content = documented.get("content", {}).get("application/json")
+        assert content is not None, f"{method.upper()} {path} {status}: JSON answer, no JSON schema documented"
+        self.compare(content["schema"], response.get_json(), f"{method.upper()} {path} {status}")
+
+
+@pytest.fixture
+def world(queued_app):
+    """A project with everything an answer can show; jobs are queued, never run."""
+    with queued_app.test_request_context():
+        factory = Factory(queued_app)
+        root = factory.user("root", superuser=True)
+        project = factory.project("filled", creator=root)
+        tier1 = factory.member(project, "tier1", "ann")
+        tier2 = factory.member(project, "tier2", "bob")
+        factory.member(project, "collaborator", "cat")
+        scan = factory.scan(project, "exp1", "scan1")
+        second = factory.scan(project, "exp1", "scan2")
+        key = db.session.scalar(select(ArtifactEntry.key).where(ArtifactEntry.project_id == project.id))
+        decisions.record_decision(scan, tier1, "U", role="tier1", note="first look", present=[key])
+        latest = decisions.record_decision(scan, tier2, "UN", role="tier2", note="second look", absent=[key],
+                                           location={"i": 1, "j": 2, "k": 3})
+        decisions.record_decision(second, tier1, "U", role="tier1", location={"i": 1.5, "j": 2.25, "k": 3.0})
+        decisions.record_decision(second, None, "U", role=None, source="import", creator_name="miqa-user")
+        model = ModelVersion(project_id=project.id, registry_name=project.model_name, version="1", alias="champion",
+                             mlflow_run_id="abc", metrics={"heldout_usable_auc": 0.8, "heldout_usable_auc_low": 0.7,
+                                                           "heldout_usable_auc_high": 0.9},
+                             output_map=[{"kind": "usable", "key": "usable", "entry_id": None}])
+        db.session.add(model)
+        db.session.flush()
+        db.session.add_all([
+            Evaluation(model_version_id=model.id, scan_id=scan.id, scores={"usable": 0.3, key: 0.9}),
+            Evaluation(model_version_id=model.id, scan_id=second.id, frame_id=second.frames[0].id,
+                       scores={"usable": 0.7, key: 0.1})])
+        job = Job(kind="training", project_id=project.id, state="succeeded", params={}, progress=1.0,
+                  message="done", result={"ok": True})
+        db.session.add(job)
+        db.session.flush()
+        run = TrainingRun(project_id=project.id, job_id=job.id, state="succeeded", model_version_id=model.id,
+                          mlflow_run_id="abc", created_by_id=root.id,
+                          params={"evaluation_used": "holdout", "evaluation_reason": "enough scans",
+                                  "outputs": ["usable", key], "min_labels": 2, "champion_gate": "first champion",
+                                  "skipped_outputs": {"lesions": {"present": 0, "absent": 3}}},
+                          metrics={"heldout_scans": 2.0, "heldout_usable_auc": 0.8})
+        db.session.add(run)
+        _, invite_token = invitations.invite("invitee@example.org", project, "tier1", root)
+        _, raw = users.issue_token(root, name="schemas")
+        _, spare = users.issue_token(root, name="spare")
+        db.session.commit()
+        experiment = scan.experiment
+        ids = {"project_id": project.id, "experiment_id": experiment.id, "scan_id": scan.id,
+               "frame_id": scan.frames[0].id, "decision_id": latest.id, "run_id": run.id, "job_id": job.id,
+               "user_id": tier2.id, "token_id": users.issue_token(root, name="to-revoke")[0].id,
+               "invite_token": invite_token, "invitation_id": invitations.pending(project.id)[0].id,
+               "option_id": db.session.scalar(select(DecisionOption.id).where(
+                   DecisionOption.project_id == project.id)),
+               "entry_id": db.session.scalar(select(ArtifactEntry.id).where(ArtifactEntry.project_id == project.id)),
+               "version": 1}
+    return {"ids": ids, "headers": {"Authorization": "Token " + raw}, "spare": {"Authorization": "Token " + spare},
+            "key": key, "project": project.id, "scan": scan.id, "second": second.id,
+            "experiment": experiment.id, "tier2": tier2.id}
+
+
+def _spec(client) -> dict[str, Any]:
+    answer = client.get("/api/v1/openapi.json")
+    assert answer.status_code == 200
+    return answer.get_json()
+
+
+def _url(path: str, ids: dict[str, Any]) -> str:
+    for name in [part[1:-1] for part in path.split("/") if part.startswith("{")]:
+        assert name in ids, f"{path}: the filled world has no id for {{{name}}}: add one"
+        path = path.replace("{" + name + "}", str(ids[name]))
+    return path
+
+
+def test_every_operation_documents_its_success_answer(queued_app):
+    spec = _spec(queued_app.test_client())
+    undocumented = []
+    for path, operations in spec["paths"].items():
+        if not path.startswith(PREFIX):
+            continue
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            success = {status: answer for status, answer in operation["responses"].items() if status.startswith("2")}
+            if not success:
+                undocumented.append(f"{method.upper()} {path}: no success answer")
+            for status, answer in success.items():
+                if status != "204" and not answer.get("content"):
+                    undocumented.append(f"{method.upper()} {path} {status}: no body documented")
+                for media, content in answer.get("content", {}).items():
+                    if not content.get("schema"):
+                        undocumented.append(f"{method.upper()} {path} {status} {media}: no schema")
+    assert len(spec["paths"]) > 40
+    assert not undocumented, "\n".join(undocumented)
+
+
+def _writes(world: dict[str, Any], client, headers) -> list[tuple[str, str, dict[str, Any]]]:
+    """Cheap valid writes: (method, documented path, request keyword arguments)."""
+    ids, key = world["ids"], world["key"]
+    export = client.post(f"/api/v1/projects/{ids['project_id']}/export", json={"format": "miqa-csv"}, headers=headers)
+    assert export.status_code == 200
+    image = io.BytesIO(open(_first_image(world), "rb").read())
+    return [
+        ("post", "/api/v1/experiments/{experiment_id}/lock", {}),
+        ("post", "/api/v1/scan-decisions", {"json": {"scan": world["scan"], "decision": "U", "note": "again",
+                                                      "artifacts": {"present": [key]},
+                                                      "location": {"i": 2, "j": 2, "k": 2}}}),
+        ("post", "/api/v1/experiments/{experiment_id}/note", {"json": {"note": "look at the ventricles"}}),
+        ("delete", "/api/v1/experiments/{experiment_id}/lock", {}),
+        ("post", "/api/v1/tokens", {"json": {"name": "notebook", "expires_in_days": 3}}),
+        ("post", "/api/v1/projects", {"json": {"name": "second project"}}),
+        ("post", "/api/v1/projects/{project_id}/members", {"json": {"user": "root", "role": "admin"}}),
+        ("put", "/api/v1/projects/{project_id}/members/{user_id}", {"json": {"role": "tier1"}}),
+        ("post", "/api/v1/projects/{project_id}/invitations", {"json": {"email": "new@example.org", "role": "tier1"}}),
+        ("post", "/api/v1/invitations/{invite_token}/accept", {"json": {"username": "invitee",
+                                                                        "password": "a long enough password"}}),
+        ("post", "/api/v1/projects/{project_id}/decision-options", {"json": {"key": "MAYBE", "label": "Maybe",
+                                                                             "meaning": "questionable"}}),
+        ("patch", "/api/v1/projects/{project_id}/decision-options/{option_id}", {"json": {"label": "Usable!"}}),
+        ("post", "/api/v1/projects/{project_id}/artifact-entries", {"json": {"key": "spikes", "label": "Spikes"}}),
+        ("patch", "/api/v1/projects/{project_id}/artifact-entries/{entry_id}", {"json": {"position": 7}}),
+        ("patch", "/api/v1/projects/{project_id}/training-settings", {"json": {"min_labels_per_class": 3}}),
+        ("post", "/api/v1/projects/{project_id}/import", {"data": {"file": (io.BytesIO(export.data), "export.csv"),
+                                                                  "dry_run": "true"},
+                                                         "content_type": "multipart/form-data"}),
+        ("post", "/api/v1/frames", {"data": {"file": (image, "upload.nii.gz"), "frame_number": "1",
+                                             "scan": str(world["scan"])}, "content_type": "multipart/form-data"}),
+        ("post", "/api/v1/projects/{project_id}/training-runs", {"json": {"epochs": 1}}),
+        ("post", "/api/v1/projects/{project_id}/evaluations", {"json": {"scope": "all"}}),
+        ("post", "/api/v1/scans/{scan_id}/email", {"json": {"to": [world["tier2"]], "message": "a ghost?"}}),
+        ("post", "/api/v1/jobs/{job_id}/cancel", {}),
+    ]
+
+
+def _first_image(world: dict[str, Any]) -> str:
+    from app.db import Frame
+    from app.storage import resolve
+
+    return str(resolve(db.session.get(Frame, world["ids"]["frame_id"]).file_location))
+
+
+def test_every_json_answer_carries_exactly_its_documented_fields(queued_app, world):
+    client = queued_app.test_client()
+    headers = world["headers"]
+    spec = _spec(client)
+    checked = Checked(spec)
+    for path, operations in spec["paths"].items():
+        if path.startswith(PREFIX) and "get" in operations:
+            with queued_app.test_request_context():
+                checked.check("get", path, client.get(_url(path, world["ids"]), headers=headers))
+    for method, path, request in _writes(world, client, headers):
+        if method == "post" and path == "/api/v1/jobs/{job_id}/cancel":
+            queued = db.session.scalar(select(Job.id).where(Job.state == "queued").order_by(Job.id.desc()))
+            ids = {**world["ids"], "job_id": queued}
+        else:
+            ids = world["ids"]
+        checked.check(method, path, getattr(client, method)(_url(path, ids), headers=headers, **request))
+    checked.check("post", "/api/v1/logout", client.post("/api/v1/logout", headers=world["spare"]))
+
+    assert not checked.failures, "\n".join(checked.failures)
+    unseen = {name: sorted(checked.properties[name] - keys) for name, keys in checked.seen.items()
+              if checked.properties[name] - keys}
+    assert not unseen, f"documented properties no answer carried: {unseen}"
+    gets = {f"GET {path}" for path, operations in spec["paths"].items() if path.startswith(PREFIX) and "get" in operations}
+    assert gets <= checked.answered
