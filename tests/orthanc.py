@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -70,20 +71,20 @@ def _plugin() -> Path:
     pytest.fail(f"Orthanc's DICOMweb plugin ({PLUGIN}) is not installed: {INSTALL}")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def orthanc_server(tmp_path_factory) -> Iterator[Orthanc]:
-    """Start Orthanc for the session; fail (never skip) when it is not installed."""
+@contextmanager
+def running_orthanc(folder: Path, *, declare_metadata: bool = True) -> Iterator[Orthanc]:
+    """An Orthanc started with its storage in ``folder`` (``declare_metadata``: with qcloop's decision
+    metadata in its configuration), stopped on leaving; fails (never skips) when it is not installed."""
     binary = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin:/usr/bin")
     if binary is None:
         pytest.fail(f"Orthanc is not installed: {INSTALL}")
-    folder = tmp_path_factory.mktemp("orthanc")
-    server = Orthanc(f"http://127.0.0.1:{_free_port()}", "qcloop-test", "orthanc-test-password")
+    server = Orthanc(f"http://127.0.0.1:{free_port()}", "qcloop-test", "orthanc-test-password")
     config = {
         "Name": "qcloop-test",
         "StorageDirectory": str(folder / "storage"),
@@ -95,7 +96,7 @@ def orthanc_server(tmp_path_factory) -> Iterator[Orthanc]:
         "RegisteredUsers": {server.username: server.password},
         "Plugins": [str(_plugin())],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-        "UserMetadata": {METADATA: 1024},
+        "UserMetadata": {METADATA: 1024} if declare_metadata else {},
     }
     (folder / "orthanc.json").write_text(json.dumps(config, indent=2))
     log = open(folder / "orthanc.log", "wb")
@@ -124,6 +125,13 @@ def orthanc_server(tmp_path_factory) -> Iterator[Orthanc]:
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def orthanc_server(tmp_path_factory) -> Iterator[Orthanc]:
+    """Orthanc for the session."""
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from app.services import imaging
 from app.services.sync.base import Outgoing, SourceError
 from app.services.sync.dicomweb import DicomwebSource, scan_type
 from tests.factories import Factory, token_headers, write_dicom_series
-from tests.orthanc import Orthanc, free_port
+from tests.orthanc import Orthanc, free_port, running_orthanc
 
 ROOT = "1.2.826.0.1.3680043.8.498.7"  # a UID root for test data
 STUDY_A, STUDY_B = f"{ROOT}.1", f"{ROOT}.2"
@@ -116,6 +116,16 @@ def test_push_writes_each_decision_as_orthanc_series_metadata(orthanc, tmp_path)
     assert pushed.failed == [(f"{STUDY_A}/{ROOT}.9.9", "the server no longer holds the series")]
     assert orthanc.decision(T1) == {"decision": "usable", "artifacts": {"ghosting": "absent", "motion": "present"},
                                     "note": "fine", "reviewer": "alice", "time": "2026-01-02T03:04:05+00:00"}
+
+
+def test_an_orthanc_without_the_metadata_declared_says_how_to_declare_it(tmp_path):
+    (tmp_path / "orthanc").mkdir()
+    with running_orthanc(tmp_path / "orthanc", declare_metadata=False) as bare:
+        store_series(bare, tmp_path, T1, study=STUDY_A, number=1, description="T1 MPRAGE")
+        pushed = source(bare).push([outgoing(f"{STUDY_A}/{T1}")], tmp_path / "run")
+    assert pushed.pushed == 0 and pushed.failed == [(f"{STUDY_A}/{T1}", (
+        'Orthanc refused the metadata QcloopDecision (HTTP 404): declare it in the server\'s configuration, '
+        '"UserMetadata": {"QcloopDecision": 1024}'))]
 
 
 class _NotOrthanc(BaseHTTPRequestHandler):
