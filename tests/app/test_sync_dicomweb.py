@@ -13,7 +13,9 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from click.testing import CliRunner
 
+from app.cli import sync_command
 from app.db import db
 from app.services import imaging
 from app.services.sync.base import Outgoing, SourceError
@@ -304,3 +306,19 @@ def test_a_sync_with_a_wrong_password_or_an_unreachable_server_fails_saying_why(
     runs = get(pacs, f"/api/v1/projects/{pacs['project'].id}/sync-runs").get_json()
     assert [(run["state"], run["error"]) for run in runs] == [("failed", unreachable["error"]),
                                                               ("failed", refused["error"])]
+
+
+def test_the_command_line_syncs_with_the_credentials_of_the_url(factory, orthanc, tmp_path):
+    factory.project("pacs")
+    store_series(orthanc, tmp_path, T1, study=STUDY_A, number=1, description="T1 MPRAGE")
+    runner = CliRunner()
+
+    with_user = orthanc.dicomweb.replace("://", f"://{orthanc.username}:{orthanc.password}@")
+    first = runner.invoke(sync_command, ["--project", "pacs", "--source", with_user])
+    assert first.exit_code == 0, first.output
+    assert "added 1 file(s)" in first.output and f"{STUDY_A}/{T1}" in first.output
+    assert orthanc.password not in first.output
+
+    wrong = runner.invoke(sync_command, ["--project", "pacs", "--source", with_user.replace(orthanc.password, "x")])
+    assert wrong.exit_code == 1
+    assert f"{orthanc.dicomweb}: the server refused the credentials (HTTP 401)" in wrong.output
