@@ -13,12 +13,14 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from app.db import ApiToken, db, utcnow
 from qcloop_client.listing import DECISION_COLUMNS
 from tests.client.conftest import N_SCANS, PROJECT
 
+pytestmark = pytest.mark.slow  # the package's world trains a model once
 EXECUTABLE = str(Path(sys.executable).with_name("qcloop-client"))
 
 

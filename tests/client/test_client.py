@@ -3,8 +3,10 @@ train, wait, promote, suggestions, predict) and each refusal as its typed except
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
+import re
 
 import pytest
 
@@ -23,6 +25,7 @@ from qcloop_client import (
 from tests.client.conftest import N_SCANS, PROJECT, REVIEWERS
 
 
+@pytest.mark.slow
 def test_lists_page_by_page_decide_and_export(server, trained, monkeypatch, tmp_path):
     client = server.client()
     scan_pages = []
@@ -65,6 +68,7 @@ def test_lists_page_by_page_decide_and_export(server, trained, monkeypatch, tmp_
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["full.json"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_frames_upload_download_and_vocabulary(server, trained, tmp_path):
     client = server.client()
     scan = next(iter(client.scans(project=PROJECT)))
@@ -79,6 +83,7 @@ def test_frames_upload_download_and_vocabulary(server, trained, tmp_path):
     assert "ghosting_motion" in {entry["key"] for entry in vocabulary["artifacts"]}
 
 
+@pytest.mark.slow
 def test_training_promotion_evaluations_and_prediction(server, trained, tmp_path):
     client = server.client()
     run = client.training_run(trained["run"]["id"])  # the command line's tests may have promoted it
@@ -110,6 +115,7 @@ def test_training_promotion_evaluations_and_prediction(server, trained, tmp_path
     assert bad.value.status == 400 and bad.value.body["field"] == "epochs"
 
 
+@pytest.mark.slow
 def test_typed_errors_carry_the_servers_answer(server, trained):
     with pytest.raises(AuthError) as wrong:
         Client.login(server.url, server.admin, "not the password")
@@ -138,6 +144,7 @@ def test_typed_errors_carry_the_servers_answer(server, trained):
     assert issubclass(ServerError, QcloopError) and issubclass(JobFailed, QcloopError)
 
 
+@pytest.mark.slow
 def test_waiting_on_a_failed_job_raises_job_failed(server, trained):
     client = server.client()
     run = client.train(PROJECT, **{"min_labels": 1000, "arch": "resnet_small", "epochs": 1})
@@ -145,3 +152,12 @@ def test_waiting_on_a_failed_job_raises_job_failed(server, trained):
         client.wait(run, progress=False, interval=0.2, timeout=120)
     assert failed.value.body["state"] == "failed" and failed.value.body["error"]
     assert client.training_run(run["id"])["state"] == "failed"
+
+
+def test_every_path_the_client_calls_is_in_the_openapi_description(server):
+    """The client is written against the published description: each API path it names is described there."""
+    spec = server.client()._json("GET", "/api/v1/openapi.json")
+    described = {re.sub(r"\{[^}]+\}", "{}", path) for path in spec["paths"]}
+    named = {re.sub(r"\{[^}]+\}", "{}", "/api/v1" + path)
+             for path in re.findall(r'f"\{API\}(/[^"]*)"', inspect.getsource(client_module))}
+    assert len(named) >= 25 and named <= described, sorted(named - described)

@@ -5,10 +5,12 @@ import re
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.client.conftest import N_SCANS, PROJECT
 
+pytestmark = pytest.mark.slow  # the package's world trains a model once
 NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "review_stats.ipynb"
 PNG = b"\x89PNG\r\n\x1a\n"
 
