@@ -289,11 +289,15 @@ def run_sync(project: Project, source_url: str, actor: User | None, *, from_data
                 cycle.tally.unchanged += 1
                 continue
             progress(0.05 + 0.8 * index / max(1, len(items)), f"{item.key}")
+            fetched_before = len(cycle.tally.new_folders)
             try:
                 cycle.take(item)
             except (ServiceError, StorageError, OSError, ValueError) as err:
                 log.warning("sync %s: %s: %s", source.url, item.key, _reason(err))
                 cycle.tally.fail(item.key, _reason(err))
+                for folder in cycle.tally.new_folders[fetched_before:]:  # no file of a failed item stays
+                    shutil.rmtree(folder, ignore_errors=True)
+                del cycle.tally.new_folders[fetched_before:]
         removed = cycle.removed(listing)
         progress(0.9, "pushing decisions back")
         pushed, push_file = _push(cycle, sync_folder(project) / f"run-{run.id}")
