@@ -139,8 +139,10 @@ def test_a_changed_image_is_synced_again_and_a_removed_one_reported_with_its_sca
 
     _image(root / "sub-01" / "ses-2" / "anat" / "sub-01_ses-2_T1w.nii.gz", (8, 8, 9), 99)  # rewritten in place
     (root / "sub-02" / "ses-2" / "func" / "sub-02_ses-2_task-rest_bold.nii.gz").unlink()
+    (root / "sub-02" / "ses-1" / "anat" / "sub-02_ses-1_T1w.json").write_text(json.dumps({"EchoTime": 0.05}))
     changed = _sync(client, project, headers, f"bids:{root}")
-    assert (changed["added"], changed["changed"], changed["removed"]) == (0, 1, 1)
+    assert (changed["added"], changed["changed"], changed["removed"]) == (0, 2, 1)
+    assert db.session.get(Scan, scans[("sub-02_ses-1", "T1w")].id).meta == {"EchoTime": 0.05}
     assert changed["removed_items"] == ["sub-02/ses-2/func/sub-02_ses-2_task-rest_bold.nii.gz"]
     db.session.expire_all()
     frame = db.session.get(Scan, t1.id).frames[0]

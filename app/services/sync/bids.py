@@ -10,6 +10,7 @@ every rating, in the spirit of MRIQC's rating files.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -115,10 +116,13 @@ class BidsSource:
                 skipped.append((key, f"sidecar JSON unreadable: {err}"))
                 continue
             suffix = entities.get("suffix")
+            metadata = json.loads(json.dumps(sidecar, default=str))
+            # A sidecar edited alone changes the item too (its scan's metadata is then updated).
+            digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode()).hexdigest()[:16]
             items.append(SourceItem(
-                key=key, version=file_version(path), experiment=experiment, subject=subject, session=session,
-                scan_name=name, scan_type=scan_type(suffix) if suffix else None,
-                metadata=json.loads(json.dumps(sidecar, default=str)), local_path=path))
+                key=key, version=f"{file_version(path)}:{digest}", experiment=experiment, subject=subject,
+                session=session, scan_name=name, scan_type=scan_type(suffix) if suffix else None,
+                metadata=metadata, local_path=path))
         skipped.extend((key, "not a valid BIDS file name (pybids left it out)") for key in self._images() - taken)
         return Listing(items, {}, sorted(skipped))
 
