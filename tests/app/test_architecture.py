@@ -114,7 +114,7 @@ print(json.dumps({"statuses": statuses, "torch": "torch" in sys.modules,
 
 
 def test_the_scan_and_project_pages_do_not_load_torch(app, factory):
-    """A fresh server process answering the project page and the scan page (and its JSON context) never imports torch."""
+    """A fresh server process answering the project and scan pages (and the scan's JSON context) never imports torch."""
     project = factory.project("quiet")
     reviewer = factory.member(project, "tier2", "reviewer")
     scan = factory.scan(project, "exp", "s1")

@@ -129,14 +129,16 @@ def _insert_decisions(plan: ProjectPlan, pid: int, scan_ids: dict, progress: Pro
                  "location_k": d.location[2] if d.location else None,
                  "location_space": WORLD if d.space == WORLD and (d.location or d.frame_locations) else None,
                  "frame_locations": {str(n): None if p is None else list(p)
-                                     for n, p in (d.frame_locations or {}).items()} or None, "unmatched_artifacts": d.unmatched or None, "created_unknown": d.created_unknown,
+                                     for n, p in (d.frame_locations or {}).items()} or None,
+                 "unmatched_artifacts": d.unmatched or None, "created_unknown": d.created_unknown,
                  "source": d.source, "created_at": d.created} for d in batch]
         ids = db.session.execute(statement, rows).scalars().all()
         # A decision carries every entry's state: insert those a batch at a time too.
         for states in _batches({"decision_id": decision_id, "entry_id": entries[key], "state": state}
                                for decision_id, d in zip(ids, batch) for key, state in d.states.items()):
             db.session.execute(insert(DecisionArtifact.__table__), states)
-        progress(0.2 + 0.75 * min(1.0, (done + 1) * BATCH / total), f"decisions {min(total, (done + 1) * BATCH)}/{total}")
+        written = min(total, (done + 1) * BATCH)
+        progress(0.2 + 0.75 * min(1.0, (done + 1) * BATCH / total), f"decisions {written}/{total}")
 
 
 def _insert_evaluations(plan: ProjectPlan, pid: int, scan_ids: dict) -> None:
