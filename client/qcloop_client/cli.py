@@ -117,8 +117,8 @@ def train(args: argparse.Namespace) -> None:
                               ("arch", args.arch), ("fit", args.fit), ("lr", args.lr), ("seed", args.seed))
                               if value is not None}
     for setting in args.set or []:
-        key, _, value = setting.partition("=")
-        if not key or not _:
+        key, equals, value = setting.partition("=")
+        if not key or not equals:
             raise Usage(f"--set takes KEY=VALUE, not {setting!r}")
         try:
             params[key] = json.loads(value)
@@ -148,7 +148,8 @@ def promote(args: argparse.Namespace) -> None:
             _emit(args, answer, lambda a: f"{a['registry_name']} version {a['version']} is the champion")
             return
         answer = client.promote(args.id, force=args.force)
-    _emit(args, answer, lambda a: f"run {args.id} promoted: its model is the champion"
+    _emit(args, answer, lambda a: f"run {args.id} promoted: {a['run']['model_version']['registry_name']} version "
+                                  f"{a['run']['model_version']['version']} is the champion"
                                   + (" (forced)" if a.get("forced") else ""))
 
 

@@ -77,8 +77,8 @@ def test_the_loop_from_the_command_line(server, trained, cli_env, tmp_path):
             "not better than chance")
     if alias != "champion":
         forced = cli(cli_env, "promote", str(run["id"]), "--force")
-        assert forced.returncode == 0 and forced.stdout.strip() == f"run {run['id']} promoted: its model is the " \
-                                                                   "champion (forced)"
+        assert forced.returncode == 0 and forced.stdout.strip() == \
+            f"run {run['id']} promoted: qcloop-clientloop version 1 is the champion (forced)"
     refused(cli(cli_env, "promote", "1", "--version", "--project", PROJECT), 1, "already the champion")
     predicted = cli(cli_env, "predict", str(server.data_root / "client" / "scan0.nii.gz"), "--project", PROJECT)
     assert predicted.returncode == 0 and "clientloop version 1: " in predicted.stdout and "usable 0." in predicted.stdout
