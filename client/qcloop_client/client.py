@@ -159,17 +159,16 @@ class Client:
     # -- decisions, locks, vocabularies --------------------------------------------------------
 
     def decisions(self, project: ProjectRef | None = None, scan: int | None = None) -> Listing:
-        """Decisions, newest first per scan; ``to_dataframe()`` gives one row each. For a project, each
-        decision also names its scan, experiment and the meaning of its decision key."""
-        if project is None:
+        """Decisions (of one scan, of one project, or every one the caller may read); ``to_dataframe()``
+        gives one row each. A project's are read with its scans, so each also names its scan, experiment
+        and what its decision key means in the project's vocabulary."""
+        if project is None or scan is not None:
             return Listing(lambda: self._pages(f"{API}/scan-decisions", {"scan": scan}), decision_row, ("created",))
         project_id = self.project_id(project)
 
         def items() -> Iterator[dict]:
             meanings = {option["key"]: option["meaning"] for option in self.vocabulary(project_id)["decisions"]}
             for item in self._pages(f"{API}/scans", {"project": project_id}):
-                if scan is not None and item["id"] != scan:
-                    continue
                 for decision in item["decisions"]:
                     yield {**decision, "scan_name": item["name"], "experiment": item["experiment"],
                            "meaning": meanings.get(decision["decision"])}
