@@ -4,6 +4,14 @@ The job checks everything it can before training (labels per output, both classe
 files, MLflow store), so a bad run fails in seconds with one clear message on its Job and
 TrainingRun rows; it registers a model only at the end, after checking that the vocabulary
 did not change meanwhile, and writes the ModelVersion row only when registration worked.
+
+Commits: the job is the boundary (the services it calls flush). It commits where the run's row must
+say something while the job still runs, since pages, the API and the CLI read it from other
+sessions during a training of minutes or hours: the run is running, which outputs are left out,
+the MLflow run it opened (so a later failure still links to it), and at the end the recorded
+version. A failure commits the run's end after a rollback, because the jobs service rolls back
+the handler's session before writing the job's own outcome. Progress goes through
+``JobContext.progress``, which writes on its own connection.
 """
 from __future__ import annotations
 
@@ -189,6 +197,7 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
     result = train(cfg)
     try:
         model_version = _record_result(run.id, project, params, outputs, skipped, result)
+        db.session.commit()
     except Exception as err:
         db.session.rollback()
         reason = str(getattr(err, "orig", err)).strip().splitlines()[0][:300]
@@ -203,7 +212,8 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
 
 def _record_result(run_id: int, project: Project, params: dict[str, Any], outputs, skipped: dict[str, str],
                    result) -> ModelVersion:
-    """The ModelVersion row and the finished run; the alias just given moves off any older row."""
+    """The ModelVersion row and the finished run (flushed; the job commits); the alias just given moves off
+    any older row."""
     db.session.execute(update(ModelVersion).where(ModelVersion.registry_name == project.model_name,
                                                   ModelVersion.alias == result.alias).values(alias=None))
     metrics = dict(result.metrics)
@@ -223,7 +233,7 @@ def _record_result(run_id: int, project: Project, params: dict[str, Any], output
     run.metrics = {**metrics, "epochs_run": result.epochs_run}
     run.mlflow_run_id, run.model_version_id = result.run_id, model_version.id
     run.state, run.finished_at = "succeeded", utcnow()
-    db.session.commit()
+    db.session.flush()
     return model_version
 
 

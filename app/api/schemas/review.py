@@ -247,7 +247,7 @@ class ReviewerStatsSchema(Answer):
     decisions = fields.Integer()
     scans = fields.Integer()
     latest_on = fields.Integer(metadata={"description": "scans whose latest decision is this reviewer's"})
-    last_decision = nullable(fields.String, metadata={"format": "date-time"})
+    last_decision = nullable(fields.DateTime)
 
 
 class TaskOverviewSchema(Answer):

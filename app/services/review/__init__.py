@@ -15,8 +15,8 @@ from app.services.review.listing import (
 )
 from app.services.review.locks import Lock, current_lock, release_lock, require_lock, take_lock
 from app.services.review.overview import (
-    FILTERS, GridCell, ProjectOverview, ScanRow, experiment_grid, progress, project_overview, project_scans_query,
-    task_overview, timeline,
+    FILTERS, GridCell, ProjectOverview, Reviewer, ReviewerStats, ScanRow, TaskOverview, experiment_grid, progress,
+    project_overview, project_scans_query, task_overview, timeline,
 )
 from app.services.review.rules import overrule_refusal, requires_note
 from app.services.review.states import (
@@ -28,10 +28,10 @@ from app.services.review.suggestions import (
 
 __all__ = [
     "CHAMPION_ALIAS", "FILTERS", "STATE_LABELS", "SUGGESTION_THRESHOLD", "ArtifactScore", "FrameView", "GridCell",
-    "Lock", "ProjectOverview", "ScanRow", "ScanView", "Suggestion", "agreement", "artifact_lists", "champion",
-    "current_lock", "decide", "decisions_of", "decisions_query", "experiment_grid", "experiments_query",
-    "frame_views", "frames_query", "get", "history", "latest_decisions", "latest_evaluations", "overrule_refusal",
-    "present_keys", "progress", "project_overview", "project_scans_query", "projects_query", "release_lock",
-    "require_lock", "requires_note", "scan_states", "scan_views", "scans_query", "set_experiment_note", "suggestion",
-    "take_lock", "task_overview", "timeline",
+    "Lock", "ProjectOverview", "Reviewer", "ReviewerStats", "ScanRow", "ScanView", "Suggestion", "TaskOverview",
+    "agreement", "artifact_lists", "champion", "current_lock", "decide", "decisions_of", "decisions_query",
+    "experiment_grid", "experiments_query", "frame_views", "frames_query", "get", "history", "latest_decisions",
+    "latest_evaluations", "overrule_refusal", "present_keys", "progress", "project_overview", "project_scans_query",
+    "projects_query", "release_lock", "require_lock", "requires_note", "scan_states", "scan_views", "scans_query",
+    "set_experiment_note", "suggestion", "take_lock", "task_overview", "timeline",
 ]

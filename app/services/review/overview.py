@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -128,13 +128,38 @@ def experiment_grid(experiment: Experiment) -> tuple[list[GridCell], Counter]:
 
 # ---------------------------------------------------------------- task overview, progress, timeline
 
-def task_overview(project: Project, role: str | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Reviewer:
+    id: int
+    username: str  # "?" for a deleted account
+    name: str
+
+
+@dataclass(frozen=True)
+class ReviewerStats:
+    user: Reviewer
+    role: str | None
+    decisions: int
+    scans: int
+    latest_on: int  # scans whose latest decision is this reviewer's
+    last_decision: datetime | None
+
+
+@dataclass(frozen=True)
+class TaskOverview:
+    total_scans: int
+    my_project_role: str | None
+    scan_states: dict[int, str]
+    state_counts: dict[str, int]
+    reviewers: list[ReviewerStats]
+
+
+def task_overview(project: Project, role: str | None) -> TaskOverview:
     """MIQA's task overview (states per scan, the caller's role) plus per-reviewer counts."""
     ids = list(db.session.scalars(select(Scan.id).join(Experiment).where(
         Experiment.project_id == project.id, Scan.archived_at.is_(None))))
     states = scan_states(ids)
     counts = Counter(states.values())
-    reviewers = []
     query = (select(Decision.creator_id, func.count(Decision.id), func.count(func.distinct(Decision.scan_id)),
                     func.max(Decision.created_at))
              .join(Scan).join(Experiment).where(Experiment.project_id == project.id, Decision.creator_id.isnot(None))
@@ -145,16 +170,14 @@ def task_overview(project: Project, role: str | None) -> dict[str, Any]:
                                     .where(Membership.project_id == project.id)).all())
     latest = latest_decisions(ids)
     settled_by = Counter(d.creator_id for d in latest.values())
+    reviewers = []
     for user_id, (n_decisions, n_scans, last) in sorted(stats.items(), key=lambda item: -item[1][0]):
         user = people.get(user_id)
-        reviewers.append({"user": {"id": user_id, "username": user.username if user else "?",
-                                   "name": user.display_name if user else "?"},
-                          "role": roles.get(user_id), "decisions": n_decisions, "scans": n_scans,
-                          "latest_on": settled_by.get(user_id, 0), "last_decision": last.isoformat() if last else None})
-    return {"total_scans": len(ids), "my_project_role": role,
-            "scan_states": {str(scan_id): state for scan_id, state in states.items()},
-            "state_counts": {state: counts.get(state, 0) for state in decisions.SCAN_STATES},
-            "reviewers": reviewers}
+        reviewers.append(ReviewerStats(Reviewer(user_id, user.username if user else "?",
+                                                user.display_name if user else "?"),
+                                       roles.get(user_id), n_decisions, n_scans, settled_by.get(user_id, 0), last))
+    return TaskOverview(len(ids), role, states, {state: counts.get(state, 0) for state in decisions.SCAN_STATES},
+                        reviewers)
 
 
 def progress(project_ids: list[int]) -> dict[int, Counter]:

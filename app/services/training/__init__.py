@@ -10,7 +10,9 @@ from app.services.training.params import (
 from app.services.training.records import (
     candidate_outputs, is_2d, label_counts, label_settings, min_labels, records,
 )
-from app.services.training.reports import HeldoutAuc, RunReport, SkippedOutput, mlflow_how_to_open, mlflow_url, run_report
+from app.services.training.reports import (
+    HeldoutAuc, RunReport, SkippedOutput, mlflow_how_to_open, mlflow_url, run_report,
+)
 from app.services.training.runs import (
     FINAL_STATES, RunStatus, cancel_run, create_run, get_run, recent_runs, run_status, runs_query, start_run,
 )
