@@ -57,8 +57,9 @@ class Scan(db.Model):
     subject_id: Mapped[str | None] = mapped_column(String(255), index=True)
     session_id: Mapped[str | None] = mapped_column(String(255))
     link: Mapped[str | None] = mapped_column(String(2000))
-    # What the repository says of the image (BIDS sidecar, DICOM series attributes), kept as synced.
-    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    # What the repository says of the image (BIDS sidecar, DICOM series attributes), kept as synced; loaded
+    # only when read (it may be large, and lists of scans never need it).
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, deferred=True)
     # Scans that leave an imported tree are archived, never deleted, so decisions survive.
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
