@@ -25,9 +25,14 @@ from qcloop_client import (
 from tests.client.conftest import N_SCANS, PROJECT, REVIEWERS
 
 
+@pytest.fixture
+def client(server):
+    with server.client() as logged_in:
+        yield logged_in
+
+
 @pytest.mark.slow
-def test_lists_page_by_page_decide_and_export(server, trained, monkeypatch, tmp_path):
-    client = server.client()
+def test_lists_page_by_page_decide_and_export(server, trained, client, monkeypatch, tmp_path):
     scan_pages = []
     client._http.event_hooks["request"].append(
         lambda request: scan_pages.append(request.url) if request.url.path == "/api/v1/scans" else None)
@@ -69,8 +74,7 @@ def test_lists_page_by_page_decide_and_export(server, trained, monkeypatch, tmp_
 
 
 @pytest.mark.slow
-def test_frames_upload_download_and_vocabulary(server, trained, tmp_path):
-    client = server.client()
+def test_frames_upload_download_and_vocabulary(server, trained, client, tmp_path):
     scan = next(iter(client.scans(project=PROJECT)))
     frame = client.frame(scan["frames"][0]["id"])
     assert [f["id"] for f in client.frames(scan=scan["id"])] == [frame["id"]]
@@ -84,8 +88,7 @@ def test_frames_upload_download_and_vocabulary(server, trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_training_promotion_evaluations_and_prediction(server, trained, tmp_path):
-    client = server.client()
+def test_training_promotion_evaluations_and_prediction(server, trained, client):
     run = client.training_run(trained["run"]["id"])  # the command line's tests may have promoted it
     assert run["state"] == "succeeded", run["error"]
     assert run["model_version"]["version"] == "1" and run["metrics"]["epochs_run"] == 2
@@ -116,11 +119,10 @@ def test_training_promotion_evaluations_and_prediction(server, trained, tmp_path
 
 
 @pytest.mark.slow
-def test_typed_errors_carry_the_servers_answer(server, trained):
+def test_typed_errors_carry_the_servers_answer(server, trained, client):
     with pytest.raises(AuthError) as wrong:
         Client.login(server.url, server.admin, "not the password")
     assert wrong.value.status == 400 and "Unable to log in" in wrong.value.detail
-    client = server.client()
     with pytest.raises(NotFound) as missing:
         client.scan(999_999)
     assert missing.value.status == 404 and missing.value.error == "not_found" and missing.value.body["detail"]
@@ -132,21 +134,20 @@ def test_typed_errors_carry_the_servers_answer(server, trained):
     with pytest.raises(Conflict):
         client.create_project(PROJECT)
     made = client.create_token("script", expires_in_days=1)
-    scripted = Client(server.url, made["token"])
-    assert scripted.me()["username"] == server.admin
-    client.revoke_token(made["id"])
-    with pytest.raises(AuthError) as revoked:
-        scripted.projects().to_list()
+    with Client(server.url, made["token"]) as scripted:
+        assert scripted.me()["username"] == server.admin
+        client.revoke_token(made["id"])
+        with pytest.raises(AuthError) as revoked:
+            scripted.projects().to_list()
     assert revoked.value.status == 401 and revoked.value.detail == "Invalid token."
     assert [t["state"] for t in client.tokens() if t["id"] == made["id"]] == ["revoked"]
-    with pytest.raises(ConnectionFailed, match="cannot reach"):
-        Client("http://127.0.0.1:9", "x").projects().to_list()
+    with pytest.raises(ConnectionFailed, match="cannot reach"), Client("http://127.0.0.1:9", "x") as nowhere:
+        nowhere.projects().to_list()
     assert issubclass(ServerError, QcloopError) and issubclass(JobFailed, QcloopError)
 
 
 @pytest.mark.slow
-def test_waiting_on_a_failed_job_raises_job_failed(server, trained):
-    client = server.client()
+def test_waiting_on_a_failed_job_raises_job_failed(server, trained, client):
     run = client.train(PROJECT, **{"min_labels": 1000, "arch": "resnet_small", "epochs": 1})
     with pytest.raises(JobFailed) as failed:
         client.wait(run, progress=False, interval=0.2, timeout=120)
@@ -156,7 +157,8 @@ def test_waiting_on_a_failed_job_raises_job_failed(server, trained):
 
 def test_every_path_the_client_calls_is_in_the_openapi_description(server):
     """The client is written against the published description: each API path it names is described there."""
-    spec = server.client()._json("GET", "/api/v1/openapi.json")
+    with server.client() as client:
+        spec = client._json("GET", "/api/v1/openapi.json")
     described = {re.sub(r"\{[^}]+\}", "{}", path) for path in spec["paths"]}
     named = {re.sub(r"\{[^}]+\}", "{}", "/api/v1" + path)
              for path in re.findall(r'f"\{API\}(/[^"]*)"', inspect.getsource(client_module))}
