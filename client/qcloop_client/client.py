@@ -106,7 +106,7 @@ class Client:
         return self._json("GET", f"{API}/projects/{self.project_id(project)}")
 
     def project_id(self, project: ProjectRef | dict) -> int:
-        """A project's id from its id, its name or its answer."""
+        """A project's id from its id (digits too), its name or its answer."""
         if isinstance(project, dict):
             return int(project["id"])
         if isinstance(project, int) or project.isdigit():
