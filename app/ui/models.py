@@ -6,9 +6,11 @@ from flask_login import current_user
 
 from app.api.schemas.jobs import JobSchema
 from app.auth.permissions import permission
-from app.services import evaluations, model_versions, projects, training
-from app.ui.flashing import flash_outcome
+from app.db import Project
+from app.services import evaluations, model_versions, training
+from app.services.loaders import load
 from app.ui import bp
+from app.ui.flashing import flash_outcome
 
 
 def _auc_points(versions: list[dict]) -> list[dict]:
@@ -25,7 +27,7 @@ def _auc_points(versions: list[dict]) -> list[dict]:
 @bp.get("/projects/<int:project_id>/models")
 @permission("project", "collaborator")
 def models_page(project_id: int):
-    project = projects.get_project(project_id)
+    project = load(Project, project_id)
     versions = model_versions.versions(project)
     runs = {run.id: training.mlflow_how_to_open(run) for run in training.recent_runs(project_id, 200)}
     for version in versions:
@@ -38,7 +40,7 @@ def models_page(project_id: int):
 @bp.post("/projects/<int:project_id>/models/<int:version>/rollback")
 @permission("project", "admin")
 def models_rollback(project_id: int, version: int):
-    flash_outcome(lambda: model_versions.rollback(projects.get_project(project_id), str(version), current_user),
+    flash_outcome(lambda: model_versions.rollback(load(Project, project_id), str(version), current_user),
                   lambda row: f"{row.registry_name} version {row.version} is the champion again")
     return redirect(url_for("ui.models_page", project_id=project_id))
 
@@ -46,6 +48,6 @@ def models_rollback(project_id: int, version: int):
 @bp.post("/projects/<int:project_id>/models/evaluate")
 @permission("project", "admin")
 def models_evaluate(project_id: int):
-    flash_outcome(lambda: evaluations.start(projects.get_project(project_id), current_user, {}),
+    flash_outcome(lambda: evaluations.start(load(Project, project_id), current_user, {}),
                   lambda job: f"evaluation job {job.id}: {job.state}")
     return redirect(url_for("ui.models_page", project_id=project_id))

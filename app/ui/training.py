@@ -6,10 +6,11 @@ from flask_login import current_user
 
 from app.api.schemas.training import RunSchema
 from app.auth.permissions import permission
-from app.db import db
+from app.db import Project, TrainingRun, db
 from app.services import projects, promotion, training
-from app.ui.flashing import flash_outcome
+from app.services.loaders import load
 from app.ui import bp
+from app.ui.flashing import flash_outcome
 
 SYNTHESIS_PROBABILITY = 0.2
 
@@ -38,7 +39,7 @@ def _form_body(form) -> dict:
 @bp.get("/projects/<int:project_id>/training")
 @permission("project", "collaborator")
 def training_runs(project_id: int):
-    project = projects.get_project(project_id)
+    project = load(Project, project_id)
     runs = RunSchema(many=True).dump([training.run_status(run) for run in training.recent_runs(project_id, 50)])
     champions = promotion.champions(project_id)
     for run in runs:
@@ -55,7 +56,7 @@ def training_runs(project_id: int):
 def training_settings(project_id: int):
     changes = {key: request.form[key].strip() for key in ("label_rule", "questionable", "min_labels_per_class")
                if request.form.get(key, "").strip()}
-    flash_outcome(lambda: projects.update_settings(projects.get_project(project_id), changes, current_user),
+    flash_outcome(lambda: projects.update_settings(load(Project, project_id), changes, current_user),
                   lambda _: "training settings saved")
     return redirect(url_for("ui.training_runs", project_id=project_id))
 
@@ -76,7 +77,7 @@ def training_promote(project_id: int, run_id: int):
 @bp.post("/projects/<int:project_id>/training")
 @permission("project", "admin")
 def training_start(project_id: int):
-    if flash_outcome(lambda: training.start_run(projects.get_project(project_id), current_user,
+    if flash_outcome(lambda: training.start_run(load(Project, project_id), current_user,
                                                 _form_body(request.form)),
                      lambda run: f"training run {run.id} started") is not None:
         db.session.commit()
@@ -86,7 +87,7 @@ def training_start(project_id: int):
 @bp.post("/training-runs/<int:run_id>/cancel")
 @permission("project", "admin")
 def training_cancel(run_id: int):
-    run = training.get_run(run_id)
+    run = load(TrainingRun, run_id)
     if flash_outcome(lambda: training.cancel_run(run), lambda _: f"training run {run.id} cancelled") is not None:
         db.session.commit()
     return redirect(url_for("ui.training_runs", project_id=run.project_id))
