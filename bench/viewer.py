@@ -12,10 +12,11 @@ Figures (p50 and p95 over the scans measured):
   and on the same scan opened again ("warm": cache built, files in the browser's HTTP cache);
 - first volume: from navigation start to Niivue's first volume drawn (the 8-bit preview);
 - full resolution: from navigation start to the full volume drawn;
-- submit to next scan: from pressing Enter (decision posted) to the next scan painted ("paint")
-  then at full resolution ("full"); the page fetched its planes, preview and volume while the
-  reviewer looked at the current scan, so what remains is the POST, the page's JSON and the
-  drawing (software WebGL here);
+- submit to next scan: from pressing Enter to the decision saved (the POST answered), to the next
+  scan's panel shown (from the context prefetched while the reviewer looked at the current scan;
+  the server is asked again meanwhile), to its planes painted ("paint") then at full resolution
+  ("full"): the planes, preview and volume were fetched and parsed ahead, so what remains is the
+  POST, the planes from memory and the volume's upload (software WebGL here);
 - slice endpoint p50/p95: PNG slices over HTTP (token auth), "cold" the first request of each of
   the other frames (cache built on that request), "warm" random axis/index/window afterwards.
 
@@ -107,7 +108,8 @@ def browser_figures(base: str, scan_ids: list[int]) -> dict[str, list[float]]:
 
     figures: dict[str, list[float]] = {f"{name} {kind}": [] for name in ("first paint", "first volume", "full")
                                        for kind in ("cold", "warm")}
-    figures.update({"submit to next paint": [], "submit to next full": []})
+    figures.update({"submit to decision saved": [], "submit to next scan shown": [], "submit to next paint": [],
+                    "submit to next full": []})
     half = len(scan_ids) // 2
     full = "document.querySelector('#viewer').dataset.loaded === 'full'"
     loaded = f"() => {full}"  # functions, not strings: the page's CSP forbids eval
@@ -149,6 +151,8 @@ def browser_figures(base: str, scan_ids: list[int]) -> dict[str, list[float]]:
             timings = page.evaluate("window.qcloop.timings")
             figures["submit to next paint"].append(timings["firstPaintAt"] - timings["submitted"])
             figures["submit to next full"].append(timings["fullAt"] - timings["submitted"])
+            figures["submit to decision saved"].append(timings["postedAt"] - timings["submitted"])
+            figures["submit to next scan shown"].append(timings["contextAt"] - timings["submitted"])
         browser.close()
     return figures
 
