@@ -18,9 +18,10 @@ from monai.networks.layers import Reshape
 from monai.networks.nets import Classifier, DenseNet, DenseNet121, ResNet
 from torch import nn
 
+from models.architectures import ARCHITECTURES
+
 log = logging.getLogger(__name__)
 
-ARCHITECTURES = ("densenet121", "densenet_small", "resnet18", "resnet_small", "miqa", "resnet18_2d")
 MIQA_SHAPE = (64, 64, 64)
 # MIQA's eleven outputs: overall quality (0..10) then ten artifact scores (0..1), in this order.
 MIQA_OUTPUTS = ("usable", "normal_variants", "lesions", "full_brain_coverage", "misalignment", "swap_wraparound",

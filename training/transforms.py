@@ -33,9 +33,9 @@ from monai.transforms import (
 
 from models.preprocessing import PreprocessConfig, cache_name, preprocess
 from training.data import Item, Output
+from training.synthesis import SYNTHESIZABLE
 
 # Which synthetic artifact marks which artifact entry (by key) as present.
-SYNTHESIZABLE = ("inhomogeneity", "ghosting_motion", "truncation_artifact", "swap_wraparound")
 
 
 @dataclass(frozen=True)

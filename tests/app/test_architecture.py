@@ -114,7 +114,8 @@ print(json.dumps({"statuses": statuses, "torch": "torch" in sys.modules,
 
 
 def test_the_scan_and_project_pages_do_not_load_torch(app, factory):
-    """A fresh server process answering the project and scan pages (and the scan's JSON context) never imports torch."""
+    """A fresh server process answering the project, scan, training and models pages (and the scan's JSON
+    context) never imports torch."""
     project = factory.project("quiet")
     reviewer = factory.member(project, "tier2", "reviewer")
     scan = factory.scan(project, "exp", "s1")
@@ -124,7 +125,7 @@ def test_the_scan_and_project_pages_do_not_load_torch(app, factory):
         "TESTING", "INSTANCE_PATH", "SECRET_KEY", "SQLALCHEMY_DATABASE_URI", "DATA_ROOT", "CACHE_DIR",
         "MLFLOW_TRACKING_URI", "MLFLOW_ARTIFACT_ROOT", "WTF_CSRF_ENABLED", "RATELIMIT_ENABLED", "QUEUE_IMMEDIATE")}
     urls = [f"/projects/{project.id}", f"/scans/{scan.id}", f"/scans/{scan.id}/context",
-            f"/experiments/{scan.experiment_id}"]
+            f"/experiments/{scan.experiment_id}", f"/projects/{project.id}/training", f"/projects/{project.id}/models"]
     result = subprocess.run([sys.executable, "-c", PAGE_VIEWS, json.dumps(settings), json.dumps(urls)], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]

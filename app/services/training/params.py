@@ -60,8 +60,8 @@ def label_rules() -> tuple[str, ...]:
 
 def form_choices() -> dict[str, tuple[str, ...]]:
     """What the Retrain form offers: the networks and the artifacts that can be synthesized."""
-    from models.networks import ARCHITECTURES
-    from training.transforms import SYNTHESIZABLE
+    from models.architectures import ARCHITECTURES
+    from training.synthesis import SYNTHESIZABLE
 
     return {"architectures": ARCHITECTURES, "synthesizable": SYNTHESIZABLE}
 
@@ -84,7 +84,7 @@ def clean_params(project: Project, body: dict[str, Any]) -> dict[str, Any]:
     for key in list(chosen) + list(params["synthesis"]):
         if key not in active:
             raise InvalidInput(f"{key!r} is not an active artifact entry of this project", field="artifacts")
-    from training.transforms import SYNTHESIZABLE
+    from training.synthesis import SYNTHESIZABLE
 
     for key in params["synthesis"]:
         if key not in SYNTHESIZABLE:
