@@ -152,13 +152,6 @@ class NextScan:
             text += f"; {self.other_remaining} {QUEUES[self.other_queue]} (the {self.other_queue} queue)"
         return text + "."
 
-    def as_json(self) -> dict[str, Any]:
-        return {"queue": self.queue, "queue_label": QUEUES[self.queue], "strategy": self.strategy,
-                "strategy_used": self.strategy_used, "fallback": self.fallback, "scan_id": self.scan_id,
-                "remaining": self.remaining, "empty": self.scan_id is None, "message": self.message,
-                "other": ({"queue": self.other_queue, "queue_label": QUEUES[self.other_queue],
-                           "remaining": self.other_remaining} if self.other_queue else None)}
-
 
 def queues_for(role: str) -> list[str]:
     return [queue for queue, roles in QUEUE_ROLES.items() if role in roles]
