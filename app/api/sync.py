@@ -79,9 +79,10 @@ class SyncRunOut(Schema):
 @blp.response(202, SyncStarted)
 @permission("project", "admin")
 def sync_project(body: dict, project_id: int):
-    """Sync the project with a source in the worker: the source is checked at once (400 unreadable or not
-    what it says, 409 synced into another project or already syncing), then the job answers; poll it, and
-    read the run in sync-runs."""
+    """Sync the project with a source in the worker: the source is checked at once with one cheap request
+    (400 unreadable, not what it says, refusing the credentials or unreachable: nothing stored, no job; 409
+    synced into another project or already syncing), then the job answers; poll it, and read the run in
+    sync-runs."""
     job = schedule.start_sync(projects.get_project(project_id), body["source"], current_user,
                               every_minutes=body.get("every_minutes", engine.UNCHANGED), patterns=body["patterns"])
     return {"job": job, "url": f"/api/v1/jobs/{job.id}"}

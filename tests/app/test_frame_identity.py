@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from app import create_app
 from app.db import Frame, Job, db
 from app.services import projects, training
-from app.services.sync import folder as sync
+from app.services.sync import engine
 from tests.app.test_transfer_api import _upload
 from tests.app.transfer_helpers import write_csv
 from tests.conftest import _test_settings
@@ -109,13 +109,12 @@ def test_sync_and_a_moved_frame_get_the_new_files_checksums(client, factory, tmp
     _import(client, project, headers, [_row("a", "repo/v1/a_T1_0.nii.gz")], tmp_path / "a.csv")
     added = [_volume(root, "repo/v1/b_T1_0.nii.gz", 2), _volume(root, "repo/v2/c_T1_0.nii.gz", 3)]
 
-    report = sync.sync(project, Path(root) / "repo")
-    db.session.commit()
-    assert sorted(report["added"]) == ["repo/v1/b_T1_0.nii.gz", "repo/v2/c_T1_0.nii.gz"]
+    run = engine.run_sync(project, str(Path(root) / "repo"), None)
+    assert (run.added_items, run.unchanged) == (["v1/b_T1_0.nii.gz", "v2/c_T1_0.nii.gz"], 1)  # a: imported before
     assert {loc: digest for loc, (digest, _) in _checksums().items()} == {
         "repo/v1/a_T1_0.nii.gz": _sha(first), "repo/v1/b_T1_0.nii.gz": _sha(added[0]),
         "repo/v2/c_T1_0.nii.gz": _sha(added[1])}
-    assert [job.state for job in _checksum_jobs()] == ["succeeded", "succeeded"]
+    assert [job.state for job in _checksum_jobs()] == ["succeeded"]  # the import's: the sync read its own
 
     moved = _volume(root, "repo/v1/a_rescan.nii.gz", 4)
     summary = _import(client, project, headers, [_row("a", "repo/v1/a_rescan.nii.gz")], tmp_path / "moved.csv")

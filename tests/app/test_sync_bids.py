@@ -105,14 +105,15 @@ def test_a_bids_dataset_becomes_scans_and_its_decisions_a_derivatives_dataset(fa
     assert [rating.get_entities()["subject"] for rating in ratings] == ["02"]
     assert ratings[0].path.endswith("derivatives/qcloop/sub-02/ses-1/anat/sub-02_ses-1_T1w_qc.json")
     record = json.loads(Path(ratings[0].path).read_text())
-    assert (record["Rating"], record["Note"], record["Artifacts"]) == (
-        "UN", "motion", {"ghosting_motion": "present", "lesions": "absent"})
+    assert (record["Rating"], record["RatingLabel"], record["RatingCode"], record["Note"], record["Artifacts"]) == (
+        "unusable", "Unusable", "UN", "motion", {"ghosting_motion": "present", "lesions": "absent"})
     description = json.loads((root / "derivatives" / "qcloop" / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "qcloop"
     with (root / "derivatives" / "qcloop" / "ratings.tsv").open() as file:
         rows = list(csv.DictReader(file, delimiter="\t"))
-    assert [(row["bids_name"], row["rating"], row["artifacts_present"]) for row in rows] == [
-        ("sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz", "UN", "ghosting_motion")]
+    assert [(row["bids_name"], row["rating"], row["rating_label"], row["rating_code"], row["artifacts_present"])
+            for row in rows] == [("sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz", "unusable", "Unusable", "UN",
+                                  "ghosting_motion")]
     assert len(read_layout(root).get(extension=[".nii", ".nii.gz"])) == 9  # derivatives are not raw images
 
     third = _sync(client, project, headers, f"bids:{root}", every_minutes=30)

@@ -14,10 +14,12 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import func, select
 
 from app.cli import sync_command
-from app.db import db
+from app.db import Job, SyncRun, SyncSource, db
 from app.services import imaging
+from app.services.sync import engine
 from app.services.sync.base import Outgoing, SourceError
 from app.services.sync.dicomweb import DicomwebSource, scan_type
 from tests.factories import Factory, token_headers, write_dicom_series
@@ -48,8 +50,9 @@ def source(orthanc: Orthanc, **credentials: str) -> DicomwebSource:
                                                | credentials))
 
 
-def outgoing(key: str, decision: str = "usable", note: str = "fine") -> Outgoing:
-    return Outgoing(key=key, scan_id=1, decision=decision, artifacts={"ghosting": "absent", "motion": "present"},
+def outgoing(key: str, note: str = "fine") -> Outgoing:
+    return Outgoing(key=key, scan_id=1, decision="usable", label="Usable", code="U",
+                    artifacts={"ghosting": "absent", "motion": "present"},
                     note=note, reviewer="alice", created=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
                     metadata={})
 
@@ -116,7 +119,8 @@ def test_push_writes_each_decision_as_orthanc_series_metadata(orthanc, tmp_path)
     pushed = dicomweb.push([outgoing(f"{STUDY_A}/{T1}"), outgoing(f"{STUDY_A}/{ROOT}.9.9")], tmp_path / "run")
     assert pushed.pushed == 1 and pushed.file is None
     assert pushed.failed == [(f"{STUDY_A}/{ROOT}.9.9", "the server no longer holds the series")]
-    assert orthanc.decision(T1) == {"decision": "usable", "artifacts": {"ghosting": "absent", "motion": "present"},
+    assert orthanc.decision(T1) == {"decision": "usable", "label": "Usable", "code": "U",
+                                    "artifacts": {"ghosting": "absent", "motion": "present"},
                                     "note": "fine", "reviewer": "alice", "time": "2026-01-02T03:04:05+00:00"}
 
 
@@ -154,8 +158,8 @@ def test_push_to_another_server_writes_the_decisions_file(tmp_path):
     with open(pushed.file, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert rows == [{"study_instance_uid": "1.2", "series_instance_uid": "3.4", "decision": "usable",
-                     "artifacts": "ghosting=absent;motion=present", "note": "'=SUM(A1)", "reviewer": "alice",
-                     "time": "2026-01-02T03:04:05+00:00"}]
+                     "label": "Usable", "code": "U", "artifacts": "ghosting=absent;motion=present",
+                     "note": "'=SUM(A1)", "reviewer": "alice", "time": "2026-01-02T03:04:05+00:00"}]
 
 
 def test_wrong_password_is_a_clear_refusal(orthanc):
@@ -163,6 +167,12 @@ def test_wrong_password_is_a_clear_refusal(orthanc):
         source(orthanc, password="wrong").list(None)
     assert refused.value.status == 400
     assert refused.value.message.startswith(orthanc.dicomweb + ": the server refused the credentials (HTTP 401)")
+    with pytest.raises(SourceError) as checked:
+        source(orthanc, password="wrong").check()
+    assert checked.value.message == (f"{orthanc.dicomweb}: the server refused the credentials (HTTP 401) while "
+                                     "checking the server (QIDO-RS search for one study); check the user name and "
+                                     "password")
+    source(orthanc).check()  # the right ones: no error
 
 
 def test_an_unreachable_server_is_a_clear_refusal():
@@ -171,6 +181,8 @@ def test_an_unreachable_server_is_a_clear_refusal():
         DicomwebSource(url).list(None)
     assert refused.value.message.startswith(f"{url}: the server cannot be reached while searching the studies")
     assert "refused" in refused.value.message.lower()
+    with pytest.raises(SourceError, match="the server cannot be reached while checking the server"):
+        DicomwebSource(url).check()
 
 
 @pytest.mark.parametrize("url", ["http://host/dicom-web", "dicomweb+ftp://host/dicom-web", "dicomweb+http:///x",
@@ -286,7 +298,8 @@ def test_orthanc_sync_cycle_adds_new_series_once_and_writes_decisions_back(make_
     pushed = sync(pacs, orthanc.dicomweb)["result"]
     assert (pushed["added"], pushed["pushed"], pushed["failed"]) == (0, 1, 0), pushed
     written = orthanc.decision(T1)
-    assert (written["decision"], written["note"], written["reviewer"]) == ("U", "sharp", "pacs-admin")
+    assert (written["decision"], written["label"], written["code"]) == ("usable", "Usable", "U")
+    assert (written["note"], written["reviewer"]) == ("sharp", "pacs-admin")
     assert written["artifacts"]["lesions"] == "absent"
     assert sync(pacs, orthanc.dicomweb)["result"]["pushed"] == 0  # nothing new to push
 
@@ -294,18 +307,62 @@ def test_orthanc_sync_cycle_adds_new_series_once_and_writes_decisions_back(make_
     assert [run["added"] for run in runs] == [0, 0, 1, 0, 2] and {run["source"] for run in runs} == {orthanc.dicomweb}
 
 
-def test_a_sync_with_a_wrong_password_or_an_unreachable_server_fails_saying_why(make_pacs, orthanc):
+def test_a_sync_refused_by_the_server_or_unreachable_is_a_400_at_once_and_stores_nothing(make_pacs, orthanc):
     pacs = make_pacs(password="wrong")
-    refused = sync(pacs, orthanc.dicomweb, state="failed")
-    assert refused["error"].startswith(f"{orthanc.dicomweb}: the server refused the credentials (HTTP 401)")
+    url, client, headers = f"/api/v1/projects/{pacs['project'].id}/sync", pacs["client"], pacs["headers"]
+    refused = client.post(url, json={"source": orthanc.dicomweb, "every_minutes": 5}, headers=headers)
+    assert refused.status_code == 400, refused.get_json()
+    assert refused.get_json()["detail"].startswith(
+        f"{orthanc.dicomweb}: the server refused the credentials (HTTP 401) while checking the server")
 
     gone = f"dicomweb+http://127.0.0.1:{free_port()}/dicom-web"
-    unreachable = sync(pacs, gone, state="failed")
-    assert unreachable["error"].startswith(f"{gone}: the server cannot be reached while searching the studies")
+    unreachable = client.post(url, json={"source": gone}, headers=headers)
+    assert unreachable.status_code == 400
+    assert unreachable.get_json()["detail"].startswith(f"{gone}: the server cannot be reached while checking")
 
+    page = client.post(f"/admin/projects/{pacs['project'].id}/sync", data={"source": orthanc.dicomweb},
+                       headers=headers)  # the import page's form
+    assert page.status_code == 400 and "Not synced:" in page.data.decode()
+    assert "the server refused the credentials" in page.data.decode()
+    assert (db.session.scalar(select(func.count(SyncSource.id))), db.session.scalar(select(func.count(Job.id))),
+            db.session.scalar(select(func.count(SyncRun.id)))) == (0, 0, 0)  # nothing stored, no job queued
+    assert get(pacs, f"/api/v1/projects/{pacs['project'].id}/sync-runs").get_json() == []
+
+    # A run the worker starts (a schedule set before the password changed) records the refusal.
+    with pytest.raises(SourceError, match="refused the credentials"):
+        engine.run_sync(pacs["project"], orthanc.dicomweb, None)
     runs = get(pacs, f"/api/v1/projects/{pacs['project'].id}/sync-runs").get_json()
-    assert [(run["state"], run["error"]) for run in runs] == [("failed", unreachable["error"]),
-                                                              ("failed", refused["error"])]
+    assert [(run["state"], run["error"][:60]) for run in runs] == [
+        ("failed", f"{orthanc.dicomweb}: the server refused the credentials"[:60])]
+
+
+def test_a_series_deleted_on_the_server_is_reported_removed_and_its_scan_and_decision_stay(make_pacs, orthanc,
+                                                                                             tmp_path):
+    pacs = make_pacs()
+    store_series(orthanc, tmp_path, T1, study=STUDY_A, number=1, description="T1 MPRAGE sag", seed=1)
+    store_series(orthanc, tmp_path, FLAIR, study=STUDY_A, number=2, description="t2_flair_tra", seed=2)
+    assert sync(pacs, orthanc.dicomweb)["result"]["added"] == 2
+    flair = scans_by_name(pacs)["2 t2_flair_tra"]
+    client, headers = pacs["client"], pacs["headers"]
+    assert client.post(f"/api/v1/experiments/{flair['experiment']}/lock", headers=headers).status_code == 200
+    decided = client.post("/api/v1/scan-decisions", headers=headers, json={"scan": flair["id"], "decision": "UN",
+                                                                           "note": "motion"})
+    assert decided.status_code == 201, decided.get_json()
+
+    orthanc.request("DELETE", f"series/{orthanc.series_id(FLAIR)}")
+    run = sync(pacs, orthanc.dicomweb)["result"]
+    assert (run["removed"], run["removed_items"], run["added"], run["failed"]) == (1, [f"{STUDY_A}/{FLAIR}"], 0, 0)
+    assert run["pushed"] == 0  # a removed series gets no decision pushed
+    scans = scans_by_name(pacs)
+    assert set(scans) == {"1 T1 MPRAGE sag", "2 t2_flair_tra"}  # the scan stays
+    kept = get(pacs, f"/api/v1/scan-decisions?scan={flair['id']}").get_json()["results"]
+    assert [(decision["decision"], decision["note"]) for decision in kept] == [("UN", "motion")]
+    assert sync(pacs, orthanc.dicomweb)["result"]["removed"] == 0  # reported once
+
+    # The whole study gone: its other series is reported too.
+    orthanc.request("DELETE", f"series/{orthanc.series_id(T1)}")
+    gone = sync(pacs, orthanc.dicomweb)["result"]
+    assert gone["removed_items"] == [f"{STUDY_A}/{T1}"] and set(scans_by_name(pacs)) == set(scans)
 
 
 def test_the_command_line_syncs_with_the_credentials_of_the_url(factory, orthanc, tmp_path):

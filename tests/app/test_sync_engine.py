@@ -89,7 +89,8 @@ def test_fetched_images_fail_alone_change_as_new_frames_and_push_once(factory, m
     assert [frame.frame_number for frame in scan.frames] == [0, 1]
     assert scan.frames[0].checksum != scan.frames[1].checksum
     assert db.session.scalar(db.select(db.func.count(Decision.id)).where(Decision.scan_id == scan.id)) == 1
-    assert [(out.key, out.decision, out.reviewer) for out in memory.pushed] == [("a", "U", "memory-reviewer")]
+    assert [(out.key, out.decision, out.label, out.code, out.reviewer) for out in memory.pushed] == [
+        ("a", "usable", "Usable", "U", "memory-reviewer")]
     assert first.source.cursor == {"seen": 2}
 
     third = engine.run_sync(project, "memory:lab", None)

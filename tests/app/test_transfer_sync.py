@@ -1,9 +1,8 @@
-"""The sync cycle as a service: which files of a site's tree the default patterns and custom ones take
-(flat folders, experiment/scan folders, BIDS-like trees, DICOM folders), what each file not taken is
-reported with, relative sources, and a failed sync that leaves nothing behind."""
+"""Folder sources through the sync engine: which files of a site's tree the default patterns and custom ones
+take (flat folders, experiment/scan folders, BIDS-like trees, DICOM folders), what each file not taken is
+reported with, relative sources, an item that fails alone, and the API that never walks the uploads."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nrrd
@@ -12,10 +11,10 @@ import pytest
 from flask import current_app
 from sqlalchemy import select
 
-from app.db import Frame, db
+from app.db import Frame, SyncRun, db
 from app.services import imaging
 from app.services.errors import InvalidInput
-from app.services.sync import folder as sync
+from app.services.sync import engine
 from tests.app.transfer_helpers import snapshot
 from tests.factories import token_headers, write_dicom_series
 
@@ -24,8 +23,13 @@ def _data() -> Path:
     return Path(current_app.config["DATA_ROOT"])
 
 
-def _reasons(report: dict) -> dict[str, str]:
-    return {line["path"]: line["reason"] for line in report["skipped"]}
+def _sync(project, source: Path | str, patterns: list[str] | None = None) -> SyncRun:
+    return engine.run_sync(project, str(source), None, patterns=patterns)
+
+
+def _reasons(run: SyncRun) -> dict[str, str]:
+    """Every item not taken (skipped by the listing or failed when read) and why."""
+    return {line["item"]: line["reason"] for line in run.skipped_items + run.failed_items}
 
 
 def test_default_pattern_takes_nrrd_and_any_case(factory):
@@ -39,22 +43,19 @@ def test_default_pattern_takes_nrrd_and_any_case(factory):
                {"space": "left-posterior-superior", "space directions": np.eye(3), "space origin": np.zeros(3)})
     (root / "visit2" / "sub-02_t2.json").write_text("{}")  # a sidecar, not an image
 
-    report = sync.sync(project, root)
-    db.session.commit()
-    assert sorted(report["added"]) == ["repo/visit1/sub-01_T1_0.nii.gz", "repo/visit1/sub-01_T1_1.NII.GZ",
-                                       "repo/visit2/sub-02_t2.nrrd"]
-    assert list(_reasons(report)) == ["visit2/sub-02_t2.json"]
-    assert _reasons(report)["visit2/sub-02_t2.json"].startswith("not an image file (qcloop reads NIfTI")
+    run = _sync(project, root)
+    assert run.added_items == ["visit1/sub-01_T1_0.nii.gz", "visit1/sub-01_T1_1.NII.GZ", "visit2/sub-02_t2.nrrd"]
+    assert list(_reasons(run)) == ["visit2/sub-02_t2.json"]
+    assert _reasons(run)["visit2/sub-02_t2.json"].startswith("not an image file (qcloop reads NIfTI")
     scans = snapshot()["Site"]["experiments"]
     assert scans["visit1"]["scans"]["sub-01"]["frames"] == {0: "repo/visit1/sub-01_T1_0.nii.gz",
                                                             1: "repo/visit1/sub-01_T1_1.NII.GZ"}
     assert scans["visit2"]["scans"]["sub-02"]["type"] == "T2"
-    assert Path(report["export"]).is_file() and report["backup"] is None
+    assert Path(run.export_file).is_file() and run.backup_file is None
 
-    again = sync.sync(project, root)
-    db.session.commit()
-    assert again["added"] == [] and again["summary"] is None and Path(again["backup"]).is_file()
-    assert again["known"] == 3 and list(_reasons(again)) == ["visit2/sub-02_t2.json"]
+    again = _sync(project, root)
+    assert (again.added, again.changed, again.unchanged) == (0, 0, 3) and Path(again.backup_file).is_file()
+    assert list(_reasons(again)) == ["visit2/sub-02_t2.json"]
 
 
 def test_custom_patterns_with_subject_and_session_and_a_frame_that_is_not_a_number(factory):
@@ -65,18 +66,18 @@ def test_custom_patterns_with_subject_and_session_and_a_frame_that_is_not_a_numb
     factory.nifti("bids/sub-01/ses-1/anat/sub-01_ses-1_run-x_T1w.nii.gz", shape=(8, 8, 8))
     pattern = r"^(?P<subject>sub-[^/]+)/(?P<session>ses-[^/]+)/anat/.*_run-(?P<frame>[^_]+)_(?P<scan>T1w)\.nii\.gz$"
 
-    report = sync.sync(project, root, [pattern])
-    db.session.commit()
-    assert report["added"] == ["bids/sub-01/ses-1/anat/sub-01_ses-1_run-1_T1w.nii.gz"]
-    assert report["skipped"] == [{"path": "sub-01/ses-1/anat/sub-01_ses-1_run-x_T1w.nii.gz",
+    run = _sync(project, root, [pattern])
+    assert run.added_items == ["sub-01/ses-1/anat/sub-01_ses-1_run-1_T1w.nii.gz"]
+    assert run.skipped_items == [{"item": "sub-01/ses-1/anat/sub-01_ses-1_run-x_T1w.nii.gz",
                                   "reason": "frame 'x' is not a whole number"}]
     scan = snapshot()["Site"]["experiments"]["sub-01_ses-1"]["scans"]["T1w"]
     assert scan["frames"] == {1: "bids/sub-01/ses-1/anat/sub-01_ses-1_run-1_T1w.nii.gz"}
     assert (scan["subject"], scan["session"], scan["type"]) == ("sub-01", "ses-1", "T1")
+    assert run.source.patterns == [pattern]  # kept for the source's later runs
     with pytest.raises(InvalidInput, match="named group scan"):
-        sync.sync(project, root, r"(?P<experiment>.*)")
+        _sync(project, root, [r"(?P<experiment>.*)"])
     with pytest.raises(InvalidInput, match="not a regular expression"):
-        sync.sync(project, root, r"(?P<scan>")
+        _sync(project, root, [r"(?P<scan>"])
 
 
 def test_a_flat_folder_and_what_it_skips(factory):
@@ -94,22 +95,21 @@ def test_a_flat_folder_and_what_it_skips(factory):
     (root / "deeper" / "and" / "deeper").mkdir(parents=True)
     factory.nifti("lab/visit3/deeper/and/deeper/x.nii.gz", shape=(8, 8, 8))
 
-    report = sync.sync(project, root)
-    db.session.commit()
-    assert sorted(report["added"]) == ["lab/visit3/sub-01_T1.nii.gz", "lab/visit3/sub-02_T2_1.nii.gz",
-                                       "lab/visit3/sub-03.nii", "lab/visit3/sub-04_FLAIR.nii.gz",
-                                       "lab/visit3/sub-05_T2.nhdr"]
+    run = _sync(project, root)
+    assert run.added_items == ["sub-01_T1.nii.gz", "sub-02_T2_1.nii.gz", "sub-03.nii", "sub-04_FLAIR.nii.gz",
+                               "sub-05_T2.nhdr"]
     experiment = snapshot()["Flat"]["experiments"]["visit3"]["scans"]  # the source folder names the experiment
     assert {name: (scan["type"], list(scan["frames"])) for name, scan in experiment.items()} == {
         "sub-01": ("T1", [0]), "sub-02": ("T2", [1]), "sub-03": ("T1", [0]), "sub-04": ("FLAIR", [0]),
         "sub-05": ("T2", [0])}
-    reasons = _reasons(report)
+    reasons = _reasons(run)
     assert sorted(reasons) == [".DS_Store", "broken.nii.gz", "deeper/and/deeper/x.nii.gz", "protocol.pdf",
                                "sub-05_T2.raw.gz"]
     assert reasons["sub-05_T2.raw.gz"] == "data file of the NRRD header sub-05_T2.nhdr (the header is the frame)"
     assert reasons[".DS_Store"] == "hidden file"
     assert reasons["protocol.pdf"].startswith("not an image file")
-    assert "broken.nii.gz" in reasons["broken.nii.gz"] and "NIfTI" in reasons["broken.nii.gz"]
+    assert [line["item"] for line in run.failed_items] == ["broken.nii.gz"]  # read, and refused alone
+    assert "NIfTI" in reasons["broken.nii.gz"]
     assert reasons["deeper/and/deeper/x.nii.gz"].startswith("matches no pattern (default patterns: bids, ")
 
 
@@ -126,9 +126,8 @@ def test_a_bids_like_tree(factory):
     (root / "sub-01" / "ses-1" / "anat" / "sub-01_ses-1_T1w.json").write_text("{}")
     (root / "sub-01" / "ses-1" / "dwi" / "sub-01_ses-1_dwi.bval").write_text("0 1000\n")
 
-    report = sync.sync(project, root)
-    db.session.commit()
-    assert len(report["added"]) == 6
+    run = _sync(project, root)
+    assert run.added == 6 and run.failed == 0
     experiments = snapshot()["Bids"]["experiments"]
     described = {(experiment, name): (scan["type"], scan["subject"], scan["session"])
                  for experiment, body in experiments.items() for name, scan in body["scans"].items()}
@@ -139,9 +138,9 @@ def test_a_bids_like_tree(factory):
         ("sub-01_ses-1", "task-rest_run-1_bold"): ("FMRI", "sub-01", "ses-1"),
         ("sub-02", "T2w"): ("T2", "sub-02", None),
         ("sub-02", "acq-fast_T1w"): ("T1", "sub-02", None)}
-    assert sorted(_reasons(report)) == ["participants.tsv", "sub-01/ses-1/anat/sub-01_ses-1_T1w.json",
-                                        "sub-01/ses-1/dwi/sub-01_ses-1_dwi.bval"]
-    assert all(reason.startswith("not an image file") for reason in _reasons(report).values())
+    assert sorted(_reasons(run)) == ["participants.tsv", "sub-01/ses-1/anat/sub-01_ses-1_T1w.json",
+                                     "sub-01/ses-1/dwi/sub-01_ses-1_dwi.bval"]
+    assert all(reason.startswith("not an image file") for reason in _reasons(run).values())
 
 
 def test_a_dicom_folder_is_one_frame(factory):
@@ -157,24 +156,24 @@ def test_a_dicom_folder_is_one_frame(factory):
     write_dicom_series(root / "visit1" / "sub-03", volume, "1.2.826.0.1.3680043.2.1125.1.80", description="T2 axial",
                        name="b{z:02d}.dcm")
 
-    report = sync.sync(project, root)
-    db.session.commit()
-    assert sorted(report["added"]) == ["scanner/visit1/sub-01_T2/slice000.dcm", "scanner/visit1/sub-02/IM0000"]
-    reasons = _reasons(report)
+    run = _sync(project, root)
+    assert run.added_items == ["visit1/sub-01_T2/", "visit1/sub-02/"]
+    reasons = _reasons(run)
     assert sorted(reasons) == ["visit1/sub-02/notes.txt", "visit1/sub-03/"]
     assert reasons["visit1/sub-02/notes.txt"] == f"not an image file (qcloop reads {imaging.SUPPORTED})"
     assert "2 DICOM series in one folder" in reasons["visit1/sub-03/"]
     assert '"T1 axial" (5 files)' in reasons["visit1/sub-03/"] and '"T2 axial" (5 files)' in reasons["visit1/sub-03/"]
     scans = snapshot()["Dicom"]["experiments"]["visit1"]["scans"]
     assert scans["sub-01"]["type"] == "T2" and scans["sub-02"]["frames"] == {0: "scanner/visit1/sub-02/IM0000"}
+    assert "sub-03" not in scans
     frame = db.session.scalar(select(Frame).where(Frame.file_location == "scanner/visit1/sub-01_T2/slice000.dcm"))
     assert frame.shape == [11, 9, 5]  # the whole series, not one slice
 
-    again = sync.sync(project, root)
-    assert again["added"] == [] and again["known"] == 2
-    inside = sync.sync(project, root / "visit1" / "sub-03")  # the series' own folder: one line, not a line a slice
-    assert inside["added"] == [] and inside["skipped"] == [{
-        "path": "a00.dcm", "reason": "10 DICOM file(s) directly in the source folder, a00.dcm first (sync from the "
+    again = _sync(project, root)
+    assert (again.added, again.unchanged, [line["item"] for line in again.failed_items]) == (0, 2, ["visit1/sub-03/"])
+    inside = _sync(project, root / "visit1" / "sub-03")  # the series' own folder: one line, not a line a slice
+    assert inside.added == 0 and inside.skipped_items == [{
+        "item": "a00.dcm", "reason": "10 DICOM file(s) directly in the source folder, a00.dcm first (sync from the "
                                      "folder above: each series needs its own folder)"}]
 
 
@@ -185,39 +184,30 @@ def test_a_relative_source_is_the_same_as_an_absolute_one(factory, monkeypatch):
     factory.nifti("site/visit1/sub-02_T1.nii.gz", shape=(8, 8, 8))
     monkeypatch.chdir(_data().parent)
 
-    report = sync.sync(project, Path("data/site"))
-    db.session.commit()
-    assert sorted(report["added"]) == ["site/visit1/sub-01_T1.nii.gz", "site/visit1/sub-02_T1.nii.gz"]
-    assert report["skipped"] == []
-    again = sync.sync(project, Path("data/site"))
-    assert again["added"] == [] and again["skipped"] == [] and again["known"] == 2
-    assert sync.sync(project, _data() / "site")["known"] == 2
+    run = _sync(project, Path("data/site"))
+    assert run.added_items == ["visit1/sub-01_T1.nii.gz", "visit1/sub-02_T1.nii.gz"]
+    assert run.skipped_items == [] and run.source.url == str(_data() / "site")
+    again = _sync(project, Path("data/site"))
+    assert (again.added, again.unchanged, again.skipped_items) == (0, 2, [])
+    absolute = _sync(project, _data() / "site")
+    assert (absolute.source_id, absolute.unchanged) == (run.source_id, 2)
 
 
-def test_a_failed_sync_leaves_nothing_behind(factory):
+def test_an_item_that_cannot_be_taken_fails_alone_and_writes_nothing_of_it(factory):
     project = factory.project("Fails")
     db.session.commit()
     factory.nifti("tree/visit1/sub-01_T1.nii.gz", shape=(8, 8, 8))
     root = _data() / "tree"
-    folder = sync.sync_folder(project)
     long_folder = "s" * 130
     factory.nifti(f"tree/e/{long_folder}/{long_folder}/x.nii.gz", shape=(8, 8, 8))
     pattern = r"^(?P<experiment>[^/]+)/(?P<scan>.+)\.nii\.gz$"  # this scan name is longer than 255 characters
 
-    with pytest.raises(InvalidInput):
-        sync.sync(project, root, pattern)
-    db.session.rollback()
-    assert not folder.exists()  # not even the sync folder of a first sync
-
-    first = sync.sync(project, root)
-    db.session.commit()
-    before = Path(first["export"]).read_bytes()
-    with pytest.raises(InvalidInput):
-        sync.sync(project, root, pattern)
-    db.session.rollback()
-    assert sorted(os.listdir(folder)) == ["export.csv", Path(first["rows_file"]).name]
-    assert Path(first["export"]).read_bytes() == before
-    assert snapshot()["Fails"]["experiments"].keys() == {"visit1"}
+    run = _sync(project, root, [pattern])
+    assert run.added_items == ["visit1/sub-01_T1.nii.gz"]
+    assert run.failed_items == [{"item": f"e/{long_folder}/{long_folder}/x.nii.gz",
+                                 "reason": "scan name is longer than 255 characters"}]
+    assert snapshot()["Fails"]["experiments"].keys() == {"visit1"}  # no experiment e, no scan of it
+    assert Path(run.export_file).is_file()
 
 
 def test_the_api_syncs_a_folder_under_the_data_root_and_lists_what_it_skipped(factory, client):

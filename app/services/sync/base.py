@@ -35,6 +35,7 @@ class SourceItem:
     scan_type: str | None     # scan type when it maps to one
     metadata: dict[str, Any]  # sidecar JSON / DICOM series attributes; kept as the scan's metadata
     local_path: Path | None = None  # on-disk sources: the file or DICOM folder registered in place (no copy)
+    frame: int | None = None  # the frame number the source names (taken when free; else the scan's next)
 
 
 @dataclass
@@ -44,7 +45,8 @@ class Listing:
     items: list[SourceItem]
     cursor: dict[str, Any]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
-    incremental: bool = False  # True: an absent key is not a removal
+    incremental: bool = False  # True: an absent key is not a removal (``removed`` names those gone)
+    removed: list[str] = field(default_factory=list)  # incremental: keys the cursor knew the source no longer has
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,9 @@ class Outgoing:
 
     key: str
     scan_id: int
-    decision: str                 # option key, e.g. "usable"
+    decision: str                 # what the option means, e.g. "usable"
+    label: str                    # the option's label, e.g. "Usable"
+    code: str                     # the option's key (MIQA's code), e.g. "U"
     artifacts: dict[str, str]     # artifact key -> "present" | "absent" (not-judged left out)
     note: str
     reviewer: str
@@ -75,6 +79,10 @@ class Source(Protocol):
 
     kind: ClassVar[str]
     url: str
+
+    def check(self) -> None:
+        """Raise :class:`SourceError` when the source cannot be read now (a folder gone, a server that refuses
+        the credentials or cannot be reached), with one cheap look: a sync is refused before it is queued."""
 
     def list(self, cursor: dict[str, Any] | None) -> Listing:
         """Every image the source holds now, or those new since ``cursor`` (``Listing.incremental``)."""

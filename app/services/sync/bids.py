@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".nii", ".nii.gz")
 DERIVATIVE = "qcloop"
 RATINGS = "ratings.tsv"
-RATING_COLUMNS = ("bids_name", "rating", "artifacts_present", "artifacts_absent", "note", "reviewer", "created",
-                  "scan_id")
+RATING_COLUMNS = ("bids_name", "rating", "rating_label", "rating_code", "artifacts_present", "artifacts_absent",
+                  "note", "reviewer", "created", "scan_id")
 # Folders BIDS keeps beside the raw data; never listed.
 NOT_RAW = ("derivatives", "sourcedata", "code", "stimuli", "models")
 
@@ -84,6 +84,10 @@ class BidsSource:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(os.path.abspath(root))
         self.url = f"bids:{self.root}"
+        self.check()
+
+    def check(self) -> None:
+        """The dataset is still there: its folder holds ``dataset_description.json``."""
         if not (self.root / "dataset_description.json").is_file():
             raise SourceError(self.url, "not a BIDS dataset: it has no dataset_description.json")
 
@@ -158,12 +162,13 @@ class BidsSource:
         rows = self._ratings(folder / RATINGS)
         pushed, failed = 0, []
         for out in decisions:
-            row = {"bids_name": out.key, "rating": out.decision,
+            row = {"bids_name": out.key, "rating": out.decision, "rating_label": out.label, "rating_code": out.code,
                    "artifacts_present": ",".join(k for k, state in out.artifacts.items() if state == "present"),
                    "artifacts_absent": ",".join(k for k, state in out.artifacts.items() if state == "absent"),
                    "note": out.note, "reviewer": out.reviewer, "created": out.created.isoformat(),
                    "scan_id": str(out.scan_id)}
-            record = {"Sources": [f"bids:raw:{out.key}"], "Rating": out.decision, "Artifacts": out.artifacts,
+            record = {"Sources": [f"bids:raw:{out.key}"], "Rating": out.decision, "RatingLabel": out.label,
+                      "RatingCode": out.code, "Artifacts": out.artifacts,
                       "Note": out.note, "Reviewer": out.reviewer, "Created": out.created.isoformat(),
                       "QcloopScanId": out.scan_id}
             try:

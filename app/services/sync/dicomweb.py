@@ -11,8 +11,8 @@ has none), so the cursor keeps each study's instance count and each series' inst
 a run searches every study (one paged query), the series of only the studies whose count moved, and
 lists only the series that are new or whose instance count changed. A series that could not be fetched
 leaves the cursor, so the next run tries it again. An instance replaced by another one keeps the counts
-and goes unseen; a study or series deleted on the server is not reported (an absent key
-is not a removal), and its scan and decisions stay.
+and goes unseen. A series the cursor knew that QIDO no longer lists (its study gone, or searched again
+without it) is named in ``Listing.removed``; the engine reports it, and its scan and decisions stay.
 
 Fetching: WADO-RS retrieves a series' instances into a temporary folder, one ``.dcm`` file each, which
 becomes the series' folder only once every instance is written and the folder reads as one volume; the
@@ -111,6 +111,11 @@ class DicomwebSource:
 
     # -- listing -----------------------------------------------------------------------------------------
 
+    def check(self) -> None:
+        """One QIDO-RS search for a single study: the server answers and accepts the credentials."""
+        self._query(lambda: self.client.search_for_studies(limit=1, fields=("StudyInstanceUID",)),
+                    "checking the server (QIDO-RS search for one study)")
+
     def list(self, cursor: dict[str, Any] | None) -> Listing:
         """The series new or changed since ``cursor`` (see the module's note); series of no image modality and
         studies without a UID are skipped once, with the reason."""
@@ -145,6 +150,7 @@ class DicomwebSource:
                 series_now.update((key, series_before[key]) for key in by_study.get(uid, ()))
                 continue
             self._list_series(study, uid, name, series_before, series_now, listing)
+        listing.removed = sorted(series_before.keys() - series_now.keys())
         return listing
 
     def _list_series(self, study: dict[str, Any], study_uid: str, experiment: str,
@@ -272,17 +278,19 @@ class DicomwebSource:
 
 def decision_value(decision: Outgoing) -> str:
     """A decision as the compact JSON kept in Orthanc's series metadata."""
-    return json.dumps({"decision": decision.decision, "artifacts": decision.artifacts, "note": decision.note,
+    return json.dumps({"decision": decision.decision, "label": decision.label, "code": decision.code,
+                       "artifacts": decision.artifacts, "note": decision.note,
                        "reviewer": decision.reviewer, "time": decision.created.isoformat()},
                       separators=(",", ":"), ensure_ascii=False)
 
 
-CSV_COLUMNS = ("study_instance_uid", "series_instance_uid", "decision", "artifacts", "note", "reviewer", "time")
+CSV_COLUMNS = ("study_instance_uid", "series_instance_uid", "decision", "label", "code", "artifacts", "note",
+               "reviewer", "time")
 
 
 def write_csv(decisions: Iterable[Outgoing], path: Path) -> Path:
-    """The decisions as a CSV (one row a series; artifacts as ``key=present;key=absent``), written whole or
-    not at all; cells a spreadsheet would run are escaped."""
+    """The decisions as a CSV (one row a series: the decision's meaning, label and code; artifacts as
+    ``key=present;key=absent``), written whole or not at all; cells a spreadsheet would run are escaped."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     with open(partial, "w", newline="", encoding="utf-8") as handle:
@@ -292,7 +300,8 @@ def write_csv(decisions: Iterable[Outgoing], path: Path) -> Path:
             study_uid, _, series_uid = decision.key.partition("/")
             artifacts = ";".join(f"{key}={state}" for key, state in sorted(decision.artifacts.items()))
             writer.writerow([escape_formula(cell) for cell in (
-                study_uid, series_uid, decision.decision, artifacts, decision.note, decision.reviewer,
+                study_uid, series_uid, decision.decision, decision.label, decision.code, artifacts, decision.note,
+                decision.reviewer,
                 decision.created.isoformat())])
     os.replace(partial, path)
     return path

@@ -4,9 +4,9 @@ experiments, scans and frames of it, push the latest decisions back, record the 
 
 What a source gave is kept (``synced_items``: key, version, scan, frame), so running twice adds nothing;
 a changed image becomes a new frame of its scan (its decisions stay); an image a full listing no longer
-has is reported as removed, and its scan and decisions stay. A source belongs to the project that first
-synced it. Items that fail are listed with their reasons and the rest imported; a fetched image is moved
-into place only once complete.
+has, or an incremental listing names as gone, is reported as removed, and its scan and decisions stay.
+A source belongs to the project that first synced it. Items that fail are listed with their reasons and
+the rest imported; a fetched image is moved into place only once complete.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app.db import Experiment, Frame, Project, Scan, SyncedItem, SyncRun, SyncSource, User, db, utcnow
 from app.services import frames, imaging, projects
@@ -78,11 +78,14 @@ def claim(project: Project, source: Source, *, every_minutes: Any = UNCHANGED,
 
 
 def prepare(project: Project, text: str, *, from_data_root: bool = False, patterns: Iterable[str] | None = None,
-            every_minutes: Any = UNCHANGED) -> tuple[Source, SyncSource]:
+            every_minutes: Any = UNCHANGED, reach: bool = False) -> tuple[Source, SyncSource]:
     """The source a SOURCE string names, checked and claimed for the project (its stored patterns apply
-    when none are given)."""
+    when none are given). With ``reach`` the source is asked once (``Source.check``) before anything is
+    claimed: a server that refuses the credentials or cannot be reached is a 400 naming it."""
     patterns = [pattern for pattern in (patterns or []) if pattern]
     source = open_source(text, project.id, from_data_root=from_data_root, patterns=patterns)
+    if reach:
+        source.check()
     row = claim(project, source, every_minutes=every_minutes, patterns=patterns)
     if not patterns and row.patterns:
         source = open_source(source.url, project.id, patterns=row.patterns)
@@ -178,7 +181,7 @@ class _Cycle:
                     setattr(old, name, value)
                 frame = old
             else:
-                frame = projects.add_frame(scan, self.next_frame(scan), location, **fields)
+                frame = projects.add_frame(scan, self.frame_number(scan, None), location, **fields)
             scan.meta = item.metadata or scan.meta
             self.tally.changed += 1
         else:
@@ -186,14 +189,18 @@ class _Cycle:
             scan = projects.get_or_create_scan(experiment, item.scan_name, subject_id=item.subject,
                                                session_id=item.session, meta=item.metadata or None,
                                                **({"scan_type": item.scan_type} if item.scan_type else {}))
-            frame = projects.add_frame(scan, self.next_frame(scan), location, **fields)
+            frame = projects.add_frame(scan, self.frame_number(scan, item.frame), location, **fields)
             self.tally.added.append(item.key)
         self.remember(item, scan.id, frame)
 
     @staticmethod
-    def next_frame(scan: Scan) -> int:
-        last = db.session.scalar(select(func.max(Frame.frame_number)).where(Frame.scan_id == scan.id))
-        return 0 if last is None else last + 1
+    def frame_number(scan: Scan, wanted: int | None) -> int:
+        """The number the source names for a new image's frame when the scan has no frame of it, else the
+        scan's next one."""
+        taken = set(db.session.scalars(select(Frame.frame_number).where(Frame.scan_id == scan.id)))
+        if wanted is not None and wanted not in taken:
+            return wanted
+        return max(taken) + 1 if taken else 0
 
     def remember(self, item: SourceItem, scan_id: int, frame: Frame) -> None:
         row = self.synced.get(item.key)
@@ -204,13 +211,16 @@ class _Cycle:
         db.session.flush()
 
     def removed(self, listing: Listing) -> list[str]:
-        """Keys a full listing no longer has (each reported once); an incremental listing removes nothing."""
+        """Keys a full listing no longer has, or an incremental one names as gone (each reported once); their
+        scans and decisions stay."""
         if listing.incremental:
-            return []
-        present = {item.key for item in listing.items} | {key for key, _ in listing.skipped}
+            absent = set(listing.removed)
+        else:
+            present = {item.key for item in listing.items} | {key for key, _ in listing.skipped}
+            absent = self.synced.keys() - present
         gone = []
         for key, row in sorted(self.synced.items()):
-            if key not in present and row.removed_at is None:
+            if key in absent and row.removed_at is None:
                 row.removed_at = utcnow()
                 gone.append(key)
         return gone
@@ -227,7 +237,8 @@ class _Cycle:
             scan = db.session.get(Scan, row.scan_id)
             reviewer = decision.creator.username if decision.creator is not None else decision.creator_name
             found.append((row, decision.id, Outgoing(
-                key=row.key, scan_id=row.scan_id, decision=decision.option.key,
+                key=row.key, scan_id=row.scan_id, decision=decision.option.meaning, label=decision.option.label,
+                code=decision.option.key,
                 artifacts={artifact.entry.key: artifact.state for artifact in decision.artifacts
                            if artifact.state != "undefined"},
                 note=decision.note or "", reviewer=reviewer or "", created=decision.created_at,

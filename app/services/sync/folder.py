@@ -1,35 +1,28 @@
-"""A folder of image files as a sync source (registered in place), and the folder cycle it grew from:
-find image files in a site's tree that no frame points at yet, import them in merge mode (with a
-"frames.checksum" job for the new files), and keep the project's state before the sync as an export (the
-previous export kept as a timestamped backup). Run twice, the second run adds nothing.
+"""A folder of image files as a sync source, registered in place (the engine, :mod:`.engine`, runs the
+cycle: export, add what is new or changed, push decisions back, record the run).
 
 Paths relative to the source are matched against patterns with named groups ``experiment``, ``scan``,
 ``type``, ``frame``, ``subject`` and ``session``; the first pattern that matches decides. Without
 ``experiment`` a file's experiment is ``<subject>_<session>`` (what it has of them), else the source
 folder's name. A folder holding DICOM files is one frame (its series), matched as its path with a
-trailing ``/``. Every file not taken is reported with the reason; a sync that fails leaves no file
-behind and changes no export.
+trailing ``/``. Every file not taken is reported with the reason; the uploads folder is never walked.
 """
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator
 
 from flask import current_app
-from sqlalchemy import select
 from werkzeug.utils import secure_filename
 
-from app.db import Experiment, Frame, Project, Scan, User, db
+from app.db import Project
 from app.services import imaging
 from app.services.errors import InvalidInput
-from app.services.sync.base import Listing, Outgoing, Pushed, SourceItem
-from app.services.transfer import exporter, importer, tasks
+from app.services.sync.base import Listing, Outgoing, Pushed, SourceError, SourceItem
 from app.services.transfer.csvfile import CsvSink
-from app.services.transfer.files import FileChecker
 from app.services.transfer.model import SCAN_TYPE_MAX, SCAN_TYPES
 from app.storage import LocalLocation, Roots, StorageError, relative_location
 from app.storage.identity import UPLOADS
@@ -73,19 +66,10 @@ class Item:
 
 
 @dataclass
-class NewScan:
-    type: str | None
-    subject: str | None
-    session: str | None
-    first: str
-
-
-@dataclass
 class Found:
-    rows: list[tuple[str, str, int, str]] = field(default_factory=list)  # experiment, scan, frame, location
-    scans: dict[tuple[str, str], NewScan] = field(default_factory=dict)
+    """What a walk of the folder did not take, with the reasons."""
+
     skipped: list[dict[str, str]] = field(default_factory=list)
-    known: int = 0
 
     def skip(self, path: str, reason: str) -> None:
         self.skipped.append({"path": path, "reason": reason})
@@ -210,27 +194,6 @@ def _nrrd_data(header: Path) -> list[Path]:
         return []
 
 
-def _known(project: Project, checker: FileChecker) -> tuple[set[str], set[tuple[str, str, int]], set[tuple[str, str]]]:
-    """Resolved locations of the project's frames (and the folders of its DICOM frames), its
-    (experiment, scan, frame) slots and its (experiment, scan) names."""
-    locations, slots, scans = set(), set(), set()
-    for experiment, scan, number, location in db.session.execute(
-            select(Experiment.name, Scan.name, Frame.frame_number, Frame.file_location)
-            .join(Scan, Scan.id == Frame.scan_id).join(Experiment, Experiment.id == Scan.experiment_id)
-            .where(Experiment.project_id == project.id)):
-        slots.add((experiment, scan, number))
-        resolved = checker.resolve(location, project.id)
-        if isinstance(resolved, LocalLocation):
-            locations.add(str(resolved.path))
-            if resolved.path.is_dir() or _is_dicom(resolved.path):
-                locations.add(str(resolved.path if resolved.path.is_dir() else resolved.path.parent) + "/")
-    for experiment, scan in db.session.execute(
-            select(Experiment.name, Scan.name).join(Scan, Scan.experiment_id == Experiment.id)
-            .where(Experiment.project_id == project.id)):
-        scans.add((experiment, scan))
-    return locations, slots, scans
-
-
 def _experiment(groups: dict[str, str | None], source: Path) -> str:
     if groups.get("experiment"):
         return groups["experiment"]
@@ -272,110 +235,6 @@ def _match(item: Item, source: Path, patterns: list[re.Pattern], found: Found) -
                    groups.get("session"))
 
 
-def _find(project: Project, source: Path, patterns: list[re.Pattern], roots: Roots) -> Found:
-    found = Found()
-    checker = FileChecker(roots, "error")
-    known, slots, existing_scans = _known(project, checker)
-    taken: dict[tuple[str, str, int], str] = {}
-    for item in _items(source, found, roots.data_root / UPLOADS):
-        real = os.path.realpath(item.path) + ("/" if item.relative.endswith("/") else "")
-        if real in known or os.path.realpath(item.stored) in known:
-            found.known += 1
-            continue
-        matched = _match(item, source, patterns, found)
-        if matched is None:
-            continue
-        slot, kind = matched.slot, matched.type
-        if slot in slots:
-            found.skip(item.relative, f"{slot[0]}/{slot[1]} already has a frame {slot[2]} (another file)")
-            continue
-        if slot in taken:
-            found.skip(item.relative, f"frame {slot[2]} of {slot[0]}/{slot[1]} is taken by {taken[slot]}")
-            continue
-        resolved = checker.resolve(str(item.path), project.id)
-        if isinstance(resolved, str):
-            found.skip(item.relative, resolved)
-            continue
-        checked = checker.check(resolved)
-        if checked.problem:
-            found.skip(item.relative, checked.problem)
-            continue
-        scan_key = slot[:2]
-        if scan_key not in existing_scans:
-            first = found.scans.get(scan_key)
-            if first is None:
-                found.scans[scan_key] = NewScan(kind, matched.subject, matched.session, item.relative)
-            elif kind and first.type and kind != first.type:
-                found.skip(item.relative, f"scan type {kind} differs from {first.type} of {first.first} "
-                                          f"(the same scan {slot[0]}/{slot[1]})")
-                continue
-        taken[slot] = item.relative
-        found.rows.append((*slot, relative_location(item.stored, roots)))
-    return found
-
-
-def _rows_text(project: Project, found: Found) -> str:
-    """The new frames as qcloop CSV records (which, unlike MIQA's CSV, carry any scan type)."""
-    columns = ["record", "project_name", "experiment_name", "scan_name", "frame_number", "file_location",
-               "scan_type", "subject_id", "session_id"]
-    sink = CsvSink()
-    sink.row(columns)
-    for (experiment, scan), new in found.scans.items():
-        sink.row(["scan", project.name, experiment, scan, None, None, new.type, new.subject, new.session])
-    for experiment, scan, number, location in found.rows:
-        sink.row(["frame", project.name, experiment, scan, number, location, None, None, None])
-    return sink.drain()
-
-
-def sync(project: Project, source: Path | str, patterns: str | Iterable[str] | None = None,
-         progress: importer.Progress = importer._no_progress, *, from_data_root: bool = False,
-         actor: User | None = None) -> dict[str, Any]:
-    """One cycle; returns the export path, its backup, the new rows file, what was added, what was
-    skipped (path and reason each) and how many files the project has already. A relative ``source`` is
-    taken from the working folder, as any command-line path, or with ``from_data_root`` (the API) from
-    the data root. Nothing is written when it fails; what it adds is committed with its checksum job."""
-    compiled = compile_patterns(patterns)
-    roots = Roots.from_config()
-    source = checked_root(source, project.id, from_data_root=from_data_root)
-    progress(0.05, f"looking for new files under {source}")
-    found = _find(project, source, compiled, roots)
-    folder = sync_folder(project)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    current = folder / "export.csv"
-    backup = folder / f"export-{stamp}.csv" if current.exists() else None
-    rows_file = folder / f"new-{stamp}.csv" if found.rows else None
-    report: dict[str, Any] = {
-        "export": str(current), "backup": str(backup) if backup else None,
-        "rows_file": str(rows_file) if rows_file else None, "added": [row[3] for row in found.rows],
-        "skipped": found.skipped, "known": found.known, "summary": None}
-    created_folder = not folder.exists()
-    staged: list[Path] = []
-    try:
-        progress(0.3, "exporting the current state")
-        staged.append(exporter.export_to_file("csv", [project.id], folder / f".export-{stamp}.partial"))
-        if rows_file is not None:
-            staged.append(folder / f".new-{stamp}.partial")
-            staged[-1].write_text(_rows_text(project, found), encoding="utf-8")
-            report["summary"] = importer.import_file(
-                staged[-1], project=project, mode="merge", actor=None, filename=rows_file.name,
-                progress=lambda fraction, message: progress(0.4 + 0.6 * fraction, message))
-        if backup is not None:
-            os.replace(current, backup)
-        os.replace(staged[0], current)
-        if rows_file is not None:
-            os.replace(staged[1], rows_file)
-    except BaseException:
-        for path in staged:
-            path.unlink(missing_ok=True)
-        if created_folder and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-        raise
-    if report["summary"] is not None:
-        tasks.frames_added(report["summary"], actor)
-    progress(1.0, f"added {len(found.rows)} file(s)" if found.rows else "nothing new")
-    return report
-
-
 class FolderSource:
     """A folder of image files and DICOM series folders, read with the patterns above and registered in
     place. Decisions go back as a CSV in the run's folder (a plain folder has nowhere else for them)."""
@@ -387,6 +246,11 @@ class FolderSource:
         self.patterns = compile_patterns(patterns)
         self.url = str(self.root)
 
+    def check(self) -> None:
+        """The folder is still there."""
+        if not self.root.is_dir():
+            raise SourceError(self.url, "not a folder (any more)")
+
     def list(self, cursor: dict[str, Any] | None) -> Listing:
         found = Found()
         items = []
@@ -395,24 +259,28 @@ class FolderSource:
             matched = _match(item, self.root, self.patterns, found)
             if matched is None:
                 continue
-            experiment, scan, _ = matched.slot
+            experiment, scan, frame = matched.slot
             items.append(SourceItem(
                 key=item.relative, version=file_version(item.path), experiment=experiment, subject=matched.subject,
                 session=matched.session, scan_name=scan, scan_type=matched.type, metadata={},
-                local_path=item.stored))
+                local_path=item.stored, frame=frame))
         return Listing(items, {}, [(line["path"], line["reason"]) for line in found.skipped])
 
     def fetch(self, item: SourceItem, into: Path) -> Path:
+        """The file registered in place; a DICOM folder must hold one series (its first file names only its
+        own series, so the folder is read whole here: 400 naming the series otherwise)."""
+        if item.key.endswith("/"):
+            imaging.frame_files(item.local_path.parent)
         return item.local_path
 
     def push(self, decisions: list[Outgoing], run_folder: Path) -> Pushed:
         if not decisions:
             return Pushed(0)
         sink = CsvSink()
-        sink.row(["path", "scan_id", "decision", "artifacts_present", "artifacts_absent", "note", "reviewer",
-                  "created"])
+        sink.row(["path", "scan_id", "decision", "label", "code", "artifacts_present", "artifacts_absent", "note",
+                  "reviewer", "created"])
         for out in decisions:
-            sink.row([out.key, out.scan_id, out.decision,
+            sink.row([out.key, out.scan_id, out.decision, out.label, out.code,
                       ";".join(key for key, state in out.artifacts.items() if state == "present"),
                       ";".join(key for key, state in out.artifacts.items() if state == "absent"),
                       out.note, out.reviewer, out.created.isoformat()])

@@ -39,9 +39,11 @@ def _enqueue(row: SyncSource, actor: User | None) -> Job:
 
 def start_sync(project: Project, source: str, actor: User | None, *, every_minutes: Any = engine.UNCHANGED,
                patterns: Iterable[str] | None = None) -> Job:
-    """Check the source at once (400 unreadable, 409 another project's or already syncing), store its
-    schedule, and sync it in the worker. A relative folder is taken from the data root."""
-    _, row = engine.prepare(project, source, from_data_root=True, patterns=patterns, every_minutes=every_minutes)
+    """Check the source at once (400 unreadable, refusing the credentials or unreachable; 409 another
+    project's or already syncing), store its schedule, and sync it in the worker. A relative folder is taken
+    from the data root."""
+    _, row = engine.prepare(project, source, from_data_root=True, patterns=patterns, every_minutes=every_minutes,
+                            reach=True)
     jobs.reap_abandoned()
     active = _active_job(row)
     if active is not None:
