@@ -41,8 +41,7 @@ async function submit() {
   const body = {scan: ctx.scan.id, project: ctx.project.id, decision: state.decision, note, artifacts,
                 location: state.poi && {i: state.poi.i, j: state.poi.j, k: state.poi.k, space: "voxel"}};
   state.submitting = true;
-  const started = performance.now();
-  timings.submitted = started;
+  timings.submitted = performance.now();
   $("submit").disabled = true;
   try {
     const answer = await api("POST", ctx.urls.decide, body);
@@ -59,7 +58,6 @@ async function submit() {
     const next = ctx.queue.next;
     if (next) {
       await switchScan(next, true, saved);
-      timings.submitToNext = performance.now() - started;
     } else {
       await switchScan({context: ctx.urls.context, page: ctx.urls.self}, false, saved, false);
     }
@@ -94,7 +92,6 @@ function refresh(ctx) {
 // Move to another scan. A context prefetched while the reviewer looked at this scan is shown at once
 // (its planes are in memory) while the server is asked again; decisions wait for that answer.
 async function switchScan(target, push, message, usePrefetched = true) {
-  const started = performance.now();
   const prefetched = usePrefetched && cache.get(target.context);
   const early = !!(prefetched && prefetched.value);
   cache.delete(target.context);
@@ -122,7 +119,6 @@ async function switchScan(target, push, message, usePrefetched = true) {
       .finally(() => { if (switching === state.switches) state.fresh = null; });
   }
   await openFrames();
-  timings.switch = performance.now() - started;
 }
 
 window.addEventListener("popstate", (event) => {

@@ -8,7 +8,7 @@ export const state = {
   ctx: JSON.parse($("scan-context").textContent),
   frame: 0, decision: null, artifacts: {}, poi: null, geometry: null, loaded: "none", isPreview: false,
   wl: null, preset: null, zoom: null, shownCal: null, heldLock: null, lastActivity: Date.now(), loadToken: 0,
-  paintedToken: 0, switches: 0, submitting: false, render3d: false, saliency: false, saliencyShown: false, fresh: null,
+  paintedToken: 0, shownToken: 0, switches: 0, submitting: false, render3d: false, saliency: false, saliencyShown: false, fresh: null,
 };
 export const timings = {};
 

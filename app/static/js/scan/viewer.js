@@ -46,19 +46,25 @@ export function clear() {
   for (const old of nv.volumes.slice()) nv.removeVolume(old);
 }
 
-export async function show(url, isPreview) {
+// Show a volume of frame load `token`, windowed as the carried view asks before it is added: Niivue
+// windows a volume in a pass over the whole texture, so a window set afterwards would cost a second pass
+// (seconds for 256^3 on software WebGL).
+export async function show(url, isPreview, token) {
   const picture = await image(url, isPreview ? "preview.nii.gz" : "volume.nii.gz").promise;
   cache.delete(`image:${url}`); // an image object is shown once; the bytes stay cached
   clear();
   nv.opts.isColorbar = false; // the saliency overlay brings its colour bar back with it
   state.shownCal = null; // what Niivue does while the volume is swapped is not the reviewer's doing
-  nv.addVolume(picture);
   state.isPreview = isPreview;
+  const cal = wantedCal();
+  if (cal) [picture.cal_min, picture.cal_max] = cal;
+  nv.addVolume(picture);
+  state.shownToken = token;
   if (state.zoom !== null) {
     nv.setPan2Dxyzmm([0, 0, 0, state.zoom]);
     state.zoom = null;
   }
-  applyView();
+  showWindow();
   await nextFrame();
 }
 
@@ -107,17 +113,38 @@ export function saveView() {
                           level: state.wl ? state.wl.level : null, zoom: nv.scene.pan2Dxyzmm[3]});
 }
 
-// Apply the remembered window once the numbers mean something (the 8-bit preview needs the geometry).
+// The remembered window in display units, once the numbers mean something (the 8-bit preview needs the
+// geometry); null: the volume's own.
+function wantedCal() {
+  const range = state.preset ? presetRange(state.preset) : null;
+  const wl = range ? {window: range[1] - range[0], level: (range[0] + range[1]) / 2} : state.wl;
+  if (!wl || state.preset && !range || (!state.geometry && state.isPreview)) return null;
+  return [toDisplay(wl.level - wl.window / 2), toDisplay(wl.level + wl.window / 2)];
+}
+
+// Apply the remembered window to the volume shown (its geometry came after it).
 export function applyView() {
   const volume = nv.volumes[0];
   if (!volume) return;
-  if (state.geometry && state.preset) preset(state.preset, false);
-  else if (state.wl && (state.geometry || !state.isPreview)) applyWL(state.wl.window, state.wl.level, false);
-  else {
-    state.shownCal = [volume.cal_min, volume.cal_max];
-    syncWLInputs();
-    renderPresets();
+  const cal = wantedCal();
+  if (cal && (cal[0] !== volume.cal_min || cal[1] !== volume.cal_max)) {
+    [volume.cal_min, volume.cal_max] = cal;
+    nv.updateGLVolume();
   }
+  showWindow();
+}
+
+// The fields and preset buttons follow the window shown.
+function showWindow() {
+  const volume = nv.volumes[0];
+  if (!volume) return;
+  if (state.preset && presetRange(state.preset)) {
+    const [a, b] = presetRange(state.preset);
+    state.wl = {window: b - a, level: (a + b) / 2};
+  }
+  state.shownCal = [volume.cal_min, volume.cal_max];
+  syncWLInputs();
+  renderPresets();
 }
 
 function renderPresets() {
@@ -136,14 +163,20 @@ function syncWLInputs() {
   $("level").value = +((high + low) / 2).toPrecision(5);
 }
 
-export function preset(name, remember_ = true) {
+// A preset's [low, high] in the image's units (from the frame's geometry); null before the geometry.
+function presetRange(name) {
   const g = state.geometry;
-  if (!g) return;
+  if (!g) return null;
   const [low, high] = g.window, [min, max] = g.range;
   const ranges = {auto: [low, high], full: [min, max], soft: [low, low + (high - low) * 0.6],
                   bright: [low + (high - low) * 0.3, high * 1.2]};
-  if (!ranges[name]) return;
-  const [a, b] = ranges[name];
+  return ranges[name] || null;
+}
+
+export function preset(name, remember_ = true) {
+  const range = presetRange(name);
+  if (!range) return;
+  const [a, b] = range;
   applyWL(b - a, (a + b) / 2, false);
   state.wl = {window: b - a, level: (a + b) / 2};
   state.preset = name;
