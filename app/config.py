@@ -63,6 +63,9 @@ class Config:
         # Extra roots (local paths or s3://bucket/prefix) that frame locations may point into.
         self.ALLOWED_ROOTS = parse_list(env.get("QCLOOP_ALLOWED_ROOTS"))
         self.S3_ENDPOINT_URL = env.get("QCLOOP_S3_ENDPOINT_URL") or None
+        # The DICOMweb servers sync sources may name (base URLs, comma-separated: a URL holds ":"; a source must
+        # start with one): no other host is ever called, and the credentials below go to these only.
+        self.DICOMWEB_URLS = [url.strip() for url in (env.get("QCLOOP_DICOMWEB_URLS") or "").split(",") if url.strip()]
         # Credentials of DICOMweb sync sources whose URL names no user (a source is stored by its URL without
         # the password, so scheduled syncs read them here).
         self.DICOMWEB_USERNAME = env.get("QCLOOP_DICOMWEB_USERNAME") or ""

@@ -20,6 +20,7 @@ from app.services.errors import ServiceError
 from app.services.loaders import load
 from app.services.sync import engine as sync_engine
 from app.services.sync import schedule as sync_schedule
+from app.services.sync.base import display_url
 from app.services.transfer import exporter, tasks, uploads
 from app.services.transfer.model import SCAN_TYPES
 from app.storage import StorageError
@@ -128,7 +129,7 @@ def sync_start(project_id: int):
         db.session.rollback()
         flash(f"Not synced: {err.message}", "error")
         return _page(project), err.status
-    flash(f"Sync of {request.form.get('source', '').strip()} started (job {job.id}): "
+    flash(f"Sync of {display_url(request.form.get('source', '').strip())} started (job {job.id}): "
           f"{'done' if job.state == 'succeeded' else job.state}.", "info")
     return redirect(_here(project))
 

@@ -6,6 +6,8 @@ from flask_login import current_user
 from marshmallow import Schema, fields
 
 from app.api.docs import Blueprint
+from app.api.schemas.jobs import JobStartedSchema
+from app.api.schemas.sync import SyncRunSchema
 from app.auth.permissions import permission
 from app.services import projects
 from app.services.sync import engine, schedule
@@ -16,7 +18,9 @@ blp = Blueprint("sync", __name__, description="Syncing projects with image repos
 class SyncBody(Schema):
     source = fields.String(required=True, metadata={
         "description": "a folder (absolute, or relative to the data root; under an allowed root), bids:PATH "
-                       "(a BIDS dataset) or dicomweb+http(s)://HOST/PATH (a DICOMweb server)"})
+                       "(a BIDS dataset) or dicomweb+http(s)://HOST/PATH (a DICOMweb server under one of "
+                       "QCLOOP_DICOMWEB_URLS; no user or password in the URL: the site's "
+                       "QCLOOP_DICOMWEB_USERNAME/PASSWORD are used)"})
     every_minutes = fields.Raw(allow_none=True, metadata={
         "type": "integer", "nullable": True,
         "description": "sync this source every N minutes in the worker; null: only when asked; absent: unchanged"})
@@ -27,69 +31,21 @@ class SyncBody(Schema):
                        "EXPERIMENT/SCAN/FRAME, flat); kept for the source's later runs"})
 
 
-class SyncJobOut(Schema):
-    id = fields.Integer(required=True)
-    kind = fields.String(required=True)
-    state = fields.String(required=True)
-    progress = fields.Float(required=True)
-    message = fields.String(required=True)
-    error = fields.String(required=True, allow_none=True)
-    result = fields.Dict(required=True, allow_none=True, metadata={"description": "the run's counts and reasons"})
-    project = fields.Integer(required=True, attribute="project_id")
-
-
-class SyncStarted(Schema):
-    job = fields.Nested(SyncJobOut, required=True)
-    url = fields.String(required=True, metadata={"description": "where to poll the job"})
-
-
-class ItemReason(Schema):
-    item = fields.String(required=True)
-    reason = fields.String(required=True)
-
-
-class SyncRunOut(Schema):
-    id = fields.Integer(required=True)
-    source = fields.String(required=True, attribute="source.url")
-    kind = fields.String(required=True, attribute="source.kind")
-    every_minutes = fields.Integer(required=True, allow_none=True, attribute="source.every_minutes")
-    job_id = fields.Integer(required=True, allow_none=True)
-    state = fields.String(required=True, metadata={"description": "running, succeeded or failed"})
-    started_at = fields.DateTime(required=True)
-    finished_at = fields.DateTime(required=True, allow_none=True)
-    added = fields.Integer(required=True)
-    changed = fields.Integer(required=True, metadata={"description": "images changed: a new frame each"})
-    unchanged = fields.Integer(required=True)
-    pushed = fields.Integer(required=True, metadata={"description": "decisions pushed back to the source"})
-    skipped = fields.Integer(required=True)
-    failed = fields.Integer(required=True)
-    removed = fields.Integer(required=True, metadata={"description": "images gone from the source (scans kept)"})
-    added_items = fields.List(fields.String(), required=True)
-    skipped_items = fields.List(fields.Nested(ItemReason), required=True)
-    failed_items = fields.List(fields.Nested(ItemReason), required=True)
-    removed_items = fields.List(fields.String(), required=True)
-    export_file = fields.String(required=True, allow_none=True, metadata={"description": "the state before"})
-    backup_file = fields.String(required=True, allow_none=True, metadata={"description": "the export it replaced"})
-    push_file = fields.String(required=True, allow_none=True)
-    error = fields.String(required=True, allow_none=True)
-
-
 @blp.route("/projects/<int:project_id>/sync", methods=["POST"])
 @blp.arguments(SyncBody)
-@blp.response(202, SyncStarted)
+@blp.response(202, JobStartedSchema, description="the sync job to poll (its result: the run's id and counts)")
 @permission("project", "admin")
 def sync_project(body: dict, project_id: int):
     """Sync the project with a source in the worker: the source is checked at once with one cheap request
     (400 unreadable, not what it says, refusing the credentials or unreachable: nothing stored, no job; 409
     synced into another project or already syncing), then the job answers; poll it, and read the run in
     sync-runs."""
-    job = schedule.start_sync(projects.get_project(project_id), body["source"], current_user,
-                              every_minutes=body.get("every_minutes", engine.UNCHANGED), patterns=body["patterns"])
-    return {"job": job, "url": f"/api/v1/jobs/{job.id}"}
+    return schedule.start_sync(projects.get_project(project_id), body["source"], current_user,
+                               every_minutes=body.get("every_minutes", engine.UNCHANGED), patterns=body["patterns"])
 
 
 @blp.route("/projects/<int:project_id>/sync-runs", methods=["GET"])
-@blp.response(200, SyncRunOut(many=True))
+@blp.response(200, SyncRunSchema(many=True))
 @permission("project", "admin")
 def sync_runs(project_id: int):
     """The project's sync runs, newest first (the latest 50)."""

@@ -182,6 +182,11 @@ def enqueue(kind: str, params: dict[str, Any], *, project_id: int | None = None,
               created_by_id=user.id if user is not None and user.is_authenticated else None)
     db.session.add(job)
     db.session.commit()
+    return submit(job)
+
+
+def submit(job: Job) -> Job:
+    """Queue a job row already committed (a caller that claims something for the job in the same commit)."""
     current_app.extensions["huey.execute_job"](job.id)
     db.session.refresh(job)
     return job

@@ -60,7 +60,8 @@ def _sync(client, project, headers, source: str, **body) -> dict:
     assert answer.status_code == 202, answer.get_json()
     job = answer.get_json()["job"]
     assert job["state"] == "succeeded", job
-    return job["result"]
+    runs = client.get(f"/api/v1/projects/{project.id}/sync-runs", headers=headers).get_json()
+    return next(run for run in runs if run["id"] == job["result"]["run_id"])  # the job names the run
 
 
 def _scans() -> dict[tuple[str, str], Scan]:
@@ -180,7 +181,8 @@ def test_a_folder_that_is_no_bids_dataset_and_a_dataset_of_another_project_are_r
     other, other_headers = _admin(factory, client, "Other")
     taken = client.post(f"/api/v1/projects/{other.id}/sync", json={"source": "bids:ds"}, headers=other_headers)
     assert taken.status_code == 409
-    assert taken.get_json()["detail"].startswith(f"source bids:{root} is already synced into project Bids")
+    assert taken.get_json()["detail"] == (f"source bids:{root} is already synced into another project; a source "
+                                          "belongs to one project")  # not named: its admin may not be theirs
     assert db.session.scalar(select(Scan.id).join(Experiment).where(Experiment.project_id == other.id)) is None
 
 

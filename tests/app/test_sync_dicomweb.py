@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
+from flask import current_app
 from sqlalchemy import func, select
 
 from app.cli import sync_command
@@ -83,6 +84,7 @@ def test_lists_series_as_scans_then_only_what_is_new(orthanc, tmp_path):
 
 
 def test_fetch_writes_the_series_as_a_dicom_folder(app, orthanc, tmp_path):
+    app.config["DICOMWEB_URLS"] = [orthanc.dicomweb]
     store_series(orthanc, tmp_path, T1, study=STUDY_A, number=1, description="T1 MPRAGE")
     dicomweb = source(orthanc)
     item = dicomweb.list(None).items[0]
@@ -96,6 +98,7 @@ def test_fetch_writes_the_series_as_a_dicom_folder(app, orthanc, tmp_path):
 
 
 def test_a_series_that_cannot_be_fetched_leaves_nothing(app, orthanc, tmp_path):
+    app.config["DICOMWEB_URLS"] = [orthanc.dicomweb]
     store_series(orthanc, tmp_path, T1, study=STUDY_A, number=1, description="T1 MPRAGE")
     dicomweb = source(orthanc)
     listing = dicomweb.list(None)
@@ -186,7 +189,8 @@ def test_an_unreachable_server_is_a_clear_refusal():
 
 
 @pytest.mark.parametrize("url", ["http://host/dicom-web", "dicomweb+ftp://host/dicom-web", "dicomweb+http:///x",
-                                 "dicomweb+http://host:99999/x"])
+                                 "dicomweb+http://host:99999/x", "dicomweb+http://host/dicom-web/../tools",
+                                 "dicomweb+http://host/dicom-web?x=1"])
 def test_a_url_that_is_not_dicomweb_is_refused(url):
     with pytest.raises(SourceError, match="not a DICOMweb URL"):
         DicomwebSource(url)
@@ -199,7 +203,8 @@ def test_credentials_from_the_url_or_the_settings_never_in_its_name(make_app, or
     assert dicomweb.url == orthanc.dicomweb
     assert [item.key for item in dicomweb.list(None).items] == [f"{STUDY_A}/{T1}"]
 
-    with make_app(DICOMWEB_USERNAME=orthanc.username, DICOMWEB_PASSWORD=orthanc.password).app_context():
+    with make_app(DICOMWEB_URLS=[orthanc.dicomweb], DICOMWEB_USERNAME=orthanc.username,
+                  DICOMWEB_PASSWORD=orthanc.password).app_context():
         assert [item.key for item in DicomwebSource(orthanc.dicomweb).list(None).items] == [f"{STUDY_A}/{T1}"]
 
 
@@ -221,12 +226,14 @@ def test_scan_type_from_description_protocol_or_modality(description, protocol, 
 
 @pytest.fixture
 def make_pacs(make_app, orthanc):
-    """An app whose DICOMweb credentials are the test Orthanc's (or a wrong password): the worker reopens a
-    source by its URL, which never keeps the password. Gives a project, its admin's token headers, a client."""
+    """An app that allows the test Orthanc (and ``more`` servers) and whose DICOMweb credentials are its own (or
+    a wrong password): the worker reopens a source by its URL, which never keeps the password. Gives a project,
+    its admin's token headers, a client."""
     contexts = []
 
-    def make(password: str = orthanc.password) -> dict:
-        app = make_app(DICOMWEB_USERNAME=orthanc.username, DICOMWEB_PASSWORD=password)
+    def make(password: str = orthanc.password, more: tuple[str, ...] = ()) -> dict:
+        app = make_app(DICOMWEB_URLS=[orthanc.dicomweb, *more], DICOMWEB_USERNAME=orthanc.username,
+                       DICOMWEB_PASSWORD=password)
         contexts.append(app.app_context())
         contexts[-1].push()
         factory = Factory(app)
@@ -241,14 +248,19 @@ def make_pacs(make_app, orthanc):
         context.pop()
 
 
-def sync(pacs, source: str, state: str = "succeeded") -> dict:
-    """Sync through the API (the job runs at once in tests): the job's answer."""
+def sync(pacs, source: str) -> dict:
+    """Sync through the API (the job runs at once in tests): the run, as sync-runs answers it (the job's result
+    names it and repeats its counts)."""
     answer = pacs["client"].post(f"/api/v1/projects/{pacs['project'].id}/sync", json={"source": source},
                                  headers=pacs["headers"])
     assert answer.status_code == 202, answer.get_json()
     job = answer.get_json()["job"]
-    assert job["state"] == state, job
-    return job
+    assert job["state"] == "succeeded", job
+    runs = get(pacs, f"/api/v1/projects/{pacs['project'].id}/sync-runs").get_json()
+    run = next(run for run in runs if run["id"] == job["result"]["run_id"])
+    assert {key: run[key] for key in job["result"] if key != "run_id"} == {
+        key: value for key, value in job["result"].items() if key != "run_id"}
+    return run
 
 
 def get(pacs, url: str):
@@ -270,7 +282,7 @@ def test_orthanc_sync_cycle_adds_new_series_once_and_writes_decisions_back(make_
     store_series(orthanc, tmp_path, T1, study=STUDY_A, number=1, description="T1 MPRAGE sag", seed=1)
     store_series(orthanc, tmp_path, FLAIR, study=STUDY_A, number=2, description="t2_flair_tra", seed=2)
 
-    first = sync(pacs, orthanc.dicomweb)["result"]
+    first = sync(pacs, orthanc.dicomweb)
     assert first["added"] == 2 and first["failed"] == 0, repr(first)
     scans = scans_by_name(pacs)
     assert {name: (scan["experiment_name"], scan["scan_type"], scan["subject_id"]) for name, scan in scans.items()} \
@@ -280,11 +292,11 @@ def test_orthanc_sync_cycle_adds_new_series_once_and_writes_decisions_back(make_
         volume = nib.Nifti1Image.from_bytes(gzip.decompress(get(pacs, f"/api/v1/frames/{frame['id']}/volume").data))
         assert volume.shape == (32, 32, 16)
 
-    again = sync(pacs, orthanc.dicomweb)["result"]
+    again = sync(pacs, orthanc.dicomweb)
     assert (again["added"], again["changed"], again["failed"]) == (0, 0, 0)
 
     store_series(orthanc, tmp_path, T2, study=STUDY_B, number=1, description="T2 TSE", patient="P002", seed=3)
-    third = sync(pacs, orthanc.dicomweb)["result"]
+    third = sync(pacs, orthanc.dicomweb)
     assert third["added_items"] == [f"{STUDY_B}/{T2}"]
     assert set(scans_by_name(pacs)) == {"1 T1 MPRAGE sag", "2 t2_flair_tra", "1 T2 TSE"}
 
@@ -295,27 +307,27 @@ def test_orthanc_sync_cycle_adds_new_series_once_and_writes_decisions_back(make_
         "scan": t1["id"], "decision": "U", "note": "sharp", "artifacts": {"present": [], "absent": ["lesions"]}})
     assert decided.status_code == 201, decided.get_json()
 
-    pushed = sync(pacs, orthanc.dicomweb)["result"]
+    pushed = sync(pacs, orthanc.dicomweb)
     assert (pushed["added"], pushed["pushed"], pushed["failed"]) == (0, 1, 0), pushed
     written = orthanc.decision(T1)
     assert (written["decision"], written["label"], written["code"]) == ("usable", "Usable", "U")
     assert (written["note"], written["reviewer"]) == ("sharp", "pacs-admin")
     assert written["artifacts"]["lesions"] == "absent"
-    assert sync(pacs, orthanc.dicomweb)["result"]["pushed"] == 0  # nothing new to push
+    assert sync(pacs, orthanc.dicomweb)["pushed"] == 0  # nothing new to push
 
     runs = get(pacs, f"/api/v1/projects/{pacs['project'].id}/sync-runs").get_json()
     assert [run["added"] for run in runs] == [0, 0, 1, 0, 2] and {run["source"] for run in runs} == {orthanc.dicomweb}
 
 
 def test_a_sync_refused_by_the_server_or_unreachable_is_a_400_at_once_and_stores_nothing(make_pacs, orthanc):
-    pacs = make_pacs(password="wrong")
+    gone = f"dicomweb+http://127.0.0.1:{free_port()}/dicom-web"
+    pacs = make_pacs(password="wrong", more=(gone,))
     url, client, headers = f"/api/v1/projects/{pacs['project'].id}/sync", pacs["client"], pacs["headers"]
     refused = client.post(url, json={"source": orthanc.dicomweb, "every_minutes": 5}, headers=headers)
     assert refused.status_code == 400, refused.get_json()
     assert refused.get_json()["detail"].startswith(
         f"{orthanc.dicomweb}: the server refused the credentials (HTTP 401) while checking the server")
 
-    gone = f"dicomweb+http://127.0.0.1:{free_port()}/dicom-web"
     unreachable = client.post(url, json={"source": gone}, headers=headers)
     assert unreachable.status_code == 400
     assert unreachable.get_json()["detail"].startswith(f"{gone}: the server cannot be reached while checking")
@@ -341,7 +353,7 @@ def test_a_series_deleted_on_the_server_is_reported_removed_and_its_scan_and_dec
     pacs = make_pacs()
     store_series(orthanc, tmp_path, T1, study=STUDY_A, number=1, description="T1 MPRAGE sag", seed=1)
     store_series(orthanc, tmp_path, FLAIR, study=STUDY_A, number=2, description="t2_flair_tra", seed=2)
-    assert sync(pacs, orthanc.dicomweb)["result"]["added"] == 2
+    assert sync(pacs, orthanc.dicomweb)["added"] == 2
     flair = scans_by_name(pacs)["2 t2_flair_tra"]
     client, headers = pacs["client"], pacs["headers"]
     assert client.post(f"/api/v1/experiments/{flair['experiment']}/lock", headers=headers).status_code == 200
@@ -350,23 +362,26 @@ def test_a_series_deleted_on_the_server_is_reported_removed_and_its_scan_and_dec
     assert decided.status_code == 201, decided.get_json()
 
     orthanc.request("DELETE", f"series/{orthanc.series_id(FLAIR)}")
-    run = sync(pacs, orthanc.dicomweb)["result"]
+    run = sync(pacs, orthanc.dicomweb)
     assert (run["removed"], run["removed_items"], run["added"], run["failed"]) == (1, [f"{STUDY_A}/{FLAIR}"], 0, 0)
     assert run["pushed"] == 0  # a removed series gets no decision pushed
     scans = scans_by_name(pacs)
     assert set(scans) == {"1 T1 MPRAGE sag", "2 t2_flair_tra"}  # the scan stays
     kept = get(pacs, f"/api/v1/scan-decisions?scan={flair['id']}").get_json()["results"]
     assert [(decision["decision"], decision["note"]) for decision in kept] == [("UN", "motion")]
-    assert sync(pacs, orthanc.dicomweb)["result"]["removed"] == 0  # reported once
+    assert sync(pacs, orthanc.dicomweb)["removed"] == 0  # reported once
 
     # The whole study gone: its other series is reported too.
     orthanc.request("DELETE", f"series/{orthanc.series_id(T1)}")
-    gone = sync(pacs, orthanc.dicomweb)["result"]
+    gone = sync(pacs, orthanc.dicomweb)
     assert gone["removed_items"] == [f"{STUDY_A}/{T1}"] and set(scans_by_name(pacs)) == set(scans)
 
 
-def test_the_command_line_syncs_with_the_credentials_of_the_url(factory, orthanc, tmp_path):
-    factory.project("pacs")
+def test_the_command_line_syncs_with_the_credentials_of_the_url(make_app, orthanc, tmp_path):
+    app = make_app(DICOMWEB_URLS=[orthanc.dicomweb])
+    context = app.app_context()
+    context.push()
+    Factory(app).project("pacs")
     store_series(orthanc, tmp_path, T1, study=STUDY_A, number=1, description="T1 MPRAGE")
     runner = CliRunner()
 
@@ -379,3 +394,55 @@ def test_the_command_line_syncs_with_the_credentials_of_the_url(factory, orthanc
     wrong = runner.invoke(sync_command, ["--project", "pacs", "--source", with_user.replace(orthanc.password, "x")])
     assert wrong.exit_code == 1
     assert f"{orthanc.dicomweb}: the server refused the credentials (HTTP 401)" in wrong.output
+    assert "x@" not in wrong.output
+    db.session.rollback()
+    context.pop()
+
+
+def test_fetched_series_are_the_projects_own_no_other_project_may_sync_them(make_pacs, orthanc, tmp_path):
+    pacs = make_pacs()
+    store_series(orthanc, tmp_path, T1, study=STUDY_A, number=1, description="T1 MPRAGE")
+    assert sync(pacs, orthanc.dicomweb)["added"] == 1
+    factory = Factory(current_app._get_current_object())
+    other = factory.project("other")
+    factory.member(other, "admin", "other-admin")
+    client = pacs["client"]
+    headers = token_headers(client, "other-admin")
+    url = f"/api/v1/projects/{other.id}/sync"
+    fetched = f"uploads/{pacs['project'].id}/sync"
+    assert any((Path(current_app.config["DATA_ROOT"]) / fetched).rglob("*.dcm"))
+    for source in (fetched, f"{fetched}/{db.session.scalar(select(SyncSource.id))}"):
+        refused = client.post(url, json={"source": source}, headers=headers)
+        assert refused.status_code == 400 and "another project's upload" in refused.get_json()["detail"]
+    whole_root = client.post(url, json={"source": "."}, headers=headers)
+    assert whole_root.status_code == 202 and whole_root.get_json()["job"]["result"]["added"] == 0
+    assert db.session.scalar(select(func.count(Job.id)).where(Job.project_id == other.id)) == 1
+
+
+def test_no_password_is_taken_shown_or_stored(make_pacs, orthanc, tmp_path):
+    pacs = make_pacs()
+    secret = "wrong-secret-1234"
+    with_password = orthanc.dicomweb.replace("://", f"://{orthanc.username}:{secret}@")
+    client, headers, project = pacs["client"], pacs["headers"], pacs["project"]
+    refused = client.post(f"/api/v1/projects/{project.id}/sync", json={"source": with_password}, headers=headers)
+    assert refused.status_code == 400 and secret not in refused.get_data(as_text=True)
+    assert refused.get_json()["detail"] == ("a DICOMweb URL names no user or password: put DICOMweb credentials in "
+                                            "QCLOOP_DICOMWEB_USERNAME/PASSWORD")
+    page = client.post(f"/admin/projects/{project.id}/sync", data={"source": with_password}, headers=headers)
+    assert page.status_code == 400 and "put DICOMweb credentials in" in page.get_data(as_text=True)
+    assert secret not in page.get_data(as_text=True)
+    with client.session_transaction() as session:
+        assert secret not in str(dict(session))
+    assert db.session.scalar(select(func.count(SyncSource.id))) == 0
+
+    started = client.post(f"/admin/projects/{project.id}/sync", data={"source": orthanc.dicomweb}, headers=headers)
+    assert started.status_code == 302
+    with client.session_transaction() as session:
+        assert f"Sync of {orthanc.dicomweb} started" in str(session["_flashes"])
+
+    with pytest.raises(SourceError) as failed:  # the command line's own run takes them, and shows them nowhere
+        engine.run_sync(project, with_password, None)
+    assert secret not in failed.value.message
+    runs = db.session.scalars(select(SyncRun).order_by(SyncRun.id)).all()
+    assert runs[-1].state == "failed" and secret not in runs[-1].error and orthanc.dicomweb in runs[-1].error
+    assert db.session.scalars(select(SyncSource.url)).all() == [orthanc.dicomweb]

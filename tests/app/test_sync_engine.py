@@ -10,12 +10,12 @@ from typing import Any, ClassVar
 import nibabel as nib
 import numpy as np
 import pytest
-from flask import current_app
 
 from app.db import Decision, Scan, db
 from app.services import decisions, sync
 from app.services.sync import engine
 from app.services.sync.base import Listing, Outgoing, Pushed, SourceItem
+from app.storage import Roots
 
 
 class MemorySource:
@@ -61,8 +61,8 @@ def _volume(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 100, (8, 8, 8)).astype(np.int16)
 
 
-def _files(source_id: int) -> list[str]:
-    root = Path(current_app.config["DATA_ROOT"]) / "sync"
+def _files(project_id: int) -> list[str]:
+    root = engine.fetch_folder(project_id, Roots.from_config())
     return sorted(str(Path(folder, name).relative_to(root)) for folder, _, names in os.walk(root) for name in names)
 
 
@@ -74,7 +74,7 @@ def test_fetched_images_fail_alone_change_as_new_frames_and_push_once(factory, m
     first = engine.run_sync(project, "memory:lab", None)
     assert (first.added_items, [line["item"] for line in first.failed_items]) == (["a"], ["b"])
     assert "not a readable NIfTI image" in first.failed_items[0]["reason"]
-    [kept] = _files(first.source_id)
+    [kept] = _files(project.id)  # in the project's own uploads
     assert kept.startswith(f"{first.source_id}/") and kept.endswith("/a.nii.gz")  # nothing of b, no partial
     scan = db.session.scalars(db.select(Scan).where(Scan.name == "scan-a")).one()
     assert (scan.scan_type, scan.subject_id, scan.meta, len(scan.frames)) == ("T2", "01", {"Key": "a"}, 1)
@@ -95,4 +95,4 @@ def test_fetched_images_fail_alone_change_as_new_frames_and_push_once(factory, m
 
     third = engine.run_sync(project, "memory:lab", None)
     assert (third.added, third.changed, third.unchanged, third.pushed) == (0, 0, 2, 0)
-    assert len(memory.pushed) == 1 and len(_files(first.source_id)) == 3
+    assert len(memory.pushed) == 1 and len(_files(project.id)) == 3

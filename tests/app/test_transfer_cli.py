@@ -60,7 +60,7 @@ def test_import_export_and_sync_cycle(tmp_path, database_factory):
     second = _qcloop(env, "sync", "--project", "Site", "--source", str(data / "repo"))
     assert second.returncode == 0 and "nothing new to add" in second.stdout
     assert "previous export kept as" in second.stdout
-    sync_folder = tmp_path / "instance" / "sync" / "Site"
+    [sync_folder] = (tmp_path / "instance" / "sync").iterdir()  # the project's, named by its id
     assert len(list(sync_folder.glob("export-*.csv"))) == 1 and (sync_folder / "export.csv").is_file()
 
     out = tmp_path / "out.csv"

@@ -10,14 +10,37 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from app.services.errors import InvalidInput
 
 
+def display_url(text: str) -> str:
+    """A SOURCE string fit to show, log or store: a URL without its user and password (anything else as is)."""
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # a malformed URL (an unclosed IPv6 bracket): its user info cut by hand
+        parts = None
+    if parts is None or not parts.scheme or "@" not in parts.netloc:
+        scheme, sep, rest = text.partition("://")
+        if not sep or "@" not in rest.split("/", 1)[0]:
+            return text
+        authority, slash, path = rest.partition("/")
+        return f"{scheme}://{authority.rsplit('@', 1)[1]}{slash}{path}"
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def has_userinfo(text: str) -> bool:
+    """Whether a URL names a user or password."""
+    return display_url(text) != text
+
+
 class SourceError(InvalidInput):
-    """A source that cannot be read (unreachable, refused, not what its URL says), naming it and the item."""
+    """A source that cannot be read (unreachable, refused, not what its URL says), naming it (never with its
+    password) and the item."""
 
     def __init__(self, source: str, message: str, *, item: str | None = None) -> None:
+        source = display_url(source)
         super().__init__(f"{source}: {item + ': ' if item else ''}{message}", field="source")
         self.source, self.item = source, item
 

@@ -1,5 +1,6 @@
 """A DICOMweb server (Orthanc, dcm4chee, a cloud PACS) as a sync source: ``dicomweb+http(s)://[USER:PASSWORD@]
-HOST[:PORT]/PATH``, PATH being the server's DICOMweb root (``/dicom-web`` on Orthanc).
+HOST[:PORT]/PATH``, PATH being the server's DICOMweb root (``/dicom-web`` on Orthanc), under one of the
+site's ``QCLOOP_DICOMWEB_URLS``.
 
 Listing: QIDO-RS searches the studies, then the series of the studies that are new or changed. A patient
 becomes the subject (PatientID), a study an experiment (its StudyDescription, else its date and StudyID)
@@ -42,7 +43,7 @@ from flask import current_app, has_app_context
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from app.services import imaging
-from app.services.errors import ServiceError
+from app.services.errors import InvalidInput, ServiceError
 from app.services.sync.base import Listing, Outgoing, Pushed, SourceError, SourceItem
 from app.services.sync.orthanc import METADATA, OrthancServer, refusal
 from app.services.transfer.csvfile import escape_formula
@@ -50,6 +51,7 @@ from app.services.transfer.csvfile import escape_formula
 log = logging.getLogger(__name__)
 
 TIMEOUT = (10.0, 120.0)  # seconds to connect, seconds between bytes of an answer
+CHECK_TIMEOUT = (5.0, 5.0)  # the check before a sync is queued, which a web request waits for
 NAME_MAX = 255  # the experiments.name and scans.name columns
 STUDY_FIELDS = ("StudyDescription", "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "PatientID",
                 "ModalitiesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")
@@ -75,9 +77,21 @@ MODALITY_TYPES = {"CT": "CT", "PT": "PET"}
 _WORD = re.compile(r"[a-z0-9]+")
 
 
+def allowed(base: str, bases: list[str]) -> bool:
+    """Whether a server's base URL (``http(s)://HOST[:PORT]/PATH``) lies under one of the allowlisted ``bases``
+    (``QCLOOP_DICOMWEB_URLS``, with or without ``dicomweb+``)."""
+    for entry in bases:
+        entry = entry.strip().removeprefix("dicomweb+").rstrip("/")
+        if entry and (base == entry or base.startswith(entry + "/")):
+            return True
+    return False
+
+
 class DicomwebSource:
-    """A DICOMweb server. Credentials: those given, else the URL's user info, else the settings
-    ``DICOMWEB_USERNAME``/``_PASSWORD``; none: requests' own (``~/.netrc``) or anonymous."""
+    """A DICOMweb server. In the app it must lie under an allowlisted base (``QCLOOP_DICOMWEB_URLS``: the web
+    process and the worker call no other host). Credentials: those given, else the URL's user info, else the
+    settings ``DICOMWEB_USERNAME``/``_PASSWORD`` (sent to allowlisted servers only); none: anonymous (never
+    ``~/.netrc`` or proxies from the environment)."""
 
     kind: ClassVar[str] = "dicomweb"
 
@@ -93,14 +107,22 @@ class DicomwebSource:
             raise SourceError(url, f"not a DICOMweb URL ({error})") from error
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         path = parts.path.rstrip("/")
+        if any(segment in (".", "..") for segment in path.split("/")) or parts.query or parts.fragment:
+            raise SourceError(url, "not a DICOMweb URL (no . or .. in its path, no ?query or #fragment: the "
+                                   "server's DICOMweb root as it is)")
         self.base = f"{scheme}://{host}{port}{path}"
         self.url = "dicomweb+" + self.base  # canonical: never the credentials
         # Orthanc's REST API lies above its DICOMweb root (/dicom-web, or /orthanc/dicom-web behind a proxy).
         self.root = f"{scheme}://{host}{port}{path.rsplit('/', 1)[0]}/"
+        listed = has_app_context() and allowed(self.base, current_app.config.get("DICOMWEB_URLS") or [])
+        if has_app_context() and not listed:
+            raise InvalidInput(f"{self.url} is not an allowed DICOMweb server: an administrator of the site lists "
+                               "the servers qcloop may sync from in the setting QCLOOP_DICOMWEB_URLS", field="source")
         self.session = requests.Session()
+        self.session.trust_env = False  # no ~/.netrc credentials, no proxies from the environment
         if username is None and parts.username:
             username, password = unquote(parts.username), password or unquote(parts.password or "")
-        elif username is None and has_app_context() and current_app.config.get("DICOMWEB_USERNAME"):
+        elif username is None and listed and current_app.config.get("DICOMWEB_USERNAME"):
             username = current_app.config["DICOMWEB_USERNAME"]
             password = password or current_app.config.get("DICOMWEB_PASSWORD", "")
         if username is not None:
@@ -112,9 +134,23 @@ class DicomwebSource:
     # -- listing -----------------------------------------------------------------------------------------
 
     def check(self) -> None:
-        """One QIDO-RS search for a single study: the server answers and accepts the credentials."""
-        self._query(lambda: self.client.search_for_studies(limit=1, fields=("StudyInstanceUID",)),
-                    "checking the server (QIDO-RS search for one study)")
+        """One QIDO-RS search for a single study: the server answers and accepts the credentials. Asked once,
+        within :data:`CHECK_TIMEOUT` (a web request waits for it)."""
+        doing = "checking the server (QIDO-RS search for one study)"
+        try:
+            response = self.session.get(f"{self.base}/studies", params={"limit": 1, "includefield": "StudyInstanceUID"},
+                                        headers={"Accept": "application/dicom+json"}, timeout=CHECK_TIMEOUT)
+            response.raise_for_status()
+        except requests.RequestException as error:
+            raise refusal(self.url, error, doing) from error
+        if response.status_code == 204:  # no study yet
+            return
+        try:
+            found = response.json()
+        except ValueError as error:
+            raise SourceError(self.url, f"{doing}: the answer is not DICOM JSON ({error})") from error
+        if not isinstance(found, list):
+            raise SourceError(self.url, f"{doing}: the answer is not DICOM JSON (not a list of studies)")
 
     def list(self, cursor: dict[str, Any] | None) -> Listing:
         """The series new or changed since ``cursor`` (see the module's note); series of no image modality and

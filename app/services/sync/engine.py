@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from flask import current_app
 from sqlalchemy import select
 
-from app.db import Experiment, Frame, Project, Scan, SyncedItem, SyncRun, SyncSource, User, db, utcnow
+from app.db import Experiment, Frame, Job, Project, Scan, SyncedItem, SyncRun, SyncSource, User, db, utcnow
 from app.services import frames, imaging, projects
 from app.services.errors import Conflict, InvalidInput, ServiceError
 from app.services.review import latest_decisions
@@ -32,12 +34,19 @@ from app.services.transfer import exporter
 from app.services.transfer.files import FileChecker
 from app.storage import Roots, StorageError, local_copy, relative_location, resolve
 from app.storage import checksum as file_checksum
+from app.storage.identity import uploads_folder
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 NAME_MAX = 255  # experiments.name, scans.name, scans.subject_id and session_id
 UNCHANGED = object()  # every_minutes not given: the source keeps its schedule
+STALE_RUN = timedelta(hours=24)  # a command-line run still "running" after this was killed outright
+
+
+def fetch_folder(project_id: int, roots: Roots) -> Path:
+    """Where images fetched for a project land: its own uploads folder, which only it may name."""
+    return roots.data_root / uploads_folder(project_id) / "sync"
 
 
 def _no_progress(fraction: float, message: str = "") -> None:
@@ -48,7 +57,8 @@ def check_every(value: Any) -> int | None:
     """A schedule: whole minutes (1 or more), or None for syncs only when asked."""
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not re.fullmatch(r"[0-9]{1,6}",
+                                                                                         str(value).strip()):
         raise InvalidInput("every_minutes must be a whole number of minutes (or empty: only when asked)",
                            field="every_minutes")
     minutes = int(value)
@@ -60,12 +70,11 @@ def check_every(value: Any) -> int | None:
 def claim(project: Project, source: Source, *, every_minutes: Any = UNCHANGED,
           patterns: Iterable[str] | None = None) -> SyncSource:
     """The source's row for this project (created on its first sync); a source another project syncs is
-    refused (409) naming that project."""
+    refused (409), without naming that project (the caller may not be its member)."""
     row = db.session.scalar(select(SyncSource).where(SyncSource.url == source.url))
     if row is not None and row.project_id != project.id:
-        owner = db.session.get(Project, row.project_id)
-        raise Conflict(f"source {source.url} is already synced into project {owner.name}; "
-                       "a source belongs to one project", field="source")
+        raise Conflict(f"source {source.url} is already synced into another project; a source belongs to one "
+                       "project", field="source")
     if row is None:
         row = SyncSource(project_id=project.id, url=source.url, kind=source.kind, cursor={})
         db.session.add(row)
@@ -127,15 +136,17 @@ class _Cycle:
 
     def fetched(self, item: SourceItem) -> Path:
         """The image's frame path: in place for on-disk sources, else fetched into a temporary folder of the
-        data root and moved into its own folder once complete."""
-        partial = self.roots.data_root / "sync" / ".partial" / uuid.uuid4().hex
+        project's uploads and moved into its own folder there once complete (another project's scope refuses
+        it, and no folder source walks it)."""
+        fetched = fetch_folder(self.project.id, self.roots)
+        partial = fetched / ".partial" / uuid.uuid4().hex
         partial.mkdir(parents=True)
         try:
             path = Path(self.source.fetch(item, partial))
             if not path.is_relative_to(partial):
                 shutil.rmtree(partial)
                 return path
-            final = self.roots.data_root / "sync" / str(self.row.id) / uuid.uuid4().hex
+            final = fetched / str(self.row.id) / uuid.uuid4().hex
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(partial, final)
         except BaseException:
@@ -272,13 +283,59 @@ def run_sync(project: Project, source_url: str, actor: User | None, *, from_data
              patterns: Iterable[str] | None = None, every_minutes: Any = UNCHANGED, job_id: int | None = None,
              progress: Progress = _no_progress) -> SyncRun:
     """Sync the project with a source once and record the run (committed). A source that cannot be listed
-    ends the run failed with the reason, and the error is raised."""
+    ends the run failed with the reason, and the error is raised; a source another run is syncing is refused
+    (409)."""
     source, row = prepare(project, source_url, from_data_root=from_data_root, patterns=patterns,
                           every_minutes=every_minutes)
+    return _run(project, source, row, actor, job_id=job_id, progress=progress)
+
+
+def run_stored(row: SyncSource, actor: User | None, *, job_id: int | None = None,
+               progress: Progress = _no_progress) -> SyncRun:
+    """Sync a stored source (the worker's run): one that cannot be opened any more (its folder gone, no longer
+    a BIDS dataset, a server taken off the allowlist) ends a failed run with the reason, so its schedule waits
+    its interval and the history says why."""
+    project = db.session.get(Project, row.project_id)
+    try:
+        source, row = prepare(project, row.url)
+    except ServiceError as err:
+        db.session.rollback()
+        run = _new_run(row, actor, job_id)
+        _end(run, row, "failed", error=err.message)
+        raise
+    return _run(project, source, row, actor, job_id=job_id, progress=progress)
+
+
+def _new_run(row: SyncSource, actor: User | None, job_id: int | None) -> SyncRun:
     run = SyncRun(source_id=row.id, job_id=job_id, actor_id=actor.id if actor is not None else None,
                   state="running", started_at=utcnow(), added_items=[], skipped_items=[], failed_items=[],
                   removed_items=[])
     db.session.add(run)
+    return run
+
+
+def running(row: SyncSource, *, but_job: int | None = None) -> SyncRun | None:
+    """Another run of the source still going: one whose job is queued or running, or a command-line run (no
+    job) started within :data:`STALE_RUN` (a command killed outright never ends its run)."""
+    for run in db.session.scalars(select(SyncRun).where(SyncRun.source_id == row.id, SyncRun.state == "running")):
+        if run.job_id is None:
+            if run.started_at + STALE_RUN > utcnow():
+                return run
+        elif run.job_id != but_job:
+            job = db.session.get(Job, run.job_id)
+            if job is not None and job.state in ("queued", "running"):
+                return run
+    return None
+
+
+def _run(project: Project, source: Source, row: SyncSource, actor: User | None, *, job_id: int | None,
+         progress: Progress) -> SyncRun:
+    other = running(row, but_job=job_id)
+    if other is not None:
+        db.session.rollback()
+        raise Conflict(f"a sync of {row.url} is already running (run {other.id}"
+                       + (f", job {other.job_id})" if other.job_id is not None else ")"), field="source")
+    run = _new_run(row, actor, job_id)
     db.session.commit()
     progress(0.01, "exporting the current state")
     try:
@@ -359,14 +416,10 @@ def _end(run: SyncRun, row: SyncSource, state: str, *, error: str | None = None)
     db.session.commit()
 
 
-def summary(run: SyncRun) -> dict[str, Any]:
-    """What a sync job answers: the run's id, counts and reasons."""
-    return {"run_id": run.id, "source": run.source.url, "state": run.state, "added": run.added,
-            "changed": run.changed, "unchanged": run.unchanged, "pushed": run.pushed, "skipped": run.skipped,
-            "failed": run.failed, "removed": run.removed, "added_items": run.added_items,
-            "skipped_items": run.skipped_items, "failed_items": run.failed_items, "removed_items": run.removed_items,
-            "push_file": run.push_file, "export_file": run.export_file, "backup_file": run.backup_file,
-            "error": run.error}
+def counts(run: SyncRun) -> dict[str, Any]:
+    """What a sync job answers: the run to read in the history, and its counts."""
+    return {"run_id": run.id, "state": run.state, **{name: getattr(run, name) for name in (
+        "added", "changed", "unchanged", "pushed", "skipped", "failed", "removed")}}
 
 
 def history(project: Project, limit: int = 50) -> list[SyncRun]:

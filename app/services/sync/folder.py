@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator
 
 from flask import current_app
-from werkzeug.utils import secure_filename
 
 from app.db import Project
 from app.services import imaging
@@ -137,9 +136,9 @@ def file_version(path: Path) -> str:
 
 
 def sync_folder(project: Project) -> Path:
-    """Where the project's sync exports and imported rows are kept."""
-    name = secure_filename(project.name) or f"project{project.id}"
-    return Path(current_app.config["INSTANCE_PATH"]) / "sync" / name
+    """Where the project's sync exports and pushed decisions are kept: by its id, which no rename or look-alike
+    name shares."""
+    return Path(current_app.config["INSTANCE_PATH"]) / "sync" / str(project.id)
 
 
 def _is_dicom(path: Path) -> bool:

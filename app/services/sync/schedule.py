@@ -10,12 +10,13 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 
 from app.db import Job, Project, SyncRun, SyncSource, User, db, utcnow
 from app.services import jobs
-from app.services.errors import Conflict
-from app.services.sync import engine
+from app.services.errors import Conflict, InvalidInput
+from app.services.sync import engine, kind_of
+from app.services.sync.base import has_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +29,33 @@ def _active_job(row: SyncSource) -> Job | None:
 
 
 def _enqueue(row: SyncSource, actor: User | None) -> Job:
-    params = {"source_id": row.id, "actor_id": actor.id if actor is not None and actor.is_authenticated else None}
+    """Queue a sync job for the source, claimed first in one conditional UPDATE (no job, or its job ended):
+    of two requests at once only one queues a job, the other is refused (409)."""
+    user = actor if actor is not None and actor.is_authenticated else None
+    job = Job(kind="sync", params={"source_id": row.id, "actor_id": user.id if user is not None else None},
+              project_id=row.project_id, created_by_id=user.id if user is not None else None)
+    db.session.add(job)
+    db.session.flush()
+    ended = select(Job.id).where(Job.state.not_in(ACTIVE))
+    claimed = db.session.execute(
+        update(SyncSource)
+        .where(SyncSource.id == row.id, or_(SyncSource.job_id.is_(None), SyncSource.job_id.in_(ended)))
+        .values(job_id=job.id).execution_options(synchronize_session=False)).rowcount
+    if claimed != 1:
+        db.session.rollback()
+        raise Conflict(f"a sync of {row.url} is already queued or running", field="source")
     db.session.commit()
-    job = jobs.enqueue("sync", params, project_id=row.project_id, user=actor)
-    row = db.session.get(SyncSource, row.id)
-    row.job_id = job.id
-    db.session.commit()
-    return job
+    return jobs.submit(job)
 
 
 def start_sync(project: Project, source: str, actor: User | None, *, every_minutes: Any = engine.UNCHANGED,
                patterns: Iterable[str] | None = None) -> Job:
-    """Check the source at once (400 unreadable, refusing the credentials or unreachable; 409 another
-    project's or already syncing), store its schedule, and sync it in the worker. A relative folder is taken
-    from the data root."""
+    """Check the source at once (400 unreadable, refusing the credentials or unreachable, or a URL with a
+    password, which the worker could not reuse; 409 another project's or already syncing), store its schedule,
+    and sync it in the worker. A relative folder is taken from the data root."""
+    if kind_of(source.strip()) == "dicomweb" and has_userinfo(source.strip()):
+        raise InvalidInput("a DICOMweb URL names no user or password: put DICOMweb credentials in "
+                           "QCLOOP_DICOMWEB_USERNAME/PASSWORD", field="source")
     _, row = engine.prepare(project, source, from_data_root=True, patterns=patterns, every_minutes=every_minutes,
                             reach=True)
     jobs.reap_abandoned()
@@ -67,7 +81,12 @@ def due(now: datetime | None = None) -> list[SyncSource]:
 def enqueue_due(now: datetime | None = None) -> list[Job]:
     """The worker's periodic check: a "sync" job for each due source."""
     jobs.reap_abandoned()
-    queued = [_enqueue(row, None) for row in due(now)]
+    queued = []
+    for row in due(now):
+        try:
+            queued.append(_enqueue(row, None))
+        except Conflict:  # a sync asked for meanwhile
+            continue
     if queued:
         log.info("scheduled syncs queued: jobs %s", ", ".join(str(job.id) for job in queued))
     return queued
@@ -79,9 +98,7 @@ def _sync_job(params: dict[str, Any], context: jobs.JobContext) -> dict[str, Any
     if row is None:
         raise Conflict(f"sync source {params['source_id']} no longer exists")
     actor = db.session.get(User, params["actor_id"]) if params.get("actor_id") else None
-    project = db.session.get(Project, row.project_id)
-    run = engine.run_sync(project, row.url, actor, job_id=context.job_id, progress=context.progress)
-    return engine.summary(run)
+    return engine.counts(engine.run_stored(row, actor, job_id=context.job_id, progress=context.progress))
 
 
 @jobs.abandoned("sync")
