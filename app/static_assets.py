@@ -43,7 +43,10 @@ def module_url(app: Flask, filename: str) -> str:
 
 
 def init_static(app: Flask) -> None:
+    from app.auth.permissions import permission
+
     @app.route("/static/tree/<version>/<path:filename>", endpoint="static_tree")
+    @permission("public")
     def static_tree(version: str, filename: str) -> Response:
         response = send_from_directory(app.static_folder, filename)
         if version == _tree_version(app.static_folder, os.path.dirname(filename)):

@@ -14,9 +14,10 @@ from app.api.schemas.users import (
 )
 from app.auth.permissions import permission
 from app.auth.routes import csrf_exempt
-from app.db import ROLES, Membership, db
-from app.services import invitations, members, projects
+from app.db import ROLES, Membership, Project, db
+from app.services import invitations, members
 from app.services.errors import ServiceError
+from app.services.loaders import load
 
 blp = Blueprint("members", __name__, description="Project members, invitations, mail about a scan")
 
@@ -108,7 +109,7 @@ def list_invitations(project_id: int):
 def invite(body: dict, project_id: int):
     """Mail an invitation link (valid 7 days) that creates the account with this role. Without a mail
     server the link is not mailed: `invite_url` holds it, in this answer only (null when mailed)."""
-    invitation, raw = invitations.invite(body["email"], projects.get_project(project_id), body["role"], current_user)
+    invitation, raw = invitations.invite(body["email"], load(Project, project_id), body["role"], current_user)
     link = invitations.unmailed_link(raw)
     db.session.commit()
     return Extended(invitation, mailed=link is None, invite_url=link)

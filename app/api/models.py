@@ -11,8 +11,9 @@ from app.api.schemas.jobs import JobStartedSchema
 from app.api.schemas.review import EvaluationSchema
 from app.api.schemas.training import ChampionSchema, ModelsSchema, PredictionSchema
 from app.auth.permissions import permission
-from app.db import Scan
-from app.services import evaluations, model_versions, projects, review
+from app.db import Project, Scan
+from app.services import evaluations, model_versions
+from app.services.loaders import load
 
 blp = Blueprint("models", __name__, description="Model versions, evaluations of scans and predictions")
 
@@ -31,7 +32,7 @@ IMAGE_BODY = {"multipart/form-data": {"schema": {"type": "object", "properties":
 def start_evaluation(project_id: int):
     """Score the project's frames with a version (default the champion): scope "unscored" (frames it has
     not scored, the default) or "all". Rows become suggestions when the job completes."""
-    return evaluations.start(projects.get_project(project_id), current_user, json_object())
+    return evaluations.start(load(Project, project_id), current_user, json_object())
 
 
 @blp.route("/scans/<int:scan_id>/evaluations", methods=["GET"])
@@ -39,14 +40,14 @@ def start_evaluation(project_id: int):
 @permission("project", "collaborator")
 def scan_evaluations(scan_id: int):
     """Every version's evaluations of the scan, with state ("scored", "pending", "failed" and why)."""
-    return {"results": evaluations.history(review.get(Scan, scan_id))}
+    return {"results": evaluations.history(load(Scan, scan_id))}
 
 
 @blp.route("/projects/<int:project_id>/models", methods=["GET"])
 @blp.response(200, ModelsSchema)
 @permission("project", "collaborator")
 def list_models(project_id: int):
-    project = projects.get_project(project_id)
+    project = load(Project, project_id)
     return {"model_name": project.model_name, "versions": model_versions.versions(project),
             "agreement": model_versions.agreement(project),
             "evaluation_jobs": model_versions.evaluation_jobs(project)}
@@ -57,7 +58,7 @@ def list_models(project_id: int):
 @permission("project", "admin")
 def rollback(project_id: int, version: int):
     """Make an earlier version the champion again (audited); its suggestions are current at once."""
-    return model_versions.rollback(projects.get_project(project_id), str(version), current_user)
+    return model_versions.rollback(load(Project, project_id), str(version), current_user)
 
 
 @blp.route("/projects/<int:project_id>/predict", methods=["POST"])
@@ -67,7 +68,7 @@ def rollback(project_id: int, version: int):
 def predict(project_id: int):
     """The champion's scores for a NIfTI or NRRD image in the body (multipart field "file", or the raw
     bytes), up to QCLOOP_PREDICT_MAX_BYTES; nothing is stored."""
-    project = projects.get_project(project_id)
+    project = load(Project, project_id)
     upload = request.files.get("file")
     if upload is not None:
         return evaluations.predict(project, upload.stream, upload.filename or "", None)

@@ -24,6 +24,7 @@ from app.api.schemas.review import (
 from app.auth.permissions import permission
 from app.db import NOTE_MAX_LENGTH, Decision, Experiment, Frame, Project, Scan, db
 from app.services import next_scan, review
+from app.services.loaders import load
 
 blp = Blueprint("review", __name__, description="Projects, experiments, scans, frames and reviewer decisions")
 
@@ -87,7 +88,7 @@ def list_projects(page: dict):
 @blp.response(200, MyProjectSchema)
 @permission("project", "collaborator")
 def get_project(project_id: int):
-    return Extended(review.get(Project, project_id), my_role=g.project_role)
+    return Extended(load(Project, project_id), my_role=g.project_role)
 
 
 @blp.route("/projects/<int:project_id>/task_overview", methods=["GET"])
@@ -95,7 +96,7 @@ def get_project(project_id: int):
 @permission("project", "collaborator")
 def task_overview(project_id: int):
     """Scan states per scan, counts per state, and each reviewer's decisions."""
-    return review.task_overview(review.get(Project, project_id), g.project_role)
+    return review.task_overview(load(Project, project_id), g.project_role)
 
 
 @blp.route("/projects/<int:project_id>/next-scan", methods=["GET"])
@@ -108,7 +109,7 @@ def get_next_scan(args: dict, project_id: int):
     ``disagreement`` need a champion: without one the answer is in name order and ``fallback`` says why."""
     picked = next_scan.pick(project_id, current_user, g.project_role, args.get("queue"), args.get("strategy"),
                             args.get("after"))
-    scan = review.scan_views([review.get(Scan, picked.scan_id)])[0] if picked.scan_id else None
+    scan = review.scan_views([load(Scan, picked.scan_id)])[0] if picked.scan_id else None
     return Extended(picked, scan=scan)
 
 
@@ -124,7 +125,7 @@ def list_experiments(args: dict):
 @blp.response(200, ExperimentSchema)
 @permission("project", "collaborator")
 def get_experiment(experiment_id: int):
-    return review.get(Experiment, experiment_id)
+    return load(Experiment, experiment_id)
 
 
 @blp.route("/experiments/<int:experiment_id>/lock", methods=["POST"])
@@ -132,7 +133,7 @@ def get_experiment(experiment_id: int):
 @permission("project", "tier1")
 def lock_experiment(experiment_id: int):
     """Take or renew the review lock (LOCK_MINUTES, 5 by default); 409 with the holder when taken."""
-    experiment = review.get(Experiment, experiment_id)
+    experiment = load(Experiment, experiment_id)
     review.take_lock(experiment, current_user)
     db.session.commit()
     return experiment
@@ -143,7 +144,7 @@ def lock_experiment(experiment_id: int):
 @permission("project", "tier1")
 def unlock_experiment(experiment_id: int):
     """Release one's own lock; a project admin may break another reviewer's lock (audited)."""
-    experiment = review.get(Experiment, experiment_id)
+    experiment = load(Experiment, experiment_id)
     review.release_lock(experiment, current_user, g.project_role)
     db.session.commit()
     return experiment
@@ -155,7 +156,7 @@ def unlock_experiment(experiment_id: int):
 @permission("project", "tier1")
 def set_experiment_note(experiment_id: int):
     """Body ``{"note": "..."}`` (at most 3000 characters)."""
-    experiment = review.set_experiment_note(review.get(Experiment, experiment_id),
+    experiment = review.set_experiment_note(load(Experiment, experiment_id),
                                             json_object(required=True).get("note"))
     db.session.commit()
     return experiment
@@ -174,7 +175,7 @@ def list_scans(args: dict):
 @blp.response(200, ScanSchema)
 @permission("project", "collaborator")
 def get_scan(scan_id: int):
-    return review.scan_views([review.get(Scan, scan_id)])[0]
+    return review.scan_views([load(Scan, scan_id)])[0]
 
 
 @blp.route("/frames", methods=["GET"])
@@ -189,7 +190,7 @@ def list_frames(args: dict):
 @blp.response(200, FrameSchema)
 @permission("project", "collaborator")
 def get_frame(frame_id: int):
-    return review.frame_views([review.get(Frame, frame_id)])[0]
+    return review.frame_views([load(Frame, frame_id)])[0]
 
 
 @blp.route("/scan-decisions", methods=["GET"])
@@ -204,7 +205,7 @@ def list_decisions(args: dict):
 @blp.response(200, DecisionSchema)
 @permission("project", "collaborator")
 def get_decision(decision_id: int):
-    return review.get(Decision, decision_id)
+    return load(Decision, decision_id)
 
 
 @blp.route("/scan-decisions", methods=["POST"])

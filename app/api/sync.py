@@ -9,7 +9,8 @@ from app.api.docs import Blueprint
 from app.api.schemas.jobs import JobStartedSchema
 from app.api.schemas.sync import SyncRunSchema
 from app.auth.permissions import permission
-from app.services import projects
+from app.db import Project
+from app.services.loaders import load
 from app.services.sync import engine, schedule
 
 blp = Blueprint("sync", __name__, description="Syncing projects with image repositories (folders, BIDS, DICOMweb)")
@@ -40,7 +41,7 @@ def sync_project(body: dict, project_id: int):
     (400 unreadable, not what it says, refusing the credentials or unreachable: nothing stored, no job; 409
     synced into another project or already syncing), then the job answers; poll it, and read the run in
     sync-runs."""
-    return schedule.start_sync(projects.get_project(project_id), body["source"], current_user,
+    return schedule.start_sync(load(Project, project_id), body["source"], current_user,
                                every_minutes=body.get("every_minutes", engine.UNCHANGED), patterns=body["patterns"])
 
 
@@ -49,4 +50,4 @@ def sync_project(body: dict, project_id: int):
 @permission("project", "admin")
 def sync_runs(project_id: int):
     """The project's sync runs, newest first (the latest 50)."""
-    return engine.history(projects.get_project(project_id))
+    return engine.history(load(Project, project_id))

@@ -9,8 +9,9 @@ from app.api.pagination import PageArgs, paginate
 from app.api.schemas.base import page_of
 from app.api.schemas.training import PromotionSchema, RunSchema, TrainingSettingsSchema
 from app.auth.permissions import permission
-from app.db import db
+from app.db import Project, db
 from app.services import projects, promotion, training
+from app.services.loaders import load
 
 blp = Blueprint("training", __name__, description="Retraining runs on reviewer decisions")
 
@@ -32,7 +33,7 @@ def start_run(project_id: int):
     synthesis ({key: probability}), evaluation (auto|holdout|cv), folds, val_fraction, test_fraction.
     Bad data fails the run (state "failed", error says why). The answer's ``report`` says how the run
     was evaluated, each output's held-out AUC with its 95% interval, outputs left out and why."""
-    run = training.start_run(projects.get_project(project_id), current_user, json_object())
+    run = training.start_run(load(Project, project_id), current_user, json_object())
     db.session.commit()
     return training.run_status(run)
 
@@ -79,7 +80,7 @@ def promote_run(project_id: int, run_id: int):
 @permission("project", "collaborator")
 def training_settings(project_id: int):
     """The settings training reads: label_rule, questionable, min_labels_per_class (defaults filled in)."""
-    return projects.settings_of(projects.get_project(project_id))
+    return projects.settings_of(load(Project, project_id))
 
 
 @blp.route("/projects/<int:project_id>/training-settings", methods=["PATCH"])
@@ -88,4 +89,4 @@ def training_settings(project_id: int):
 @permission("project", "admin")
 def change_training_settings(project_id: int):
     """Change some of label_rule, questionable ("exclude" or a weight in (0, 1]) and min_labels_per_class."""
-    return projects.update_settings(projects.get_project(project_id), json_object(), current_user)
+    return projects.update_settings(load(Project, project_id), json_object(), current_user)

@@ -13,9 +13,10 @@ from app.api.schemas.jobs import JobSchema, JobStartedSchema
 from app.api.schemas.review import UploadedFrameSchema
 from app.api.schemas.transfer import ImportSummarySchema
 from app.auth.permissions import permission
-from app.db import db
-from app.services import jobs, projects
+from app.db import Project, db
+from app.services import jobs
 from app.services.errors import InvalidInput
+from app.services.loaders import load
 from app.services.transfer import exporter, tasks, uploads
 
 blp = Blueprint("transfer", __name__, description="Import, export, frame uploads and their jobs")
@@ -115,7 +116,7 @@ def import_project(project_id: int):
     at once with what was (or would be) added, changed and archived; large ones answer 202 with
     the job to poll. Any problem refuses the whole file (400, each error names row and field).
     """
-    return _start(projects.get_project(project_id))
+    return _start(load(Project, project_id))
 
 
 @blp.route("/projects/<int:project_id>/export", methods=["POST"])
@@ -124,7 +125,7 @@ def import_project(project_id: int):
 @permission("project", "admin")
 def export_project(project_id: int):
     """Stream this project as ``format`` miqa-csv (default), miqa-json, csv or json (qcloop full)."""
-    project = projects.get_project(project_id)
+    project = load(Project, project_id)
     return _stream(_export_format(), [project.id], project.name)
 
 

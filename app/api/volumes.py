@@ -19,8 +19,9 @@ from app.api.schemas.jobs import JobStartedSchema
 from app.api.schemas.transfer import GeometrySchema
 from app.auth.permissions import permission
 from app.db import Frame, Job
-from app.services import downloads, review, volumes
+from app.services import downloads, volumes
 from app.services import saliency as saliency_maps
+from app.services.loaders import load
 
 blp = Blueprint("volumes", __name__, description="Frame volumes for the viewer, previews, slices, downloads")
 
@@ -46,7 +47,7 @@ def _send_nifti(path: Path, etag: str, name: str) -> Response:
 @permission("project", "collaborator")
 def volume(frame_id: int):
     """The frame as a RAS-reoriented NIfTI (.nii.gz), cached; ETag, Range and private caching."""
-    cached = volumes.viewable(review.get(Frame, frame_id))
+    cached = volumes.viewable(load(Frame, frame_id))
     return _send_nifti(cached.volume_path, f"{cached.key}-volume", f"frame-{frame_id}.nii.gz")
 
 
@@ -56,7 +57,7 @@ def volume(frame_id: int):
 def geometry(frame_id: int):
     """Shapes, affines (RAS and original) and the default window: the viewer maps a clicked RAS
     position to a voxel of the original grid through ``inverse_original_affine``."""
-    return volumes.viewer_facts(volumes.viewable(review.get(Frame, frame_id)))
+    return volumes.viewer_facts(volumes.viewable(load(Frame, frame_id)))
 
 
 @blp.route("/frames/<int:frame_id>/preview", methods=["GET"])
@@ -64,7 +65,7 @@ def geometry(frame_id: int):
 @permission("project", "collaborator")
 def preview(frame_id: int):
     """A small 8-bit RAS NIfTI that the viewer paints while the full volume loads."""
-    cached = volumes.viewable(review.get(Frame, frame_id))
+    cached = volumes.viewable(load(Frame, frame_id))
     return _send_nifti(cached.preview_path, f"{cached.key}-preview", f"frame-{frame_id}-preview.nii.gz")
 
 
@@ -75,7 +76,7 @@ def preview(frame_id: int):
 def saliency(frame_id: int):
     """The champion's saliency map (Grad-CAM) of the frame for ``output`` (an output key of the model,
     default ``usable``): 202 with the job making it on first request, then the map."""
-    frame = review.get(Frame, frame_id)
+    frame = load(Frame, frame_id)
     made = saliency_maps.saliency(frame, request.args.get("output", "usable"), current_user)
     if isinstance(made, Job):
         return jsonify(JobStartedSchema().dump(made)), 202
@@ -90,7 +91,7 @@ def saliency(frame_id: int):
 def download(frame_id: int):
     """The original file as stored; a frame made of several files (a detached NRRD's header and data file,
     a DICOM series) answers a zip of all of them, streamed as it is written."""
-    found = downloads.of_frame(review.get(Frame, frame_id))
+    found = downloads.of_frame(load(Frame, frame_id))
     if not found.zipped:
         path = found.members[0][0]
         response = send_file(path, mimetype="application/octet-stream", as_attachment=True, download_name=found.name,
@@ -120,7 +121,7 @@ def slice_png(frame_id: int):
     """One RAS slice as PNG: ``axis`` axial|coronal|sagittal (default axial), ``index`` (default the
     middle), ``window`` and ``level`` (default the 0.5-99.5 percentile range), ``size`` (the longest
     side in pixels, 16 to 1024, for thumbnails; default the slice's own size)."""
-    cached = volumes.viewable(review.get(Frame, frame_id))
+    cached = volumes.viewable(load(Frame, frame_id))
     wanted = volumes.slice_args(cached, request.args)
     etag = f"{cached.key}-{wanted.tag}"
     response = Response(mimetype="image/png")

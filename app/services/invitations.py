@@ -15,6 +15,7 @@ from sqlalchemy import select
 from app.db import ROLES, Invitation, Project, User, db, utcnow
 from app.services import audit, mail, projects, users
 from app.services.errors import Conflict, InvalidInput, NotFound
+from app.services.loaders import load
 
 INVITE_LIFETIME = timedelta(days=7)
 
@@ -105,7 +106,7 @@ def accept(raw: str, username: str, password: str, first_name: str = "", last_na
                              last_name=last_name or "", approved=True)
     if invitation.project_id is not None:
         inviter = db.session.get(User, invitation.invited_by_id) if invitation.invited_by_id else None
-        projects.set_role(projects.get_project(invitation.project_id), user, invitation.role, actor=inviter)
+        projects.set_role(load(Project, invitation.project_id), user, invitation.role, actor=inviter)
     invitation.accepted_at = utcnow()
     audit.record("invitation.accept", actor=user, project_id=invitation.project_id,
                  target=("invitation", invitation.id))

@@ -7,6 +7,7 @@ from werkzeug.routing import BuildError
 from app.db import MAX_ID, ROLES, Experiment, Membership, Project, Scan, User, db
 from app.services import audit, mail, projects, users
 from app.services.errors import Conflict, InvalidInput, NotFound
+from app.services.loaders import load
 
 MAX_MESSAGE_LENGTH = 5000
 MAX_SUBJECT_LENGTH = 200
@@ -49,7 +50,7 @@ def add_member(project_id: int, login: str, role: str, actor: User) -> Membershi
     user = users.find_user(login.strip()) if isinstance(login, str) else None
     if user is None:
         raise NotFound(f"no account named {str(login)[:150]!r}; invite them by email instead", field="user")
-    project = projects.get_project(project_id)
+    project = load(Project, project_id)
     current = db.session.scalar(select(Membership.role).where(Membership.project_id == project_id,
                                                               Membership.user_id == user.id))
     if current == "admin" and role != "admin":
@@ -66,7 +67,7 @@ def change_role(project_id: int, user_id: int, role: str | None, actor: User) ->
         role = _check_role(role)
     if membership.role == "admin" and role != "admin":
         _keep_an_admin(project_id, user_id)
-    projects.set_role(projects.get_project(project_id), membership.user, role, actor=actor)
+    projects.set_role(load(Project, project_id), membership.user, role, actor=actor)
 
 
 # --- mail about a scan, between members of its project

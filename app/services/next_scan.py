@@ -23,6 +23,7 @@ from sqlalchemy import select
 from app.db import Decision, Experiment, ModelVersion, Project, Scan, User, db, utcnow
 from app.services import audit, decisions, review
 from app.services.errors import Forbidden, InvalidInput
+from app.services.loaders import load
 from models.uncertainty import binary_entropy
 
 QUEUES = {"tier1": "unreviewed", "tier2": "needing tier 2"}
@@ -224,7 +225,7 @@ def pick(project_id: int, user: User, role: str, queue: str | None = None, strat
     ``after``: the scan the reviewer is on; the answer is the one after it in the queue's order
     (wrapping round), so a reviewer can skip a scan; a scan not in the queue starts from the top
     (by name: from its place in the name order)."""
-    project = review.get(Project, project_id)
+    project = load(Project, project_id)
     queue = default_queue(role) if queue is None else _checked_queue(queue, role)
     strategy = default_strategy(project) if strategy is None else _checked_strategy(strategy)
     now = utcnow()

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app.db import ROLES, Experiment, Frame, Membership, Project, Scan, User, db
 from app.services import audit, vocabulary
-from app.services.errors import Conflict, InvalidInput, NotFound
+from app.services.errors import Conflict, InvalidInput
 
 DEFAULT_SETTINGS = {
     # Decision keys whose note is required (None: use each option's requires_note flag).
@@ -117,13 +117,6 @@ def update_settings(project: Project, changes: dict[str, Any], actor: User | Non
                      before={key: before.get(key) for key in changed}, after=changed)
         db.session.commit()
     return settings_of(project)
-
-
-def get_project(project_id: int) -> Project:
-    project = db.session.get(Project, project_id)
-    if project is None:
-        raise NotFound("Not found.")
-    return project
 
 
 def find_project(name: str) -> Project | None:

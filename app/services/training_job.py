@@ -23,8 +23,9 @@ from flask import current_app
 from sqlalchemy import select, update
 
 from app.db import Job, ModelVersion, Project, TrainingRun, db, utcnow
-from app.services import evaluations, frames, jobs, projects, vocabulary
+from app.services import evaluations, frames, jobs, vocabulary
 from app.services.errors import InvalidInput
+from app.services.loaders import load
 from app.services.training import candidate_outputs, get_run, is_2d, label_settings, records
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def end_abandoned_run(job: Job, state: str, reason: str) -> None:
     if not run.mlflow_run_id:
         return
     uri = current_app.config["MLFLOW_TRACKING_URI"]
-    name = projects.get_project(run.project_id).model_name
+    name = load(Project, run.project_id).model_name
     recorded = set(db.session.scalars(select(ModelVersion.version).where(ModelVersion.registry_name == name)))
     withdrawn = registry.withdraw_unrecorded(uri, name, run.mlflow_run_id, recorded)
     if withdrawn:
@@ -121,7 +122,7 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
     from training.transforms import AugmentConfig
 
     config = current_app.config
-    project = projects.get_project(run.project_id)
+    project = load(Project, run.project_id)
     params = dict(run.params)
     ctx.progress(0.01, "checking labels, files and the MLflow store")
     frames.fill_checksums(project_id=project.id)  # every frame trains under its content's identity

@@ -63,7 +63,7 @@ def test_web_modules_import_neither_training_nor_models():
     modules = _web_modules()
     assert len(modules) > 20
     offending = [f"{path.relative_to(ROOT)}:{line} imports {name}"
-                 for path in modules for line, name in _imported_modules(ast.parse(path.read_text(), str(path)))
+                 for path in modules for line, name in _imported_modules(ast.parse(path.read_text(encoding="utf-8"), str(path)))
                  if name.split(".")[0] in FORBIDDEN_PACKAGES]
     assert not offending, "\n".join(offending)
 
@@ -72,7 +72,7 @@ def test_web_modules_do_not_query():
     """Routes call services; only services and app/db run statements through the session."""
     offending = []
     for path in _web_modules():
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             if not isinstance(node, ast.Call):
                 continue
             chain = _attribute_chain(node.func)
@@ -92,7 +92,7 @@ def _import_alone(module: str) -> tuple[str, int, str]:
 def test_each_blueprint_module_imports_alone():
     """A fresh interpreter imports any blueprint module first without a circular-import error (or torch)."""
     modules = [_module_name(path) for path in _web_modules()
-               if any(marker in path.read_text() for marker in ("Blueprint(", "@bp.", "@blp."))]
+               if any(marker in path.read_text(encoding="utf-8") for marker in ("Blueprint(", "@bp.", "@blp."))]
     assert {"app.ui.routes", "app.admin.routes", "app.auth.routes", "app.api.review"} <= set(modules)
     with ThreadPoolExecutor(max_workers=2) as pool:
         failed = [f"{module}: {error}" for module, code, error in pool.map(_import_alone, modules) if code != 0]

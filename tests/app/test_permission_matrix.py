@@ -16,8 +16,9 @@ from typing import Callable
 from sqlalchemy import func, select
 
 from app.auth.permissions import declared_permission
-from app.db import ArtifactEntry, Decision, DecisionOption, Frame, Job, ModelVersion, Scan, TrainingRun, db
-from app.services import access, decisions, invitations, projects, users, vocabulary
+from app.db import ArtifactEntry, Decision, DecisionOption, Frame, Job, ModelVersion, Project, Scan, TrainingRun, db
+from app.services import access, decisions, invitations, users, vocabulary
+from app.services.loaders import load
 from tests.factories import PASSWORD, Factory
 
 SAFE_METHODS = ("GET",)
@@ -231,7 +232,7 @@ def test_project_ids_of_unreadable_projects_are_404_not_403(factory, client):
         answer = client.get(url, headers=headers)
         assert answer.status_code == 404 and answer.get_json() == {"error": "not_found", "detail": "Not found."}
     assert db.session.get(Scan, scan.id) is not None
-    assert projects.get_project(theirs.id).name == "theirs"
+    assert load(Project, theirs.id).name == "theirs"
 
 
 # The walk above checks that each route enforces what it declares; these declarations are the

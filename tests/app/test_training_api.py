@@ -10,9 +10,10 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 from sqlalchemy import func, select
 
-from app.db import AuditEvent, Decision, Frame, Job, ModelVersion, TrainingRun, db
+from app.db import AuditEvent, Decision, Frame, Job, ModelVersion, Project, TrainingRun, db
 from app.services import projects, review, training, vocabulary
 from app.services.decisions import record_decision
+from app.services.loaders import load
 from tests.conftest import SHARED_DATA
 from tests.factories import login, token_headers
 
@@ -317,7 +318,7 @@ def test_min_labels_is_a_project_setting_edited_by_admins_and_used_by_runs(app, 
     event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "project.settings",
                                                        AuditEvent.project_id == project.id))
     assert event.actor_id == admin.id and event.details["after"] == {"min_labels_per_class": 2, "questionable": 0.5}
-    counts = {c["key"]: c for c in training.label_counts(projects.get_project(project.id))}
+    counts = {c["key"]: c for c in training.label_counts(load(Project, project.id))}
     assert counts["ghosting_motion"]["enough"] and not counts["lesions"]["enough"]
 
     login(client, admin.username)
@@ -327,7 +328,7 @@ def test_min_labels_is_a_project_setting_edited_by_admins_and_used_by_runs(app, 
                        data={"min_labels_per_class": "3", "label_rule": "newest", "questionable": "exclude"}
                        ).status_code == 302
     db.session.expire_all()
-    assert projects.settings_of(projects.get_project(project.id))["min_labels_per_class"] == 3
+    assert projects.settings_of(load(Project, project.id))["min_labels_per_class"] == 3
     assert b'<code id="min-labels">3</code>' in client.get(f"/projects/{project.id}/training").data
 
     # A run without min_labels uses the setting: 2 scans of each class are too few for 3.

@@ -10,7 +10,7 @@ same handful of queries as pages of ten. The names below are the package's publi
 from app.services.review.agreement import agreement
 from app.services.review.deciding import decide, set_experiment_note
 from app.services.review.listing import (
-    FrameView, ScanView, decisions_query, experiments_query, frame_views, frames_query, get, projects_query,
+    FrameView, ScanView, decisions_query, experiments_query, frame_views, frames_query, projects_query,
     scan_views, scans_query,
 )
 from app.services.review.locks import Lock, current_lock, release_lock, require_lock, take_lock
@@ -30,7 +30,7 @@ __all__ = [
     "CHAMPION_ALIAS", "FILTERS", "STATE_LABELS", "SUGGESTION_THRESHOLD", "ArtifactScore", "FrameView", "GridCell",
     "Lock", "ProjectOverview", "Reviewer", "ReviewerStats", "ScanRow", "ScanView", "Suggestion", "TaskOverview",
     "agreement", "artifact_lists", "champion", "current_lock", "decide", "decisions_of", "decisions_query",
-    "experiment_grid", "experiments_query", "frame_views", "frames_query", "get", "history", "latest_decisions",
+    "experiment_grid", "experiments_query", "frame_views", "frames_query", "history", "latest_decisions",
     "latest_evaluations", "overrule_refusal", "present_keys", "progress", "project_overview", "project_scans_query",
     "projects_query", "release_lock", "require_lock", "requires_note", "scan_states", "scan_views", "scans_query",
     "set_experiment_note", "suggestion", "take_lock", "task_overview", "timeline",

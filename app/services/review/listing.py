@@ -3,14 +3,12 @@ their decisions, states and the champion's suggestions in a fixed number of quer
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import joinedload, selectinload
 
-from app.db import Decision, DecisionArtifact, Evaluation, Experiment, Frame, Project, Scan, User, db
+from app.db import Decision, DecisionArtifact, Evaluation, Experiment, Frame, Project, Scan, User
 from app.services import access, decisions, evaluations
-from app.services.errors import NotFound
 from app.services.review.states import decisions_of
 
 
@@ -84,9 +82,3 @@ def decisions_query(user: User, scan_id: int | None = None) -> Select:
     return query if scan_id is None else query.where(Decision.scan_id == scan_id)
 
 
-def get(model: type, object_id: int) -> Any:
-    """A project, experiment, scan, frame or decision by id (the route's permission already checked it)."""
-    row = db.session.get(model, object_id)
-    if row is None:
-        raise NotFound("Not found.")
-    return row

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import BinaryIO, Mapping
 
-from app.db import Frame, Scan, User, db
+from app.db import Frame, Project, Scan, User, db
 from app.services import access, frames, imaging, projects
 from app.services.errors import Conflict, InvalidInput
+from app.services.loaders import load
 from app.services.transfer.model import Problems, parse_frame_number, parse_scan_type
 from app.storage import Roots
 from app.storage.identity import Stored, store, suffix_of
@@ -36,7 +37,7 @@ def _target_scan(user: User, form: Mapping[str, str]) -> Scan:
     problems = Problems()
     scan_type = parse_scan_type((form.get("scan_type") or "T1").strip(), "form", "scan_type", problems)
     problems.raise_if_any()
-    experiment = projects.get_or_create_experiment(projects.get_project(project_id), experiment_name)
+    experiment = projects.get_or_create_experiment(load(Project, project_id), experiment_name)
     return projects.get_or_create_scan(experiment, scan_name, scan_type=scan_type)
 
 
