@@ -32,7 +32,8 @@ def save_credentials(url: str, username: str, token: str) -> Path:
 
 
 def load_credentials() -> dict[str, str] | None:
-    """The saved log-in, with ``QCLOOP_URL`` / ``QCLOOP_TOKEN`` taking precedence; None when neither is set."""
+    """The saved log-in, with ``QCLOOP_URL`` / ``QCLOOP_TOKEN`` taking precedence (the saved token only for
+    the server it was saved for); None without a URL and a token."""
     path = credentials_path()
     saved: dict[str, str] = {}
     if path.exists():
@@ -41,7 +42,8 @@ def load_credentials() -> dict[str, str] | None:
         except ValueError:
             saved = {}
     url = os.environ.get("QCLOOP_URL") or saved.get("url")
-    token = os.environ.get("QCLOOP_TOKEN") or saved.get("token")
+    # a token saved for one server is never sent to another
+    token = os.environ.get("QCLOOP_TOKEN") or (saved.get("token") if url == saved.get("url") else None)
     if not url or not token:
         return None
     return {"url": url, "token": token, "username": saved.get("username", "")}

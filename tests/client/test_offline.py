@@ -22,6 +22,9 @@ def test_credentials_are_private_replaced_whole_and_overridden_by_the_environmen
     path = config.save_credentials("http://qc.example.org", "ana", "a" * 40)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and [p.name for p in path.parent.iterdir()] == [path.name]
     assert json.loads(path.read_text()) == {"url": "http://qc.example.org", "username": "ana", "token": "a" * 40}
+    monkeypatch.setenv("QCLOOP_URL", "http://elsewhere.example.org")  # the saved token is not sent to another server
+    assert config.load_credentials() is None
+    monkeypatch.delenv("QCLOOP_URL")
     monkeypatch.setenv("QCLOOP_TOKEN", "b" * 40)
     assert config.load_credentials() == {"url": "http://qc.example.org", "token": "b" * 40, "username": "ana"}
     monkeypatch.delenv("QCLOOP_CONFIG_DIR")
