@@ -25,7 +25,7 @@ EXECUTABLE = str(Path(sys.executable).with_name("qcloop-client"))
 
 
 def cli(env: dict, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([EXECUTABLE, *args], env=env, input=stdin, capture_output=True, text=True, timeout=300)
+    return subprocess.run([EXECUTABLE, *args], env=env, input=stdin, capture_output=True, encoding="utf-8", timeout=300)
 
 
 def refused(result: subprocess.CompletedProcess, code: int, words: str) -> None:
