@@ -13,11 +13,13 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	$(BIN)/python -m pip install -q -e './client[pandas,progress]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-# Debian packages the browser tests need (Chromium for Playwright, fonts for screenshots).
+# Debian packages the tests need: Chromium for Playwright (fonts for screenshots), Orthanc with its
+# DICOMweb plugin for the DICOMweb sync tests (they start their own server on loopback).
+SYSTEM_PACKAGES := chromium fonts-liberation orthanc orthanc-dicomweb
 system-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-liberation; \
-	  else echo "install Debian's chromium and fonts-liberation (sudo apt-get install chromium fonts-liberation)"; exit 1; fi; }
+	@{ command -v chromium && ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); \
+	  else echo "install Debian's $(SYSTEM_PACKAGES) (sudo apt-get install $(SYSTEM_PACKAGES))"; exit 1; fi; }
 
 demo: $(STAMP)
 	$(BIN)/qcloop db upgrade
