@@ -116,6 +116,16 @@ class _Planner:
             if email:
                 self.logins.setdefault(email.lower(), uid)
 
+    def archive_state(self, row: Any, archived: bool | None, archive: list[int], restore: list[int], kind: str,
+                      label: str) -> None:
+        """An existing experiment or scan archived or restored as the file says (an absent flag: not archived)."""
+        if archived and row.archived_at is None:
+            archive.append(row.id)
+            self.count(f"{kind}_archived", label)
+        elif not archived and row.archived_at is not None:
+            restore.append(row.id)
+            self.count(f"{kind}_restored", label)
+
     def count(self, name: str, sample: str | None = None, amount: int = 1) -> None:
         self.counts[name] += amount
         if sample is not None:
@@ -228,13 +238,8 @@ class _Planner:
                 if ein.note is not None and ein.note != (row.note or ""):
                     plan.experiment_updates.append({"b_id": row.id, "note": ein.note})
                     self.count("experiments_changed", label)
-                wanted = bool(ein.archived)
-                if wanted and row.archived_at is None:
-                    plan.archive_experiments.append(row.id)
-                    self.count("experiments_archived", label)
-                elif not wanted and row.archived_at is not None:
-                    plan.restore_experiments.append(row.id)
-                    self.count("experiments_restored", label)
+                self.archive_state(row, ein.archived, plan.archive_experiments, plan.restore_experiments,
+                                   "experiments", label)
             for sin in ein.scans.values():
                 self._scan(pin, plan, ein, sin, scans.get((ein.name, sin.name)), frames, existing_decisions,
                            existing_evaluations)
@@ -265,13 +270,7 @@ class _Planner:
             if changes:
                 plan.scan_updates.append({"b_id": row.id, **changes})
                 self.count("scans_changed", label)
-            wanted = bool(sin.archived)
-            if wanted and row.archived_at is None:
-                plan.archive_scans.append(row.id)
-                self.count("scans_archived", label)
-            elif not wanted and row.archived_at is not None:
-                plan.restore_scans.append(row.id)
-                self.count("scans_restored", label)
+            self.archive_state(row, sin.archived, plan.archive_scans, plan.restore_scans, "scans", label)
             scan_frames = frames.get(row.id, {})
         for number, fin in sin.frames.items():
             resolved = self.files.resolve(fin.location, plan.project.id if plan.project else None)
