@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--mc-passes", type=int, default=0,
+                        help="Monte-Carlo dropout passes per volume, as evaluation jobs make (QCLOOP_MC_DROPOUT_PASSES)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
@@ -76,7 +78,7 @@ def main() -> None:
         reference = [miqa_reference.scores(path, net) for path in paths]
         miqa_s = time.perf_counter() - start
 
-        engine = Engine("sqlite://", work / "cache", threads=args.threads, batch=args.batch)
+        engine = Engine("sqlite://", work / "cache", threads=args.threads, batch=args.batch, mc_passes=args.mc_passes)
         model = miqa_published(WEIGHTS)
         model.score(str(paths[0]))
         timings, scores = [], None
@@ -91,8 +93,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     n = args.volumes
     log.info("command: %s", " ".join(sys.argv))
-    log.info("%d MNI-sized volumes (197x233x189, 48 tiles each), MIQA T1 weights, %d torch threads, batch %d",
-             n, args.threads, args.batch)
+    log.info("%d MNI-sized volumes (197x233x189, 48 tiles each), MIQA T1 weights, %d torch threads, batch %d, "
+             "%d Monte-Carlo dropout passes", n, args.threads, args.batch, args.mc_passes)
     log.info("MIQA's way (one volume at a time, tiles one by one, no cache): %.3f volumes/s (%.2f s)", n / miqa_s, miqa_s)
     log.info("qcloop engine, cold (cache filled on the way): %.3f volumes/s (%.2f s), ratio %.2fx",
              n / timings[0], timings[0], miqa_s / timings[0])

@@ -66,12 +66,20 @@ def dropout_copy(net: nn.Module) -> nn.Module | None:
 def mc_dropout_probabilities(stochastic: nn.Module, image: torch.Tensor, config: PreprocessConfig,
                              output_map: Sequence[dict], output_kind: str, passes: int,
                              batch: int = 8, seed: int = 0) -> list[list[float]]:
-    """Per pass, the probabilities of each output with dropout active. Seeded, so a volume scored twice
-    gets the same uncertainty, and run under a forked generator so the caller's random state is untouched."""
+    """Per pass, the probabilities of each output with dropout active. A tiled volume deals its tiles out
+    over the passes (pass p scores tiles p, p + passes, ...), so all passes together cost about one
+    scoring of the volume instead of ``passes`` of them; a volume with fewer tiles than passes is scored
+    whole in each. Seeded, so a volume scored twice gets the same uncertainty, and run under a forked
+    generator so the caller's random state is untouched."""
+    inputs = tiles(image, config)
+    runs = []
     with torch.random.fork_rng(devices=[]), torch.inference_mode():
         torch.manual_seed(seed)
-        return [probabilities(volume_outputs(stochastic, image, config, batch), output_map, output_kind)
-                for _ in range(passes)]
+        for index in range(passes):
+            part = inputs[index::passes] if len(inputs) >= passes else inputs
+            outputs = torch.cat([stochastic(part[start:start + batch]) for start in range(0, len(part), batch)])
+            runs.append(probabilities(outputs.mean(dim=0), output_map, output_kind))
+    return runs
 
 
 def optimized(net: nn.Module, config: PreprocessConfig, batch: int = 8) -> nn.Module:
