@@ -188,6 +188,32 @@ def test_miqa_keymap_chosen_on_the_profile_decides_with_u_and_moves_artifacts_to
     assert db.session.scalar(select(Decision).where(Decision.scan_id == scans[1].id)).option.key == "Q?"
 
 
+def test_a_decision_made_while_the_next_volume_still_loads_is_saved(app, live_server, page, keys_world):
+    """A fast reviewer decides from the planes while the volume still streams in: the keys are never dropped."""
+    project, scans = keys_world
+    base = live_server.url
+    held = []  # the second scan's volumes stay in flight until the decision on it is stored
+    page.route(f"**/api/v1/frames/{scans[1].frames[0].id}/*", lambda route: held.append(route)
+               if "/volume" in route.request.url or "/preview" in route.request.url else route.continue_())
+    log_in(page, base, "ann")
+    page.goto(f"{base}/scans/{scans[0].id}")
+    page.wait_for_function(LOADED, timeout=30000)
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base}/scans/{scans[1].id}")
+    assert held and page.evaluate("document.querySelector('#viewer').dataset.loaded") != "full"
+
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base}/scans/{scans[2].id}")
+    assert "Saved UE on s1" in page.locator("#decision-message").inner_text()
+    db.session.expire_all()
+    assert db.session.scalar(select(Decision).where(Decision.scan_id == scans[1].id)).option.key == "UE"
+    for route in held:
+        route.continue_()
+    page.wait_for_function(LOADED, timeout=30000)
+
+
 def test_window_level_and_zoom_carry_to_the_next_scan_of_the_same_type_only(
         app, live_server, page, factory, keys_world):
     project, scans = keys_world

@@ -22,10 +22,22 @@ async function openFrames() {
   else { viewer.setLoaded("error"); viewer.viewerMessage("This scan has no frames."); }
 }
 
+// A decision is in flight from the key press until the next scan's form is shown (not until its volume
+// has loaded), so a reviewer who decides while the volume still streams in is never ignored.
 async function submit() {
-  if (state.fresh) await state.fresh; // the scan's current context, not the prefetched one
-  const ctx = state.ctx;
   if (state.submitting) return;
+  state.submitting = true;
+  try {
+    if (state.fresh) await state.fresh; // the scan's current context, not the prefetched one
+    await post();
+  } finally {
+    state.submitting = false;
+    $("submit").disabled = !state.ctx.can_decide;
+  }
+}
+
+async function post() {
+  const ctx = state.ctx;
   if (!ctx.can_decide) return panel.decisionMessage("Your role in this project cannot record decisions.", "error");
   if (!state.decision) return panel.decisionMessage("Choose a decision first (a button or its key).", "error");
   const option = ctx.decisions.find((o) => o.key === state.decision);
@@ -40,31 +52,21 @@ async function submit() {
   }
   const body = {scan: ctx.scan.id, project: ctx.project.id, decision: state.decision, note, artifacts,
                 location: state.poi && {i: state.poi.i, j: state.poi.j, k: state.poi.k, space: "voxel"}};
-  state.submitting = true;
   timings.submitted = performance.now();
   $("submit").disabled = true;
-  try {
-    const answer = await api("POST", ctx.urls.decide, body);
-    timings.postedAt = performance.now();
-    if (!answer.ok) {
-      if (answer.status === 409 && answer.data.lock !== undefined) {
-        state.ctx.lock = answer.data.lock;
-        renderLock();
-      }
-      panel.decisionMessage(`Not saved: ${answer.data.detail || `HTTP ${answer.status}`}`, "error");
-      return;
+  const answer = await api("POST", ctx.urls.decide, body);
+  timings.postedAt = performance.now();
+  if (!answer.ok) {
+    if (answer.status === 409 && answer.data.lock !== undefined) {
+      state.ctx.lock = answer.data.lock;
+      renderLock();
     }
-    const saved = `Saved ${answer.data.decision} on ${ctx.scan.name}.`;
-    const next = ctx.queue.next;
-    if (next) {
-      await switchScan(next, true, saved);
-    } else {
-      await switchScan({context: ctx.urls.context, page: ctx.urls.self}, false, saved, false);
-    }
-  } finally {
-    state.submitting = false;
-    $("submit").disabled = !state.ctx.can_decide;
+    return panel.decisionMessage(`Not saved: ${answer.data.detail || `HTTP ${answer.status}`}`, "error");
   }
+  const saved = `Saved ${answer.data.decision} on ${ctx.scan.name}.`;
+  const next = ctx.queue.next;
+  if (next) await switchScan(next, true, saved);
+  else await switchScan({context: ctx.urls.context, page: ctx.urls.self}, false, saved, false);
 }
 
 // Show `ctx` as the scan under review: a fresh form (artifacts carried from the latest decision).
@@ -118,7 +120,7 @@ async function switchScan(target, push, message, usePrefetched = true) {
     }, (error) => panel.decisionMessage(`Cannot open the scan: ${error.message}`, "error"))
       .finally(() => { if (switching === state.switches) state.fresh = null; });
   }
-  await openFrames();
+  openFrames(); // the volume streams in while the reviewer may already decide
 }
 
 window.addEventListener("popstate", (event) => {
