@@ -12,6 +12,10 @@ with QCLOOP_IMPORT_MISSING_FILES=error (each distinct file is opened once; --mis
 skips the check). The 1M-decision project is written with bulk inserts (one artifact entry,
 so 1M decisions carry 1M artifact states) and exported as qcloop's full CSV.
 
+Between import and export, the imported project is opened as a tier-1 reviewer would open it
+(its page, a scan's page, that page's context and the next-scan API; median server time): the
+pages read every scan's state, so this is where a large import would make reviewers wait.
+
     taskset -c 0,1 python bench/import_export.py            # SQLite under a temporary folder
     python bench/import_export.py --rows 20000 --skip-million  # a quick run (200 experiments)
     DATABASE_URL=postgresql+psycopg://... python bench/import_export.py --keep
@@ -135,6 +139,38 @@ def phase_export(folder: Path, url: str, missing: str, project: str, fmt: str) -
                 "base_rss_mb": round(base), "peak_rss_mb": round(_peak_mb())}
 
 
+def phase_pages(folder: Path, url: str, missing: str) -> dict:
+    """The imported project as a tier-1 reviewer opens it (test client, no network): median server time
+    of five requests each of its page, a scan's page, that page's context and the next-scan API."""
+    import statistics
+
+    from sqlalchemy import func, select
+
+    from app.db import Experiment, Scan, db
+    from app.services import projects
+
+    app = _app(folder, url, missing)
+    app.config.update(WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False)
+    client = app.test_client()
+    client.post("/login", data={"username": "rev1", "password": "bench-password-1"})
+    with app.app_context():
+        project = projects.find_project("Site")
+        first = db.session.scalar(select(func.min(Scan.id)).join(Experiment).where(Experiment.project_id == project.id))
+        project_id = project.id
+    timings = {}
+    for name, path in (("project page", f"/projects/{project_id}"), ("scan page", f"/scans/{first}"),
+                       ("scan context", f"/scans/{first}/context"),
+                       ("next-scan API", f"/api/v1/projects/{project_id}/next-scan")):
+        samples = []
+        for _ in range(6):
+            started = time.perf_counter()
+            answer = client.get(path)
+            samples.append((time.perf_counter() - started) * 1000)
+            assert answer.status_code == 200, (path, answer.status_code)
+        timings[name] = round(statistics.median(samples[1:]))  # the first one warms the caches
+    return timings
+
+
 def phase_million(folder: Path, url: str, missing: str) -> dict:
     """1M decisions on 50k scans (20 each), one artifact entry: bulk inserts, not an import."""
     from sqlalchemy import delete, insert, select
@@ -200,7 +236,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.phase:
         name, *rest = args.phase
-        runners = {"setup": setup, "import": phase_import, "export": phase_export, "million": phase_million}
+        runners = {"setup": setup, "import": phase_import, "export": phase_export, "pages": phase_pages,
+                   "million": phase_million}
         result = runners[name](args.folder, args.url, args.missing_files, *rest)
         print(json.dumps(result or {}))
         return
@@ -224,6 +261,9 @@ def main() -> None:
         big = round(200 * done["rows"] / size)
         print(f"extrapolated, not measured: a 200 MB MIQA CSV like this one holds ~{big} rows and would peak near "
               f"{round(done['base_rss_mb'] + big * done['bytes_per_row'] / 2**20)} MB RSS")
+        pages = _child(args, "pages")
+        print(f"opening the imported project ({rows // FRAMES} scans), median server ms: "
+              + ", ".join(f"{name} {ms}" for name, ms in pages.items()))
         for fmt in ("miqa-csv", "csv"):
             out = _child(args, "export", "Site", fmt)
             print(f"export {fmt} of {rows} frames / {rows // FRAMES} decisions: {out['seconds']} s, {out['mb']} MB, "

@@ -17,10 +17,16 @@ SCAN_STATES = ("unreviewed", "needs_tier2", "complete")
 
 
 def scan_state(latest: Decision | None) -> str:
-    """MIQA's rule: complete when the latest decision is usable or was made by tier 2 (or admin)."""
+    """MIQA's rule (:func:`decided_state`) on a scan's latest decision; unreviewed without one."""
     if latest is None:
         return "unreviewed"
-    if latest.option.meaning == "usable" or latest.creator_role in ("tier2", "admin"):
+    return decided_state(latest.option.meaning, latest.creator_role)
+
+
+def decided_state(meaning: str, creator_role: str | None) -> str:
+    """MIQA's rule for a scan with a decision: complete when the latest decision is usable or was made
+    by tier 2 (or admin), else it needs tier 2."""
+    if meaning == "usable" or creator_role in ("tier2", "admin"):
         return "complete"
     return "needs_tier2"
 

@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 from sqlalchemy import select
 
-from app.db import Decision, Experiment, ModelVersion, Project, Scan, User, db, utcnow
-from app.services import audit, decisions, review
+from app.db import Experiment, ModelVersion, Project, Scan, User, db, utcnow
+from app.services import audit, review
 from app.services.errors import Forbidden, InvalidInput
 from app.services.loaders import load
 from models.uncertainty import binary_entropy
@@ -39,11 +39,12 @@ DECISION_TARGETS = {"usable": 1.0, "usable_extra": 1.0, "questionable": 0.5, "un
 
 @dataclass
 class Candidate:
-    """A scan of the project with what the queues and strategies read."""
+    """A scan of the project with what the queues and strategies read (plain values: a queue reads every
+    scan of the project on each page)."""
 
     scan_id: int
     state: str
-    latest: Decision | None
+    latest: review.Settled | None
     lock_owner_id: int | None
     lock_expires_at: datetime | None
 
@@ -111,7 +112,7 @@ def _by_disagreement(candidates: list[Candidate], context: OrderContext) -> tupl
     scores = _usable_scores(candidates, context)
     gaps = {}
     for candidate in candidates:
-        meaning = candidate.latest.option.meaning if candidate.latest is not None else None
+        meaning = candidate.latest.meaning if candidate.latest is not None else None
         if candidate.scan_id in scores and meaning in DECISION_TARGETS:
             gaps[candidate.scan_id] = -abs(scores[candidate.scan_id] - DECISION_TARGETS[meaning])
     if candidates and not gaps:
@@ -200,9 +201,9 @@ def _candidates(project_id: int) -> list[Candidate]:
         select(Scan.id, Experiment.lock_owner_id, Experiment.lock_expires_at)
         .join(Experiment).where(*active).order_by(Experiment.name, Scan.name, Scan.id)))
     # the scans as a subquery, not a list of ids: a large project stays within the database's bound-parameter limit
-    latest = review.latest_decisions(select(Scan.id).join(Experiment).where(*active))
-    return [Candidate(scan_id, decisions.scan_state(latest.get(scan_id)), latest.get(scan_id), owner, expires)
-            for scan_id, owner, expires in rows]
+    latest = review.latest_settled(select(Scan.id).join(Experiment).where(*active))
+    return [Candidate(scan_id, latest[scan_id].state if scan_id in latest else "unreviewed", latest.get(scan_id),
+                      owner, expires) for scan_id, owner, expires in rows]
 
 
 def _open_to(candidate: Candidate, user: User, role: str, now: datetime) -> bool:

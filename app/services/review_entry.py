@@ -1,6 +1,8 @@
 """Where a reviewer lands: the scan an experiment opens on, and the viewer caches warmed for the scan page."""
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from app.db import Experiment, Scan
 from app.services import review, volumes
 from app.services.loaders import load
@@ -11,7 +13,7 @@ def first_to_review(experiment: Experiment) -> Scan | None:
     ordered = sorted((scan for scan in experiment.scans if scan.archived_at is None), key=lambda scan: scan.name)
     if not ordered:
         return None
-    states = review.scan_states(scan.id for scan in ordered)
+    states = review.scan_states(select(Scan.id).where(Scan.experiment_id == experiment.id, Scan.archived_at.is_(None)))
     return next((scan for scan in ordered if states[scan.id] == "unreviewed"), ordered[0])
 
 

@@ -29,7 +29,8 @@ def projects():
 def project(project_id: int):
     filters = {key: request.args[key] for key in review.FILTERS if request.args.get(key)}
     project = load(Project, project_id)
-    data = review.project_overview(project, filters)
+    data = review.project_overview(project, filters, request.args.get("page") or 1,
+                                   current_app.config["PROJECT_PAGE_EXPERIMENTS"])
     return render_template(
         "ui/project.html", project=project, data=data, filters=filters, role=g.project_role,
         is_admin=g.project_role == "admin", state_labels=review.STATE_LABELS,

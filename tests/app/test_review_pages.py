@@ -109,6 +109,44 @@ def test_project_page_filters_task_overview_and_agreement(client, reviewed):
     assert "Disagreements to settle" in html and "scan0006" in html
 
 
+def test_project_page_lists_experiments_a_page_at_a_time_with_filters_across_the_project(app, client, reviewed):
+    project, (tier1, tier2), _ = reviewed
+    app.config["PROJECT_PAGE_EXPERIMENTS"] = 4
+    for n in range(10):
+        experiment = projects.get_or_create_experiment(project, f"e{n:02d}")
+        for m in range(2):
+            scan = projects.get_or_create_scan(experiment, f"e{n:02d}s{m}")
+            if n in (5, 9) and m == 1:
+                decisions.record_decision(scan, tier2, "U", role="tier2")
+    db.session.commit()
+    login(client, "ann")
+    base = f"/projects/{project.id}"
+
+    def listed(query: str) -> tuple[list[str], str]:
+        answer = client.get(f"{base}?{query}")
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        html = answer.get_data(as_text=True)
+        return re.findall(r'class="experiment-link"[^>]*>(e\d\d)<', html), html
+
+    first, html = listed("")
+    assert first == ["e00", "e01", "e02", "e03"] and html.count('data-scan="') == 8
+    assert "20 scans" in html and "2 complete" in html  # the counts are the whole project's
+    assert "experiments 1&ndash;4 of 10 (page 1 of 3)" in html and 'rel="prev"' not in html
+    last, html = listed("page=3")
+    assert last == ["e08", "e09"] and 'rel="next"' not in html and f'href="{base}?page=2"' in html
+    # a filter reads the whole project: the matching experiments, on one page, and the pager keeps the filter
+    complete, html = listed("state=complete")
+    assert complete == ["e05", "e09"] and html.count('data-scan="') == 2 and 'id="pager-top"' not in html
+    assert "2 of 20 scans match" in html
+    app.config["PROJECT_PAGE_EXPERIMENTS"] = 1
+    _, html = listed("state=complete&page=2")
+    assert f'href="{base}?page=1&amp;state=complete"' in html
+    assert listed("state=unreviewed&artifact=ghosting_motion")[1].count("No scan matches these filters") == 1
+    for bad in ("page=0", "page=abc", "page=99"):
+        answer = client.get(f"{base}?{bad}")
+        assert answer.status_code == 400 and "page" in answer.get_data(as_text=True), bad
+
+
 def test_kappa_per_pair_when_labels_vary(factory):
     project = factory.project("kappa")
     ann, bob = factory.member(project, "tier1", "ann"), factory.member(project, "tier1", "bob")

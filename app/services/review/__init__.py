@@ -16,11 +16,12 @@ from app.services.review.listing import (
 from app.services.review.locks import Lock, current_lock, release_lock, require_lock, take_lock
 from app.services.review.overview import (
     FILTERS, GridCell, ProjectOverview, Reviewer, ReviewerStats, ScanRow, TaskOverview, experiment_grid, progress,
-    project_overview, project_scans_query, task_overview, timeline,
+    project_overview, task_overview, timeline,
 )
 from app.services.review.rules import overrule_refusal, requires_note
 from app.services.review.states import (
-    STATE_LABELS, artifact_lists, decisions_of, history, latest_decisions, present_keys, scan_states,
+    STATE_LABELS, Settled, artifact_lists, decisions_of, history, latest_decisions, latest_settled, present_keys,
+    scan_states,
 )
 from app.services.review.suggestions import (
     CHAMPION_ALIAS, SUGGESTION_THRESHOLD, ArtifactScore, Suggestion, champion, latest_evaluations, suggestion,
@@ -28,10 +29,12 @@ from app.services.review.suggestions import (
 
 __all__ = [
     "CHAMPION_ALIAS", "FILTERS", "STATE_LABELS", "SUGGESTION_THRESHOLD", "ArtifactScore", "FrameView", "GridCell",
-    "Lock", "ProjectOverview", "Reviewer", "ReviewerStats", "ScanRow", "ScanView", "Suggestion", "TaskOverview",
+    "Lock", "ProjectOverview", "Reviewer", "ReviewerStats", "ScanRow", "ScanView", "Settled", "Suggestion",
+    "TaskOverview",
     "agreement", "artifact_lists", "champion", "current_lock", "decide", "decisions_of", "decisions_query",
     "experiment_grid", "experiments_query", "frame_views", "frames_query", "history", "latest_decisions",
-    "latest_evaluations", "overrule_refusal", "present_keys", "progress", "project_overview", "project_scans_query",
+    "latest_settled",
+    "latest_evaluations", "overrule_refusal", "present_keys", "progress", "project_overview",
     "projects_query", "release_lock", "require_lock", "requires_note", "scan_states", "scan_views", "scans_query",
     "set_experiment_note", "suggestion", "take_lock", "task_overview", "timeline",
 ]

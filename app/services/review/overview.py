@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload, selectinload
 
 from app.db import Decision, Experiment, Frame, Membership, ModelVersion, Project, Scan, User, db, utcnow
 from app.services import decisions, vocabulary
 from app.services.errors import InvalidInput
-from app.services.review.states import latest_decisions, present_keys, scan_states
+from app.services.review.states import (
+    Settled, latest_decisions, latest_settled, present_keys, scan_states, scans_with_present, settled_counts,
+)
 from app.services.review.suggestions import SUGGESTION_THRESHOLD, Suggestion, champion, latest_evaluations, suggestion
 
 FILTERS = ("state", "scan_type", "decision", "artifact", "suggestion", "experiment")
@@ -31,6 +33,9 @@ class ScanRow:
 
 @dataclass
 class ProjectOverview:
+    """One page of the project's experiments (those with a scan the filters match), their matching scans,
+    and the whole project's counts."""
+
     project: Project
     experiments: list[Experiment]
     rows: dict[int, list[ScanRow]]
@@ -38,68 +43,104 @@ class ProjectOverview:
     total: int
     shown: int
     champion: ModelVersion | None
+    page: int
+    pages: int
+    per_page: int
+    experiments_matched: int
     scan_types: list[str] = field(default_factory=list)
 
 
-def project_scans_query(project_id: int) -> Select:
-    return (select(Scan).join(Experiment).where(Experiment.project_id == project_id, Scan.archived_at.is_(None))
-            .order_by(Experiment.name, Scan.name).options(selectinload(Scan.frames)))
+@dataclass(frozen=True)
+class _Light:
+    """A scan as the filters first read it: plain values, for every scan of the project."""
+
+    scan_id: int
+    experiment_id: int
+    scan_type: str | None
+    settled: Settled | None
+
+    @property
+    def state(self) -> str:
+        return self.settled.state if self.settled else "unreviewed"
 
 
-def project_overview(project: Project, filters: dict[str, str]) -> ProjectOverview:
-    """Experiments with their scans, states, latest decisions and the champion's suggestion, filtered."""
+def project_overview(project: Project, filters: dict[str, str], page: int | str = 1,
+                     per_page: int = 25) -> ProjectOverview:
+    """Page ``page`` of the experiments with a scan matching ``filters`` (every experiment without filters),
+    each with its matching scans, states, latest decisions and the champion's suggestions.
+
+    Every scan of the project is first read as plain values (state, type, decision key) to count and
+    filter; scan objects, decisions and suggestions are loaded for the page's experiments only, so a
+    project imported from a 100k-row MIQA file opens as fast as a small one."""
     unknown = set(filters) - set(FILTERS)
     if unknown:
         raise InvalidInput(f"unknown filter(s): {', '.join(sorted(unknown))}")
-    experiments = list(db.session.scalars(select(Experiment).where(Experiment.project_id == project.id)
-                                          .order_by(Experiment.name).options(joinedload(Experiment.lock_owner))))
-    scans = list(db.session.scalars(project_scans_query(project.id)))
-    scan_ids = select(Scan.id).join(Experiment).where(Experiment.project_id == project.id)
-    latest = latest_decisions(scan_ids, with_artifacts=True)
+    if not str(page).isdigit() or int(page) < 1:
+        raise InvalidInput(f"page must be a positive whole number, not {str(page)[:20]!r}", field="page")
+    page = int(page)
+    live = select(Scan.id).join(Experiment).where(Experiment.project_id == project.id, Scan.archived_at.is_(None))
+    settled = latest_settled(live)
+    light = [_Light(scan_id, experiment_id, scan_type, settled.get(scan_id)) for scan_id, experiment_id, scan_type
+             in db.session.execute(select(Scan.id, Scan.experiment_id, Scan.scan_type).join(Experiment)
+                                   .where(Experiment.project_id == project.id, Scan.archived_at.is_(None))
+                                   .order_by(Experiment.name, Scan.name, Scan.id))]
     model = champion(project.id)
-    evaluations = latest_evaluations(model, scan_ids)
     keys = [entry.key for entry in vocabulary.artifact_entries(project.id)]
+    matching = [row for row in light if _matches_light(row, filters)]
+    if filters.get("artifact"):
+        present = scans_with_present(live, filters["artifact"])
+        matching = [row for row in matching if row.scan_id in present]
+    if filters.get("suggestion"):
+        evaluations = latest_evaluations(model, live)
+        matching = [row for row in matching if _suggests(
+            suggestion(model, evaluations[row.scan_id], keys) if row.scan_id in evaluations else None,
+            filters["suggestion"])]
+    experiments_query = select(Experiment).where(Experiment.project_id == project.id).order_by(Experiment.name)
+    if filters:
+        experiments_query = experiments_query.where(Experiment.id.in_({row.experiment_id for row in matching}))
+    matched = db.session.scalar(select(func.count()).select_from(experiments_query.subquery())) or 0
+    pages = max(1, -(-matched // per_page))
+    if page > pages:
+        raise InvalidInput(f"page {page} does not exist: the list has {pages} page(s)", field="page")
+    experiments = list(db.session.scalars(experiments_query.options(joinedload(Experiment.lock_owner))
+                                          .offset((page - 1) * per_page).limit(per_page)))
+    on_page = {experiment.id for experiment in experiments}
+    ids = [row.scan_id for row in matching if row.experiment_id in on_page]
+    scans = {scan.id: scan for scan in db.session.scalars(
+        select(Scan).where(Scan.id.in_(ids)).options(selectinload(Scan.frames)))} if ids else {}
+    latest = latest_decisions(ids, with_artifacts=True) if ids else {}
+    evaluations = latest_evaluations(model, ids) if ids else {}
     rows: dict[int, list[ScanRow]] = defaultdict(list)
-    counts: Counter = Counter()
-    shown = 0
-    for scan in scans:
-        decision = latest.get(scan.id)
-        evaluation = evaluations.get(scan.id)
-        row = ScanRow(scan, decisions.scan_state(decision), decision, present_keys(decision),
-                      suggestion(model, evaluation, keys) if evaluation else None)
-        counts[row.state] += 1
-        if _matches(row, filters):
-            rows[scan.experiment_id].append(row)
-            shown += 1
-    return ProjectOverview(project, experiments, rows, counts, len(scans), shown, model,
-                           sorted({scan.scan_type for scan in scans if scan.scan_type}))
+    for scan_id in ids:
+        scan, decision, evaluation = scans[scan_id], latest.get(scan_id), evaluations.get(scan_id)
+        rows[scan.experiment_id].append(ScanRow(scan, decisions.scan_state(decision), decision, present_keys(decision),
+                                                suggestion(model, evaluation, keys) if evaluation else None))
+    return ProjectOverview(project, experiments, rows, Counter(row.state for row in light), len(light),
+                           len(matching), model, page, pages, per_page, matched,
+                           sorted({row.scan_type for row in light if row.scan_type}))
 
 
-def _matches(row: ScanRow, filters: dict[str, str]) -> bool:
-    if filters.get("experiment") and str(row.scan.experiment_id) != filters["experiment"]:
+def _matches_light(row: _Light, filters: dict[str, str]) -> bool:
+    if filters.get("experiment") and str(row.experiment_id) != filters["experiment"]:
         return False
     if filters.get("state") and row.state != filters["state"]:
         return False
-    if filters.get("scan_type") and row.scan.scan_type != filters["scan_type"]:
+    if filters.get("scan_type") and row.scan_type != filters["scan_type"]:
         return False
-    if filters.get("decision"):
-        wanted = filters["decision"]
-        if (row.latest.option.key if row.latest else "none") != wanted:
-            return False
-    if filters.get("artifact") and filters["artifact"] not in row.present:
+    if filters.get("decision") and (row.settled.key if row.settled else "none") != filters["decision"]:
         return False
-    if filters.get("suggestion"):
-        wanted, suggestion = filters["suggestion"], row.suggestion
-        if suggestion is None:
-            return wanted == "none"
-        usable = suggestion.usable
-        if wanted == "usable":
-            return usable is not None and usable >= SUGGESTION_THRESHOLD
-        if wanted == "unusable":
-            return usable is not None and usable < SUGGESTION_THRESHOLD
-        found = suggestion.artifacts.get(wanted)
-        return found is not None and found.state == "present"
     return True
+
+
+def _suggests(found: Suggestion | None, wanted: str) -> bool:
+    if found is None:
+        return wanted == "none"
+    if wanted == "usable":
+        return found.usable is not None and found.usable >= SUGGESTION_THRESHOLD
+    if wanted == "unusable":
+        return found.usable is not None and found.usable < SUGGESTION_THRESHOLD
+    artifact = found.artifacts.get(wanted)
+    return artifact is not None and artifact.state == "present"
 
 
 @dataclass
@@ -156,9 +197,8 @@ class TaskOverview:
 
 def task_overview(project: Project, role: str | None) -> TaskOverview:
     """MIQA's task overview (states per scan, the caller's role) plus per-reviewer counts."""
-    ids = list(db.session.scalars(select(Scan.id).join(Experiment).where(
-        Experiment.project_id == project.id, Scan.archived_at.is_(None))))
-    states = scan_states(ids)
+    live = select(Scan.id).join(Experiment).where(Experiment.project_id == project.id, Scan.archived_at.is_(None))
+    states = scan_states(live)
     counts = Counter(states.values())
     query = (select(Decision.creator_id, func.count(Decision.id), func.count(func.distinct(Decision.scan_id)),
                     func.max(Decision.created_at))
@@ -168,15 +208,14 @@ def task_overview(project: Project, role: str | None) -> TaskOverview:
     people = {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(list(stats))))} if stats else {}
     roles = dict(db.session.execute(select(Membership.user_id, Membership.role)
                                     .where(Membership.project_id == project.id)).all())
-    latest = latest_decisions(ids)
-    settled_by = Counter(d.creator_id for d in latest.values())
+    settled_by = settled_counts(live)
     reviewers = []
     for user_id, (n_decisions, n_scans, last) in sorted(stats.items(), key=lambda item: -item[1][0]):
         user = people.get(user_id)
         reviewers.append(ReviewerStats(Reviewer(user_id, user.username if user else "?",
                                                 user.display_name if user else "?"),
                                        roles.get(user_id), n_decisions, n_scans, settled_by.get(user_id, 0), last))
-    return TaskOverview(len(ids), role, states, {state: counts.get(state, 0) for state in decisions.SCAN_STATES},
+    return TaskOverview(len(states), role, states, {state: counts.get(state, 0) for state in decisions.SCAN_STATES},
                         reviewers)
 
 
@@ -186,10 +225,10 @@ def progress(project_ids: list[int]) -> dict[int, Counter]:
         return {}
     scans = list(db.session.execute(select(Scan.id, Experiment.project_id).join(Experiment)
                                     .where(Experiment.project_id.in_(project_ids), Scan.archived_at.is_(None))))
-    latest = latest_decisions(select(Scan.id).join(Experiment).where(Experiment.project_id.in_(project_ids)))
+    settled = latest_settled(select(Scan.id).join(Experiment).where(Experiment.project_id.in_(project_ids)))
     result: dict[int, Counter] = {project_id: Counter() for project_id in project_ids}
     for scan_id, project_id in scans:
-        result[project_id][decisions.scan_state(latest.get(scan_id))] += 1
+        result[project_id][settled[scan_id].state if scan_id in settled else "unreviewed"] += 1
     return result
 
 

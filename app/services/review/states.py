@@ -3,12 +3,13 @@ scans in a fixed number of queries), the states it gives, artifact lists and a s
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Iterable
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import joinedload, selectinload
 
-from app.db import Decision, DecisionArtifact, Scan, db
+from app.db import ArtifactEntry, Decision, DecisionArtifact, DecisionOption, Scan, db
 from app.services import decisions
 
 STATE_LABELS = {"unreviewed": "unreviewed", "needs_tier2": "needs tier 2", "complete": "complete"}
@@ -33,11 +34,51 @@ def latest_decisions(scan_ids: Iterable[int] | Select, with_artifacts: bool = Fa
     return {decision.scan_id: decision for decision in db.session.scalars(query).unique()}
 
 
-def scan_states(scan_ids: Iterable[int]) -> dict[int, str]:
-    """Scan id -> unreviewed | needs_tier2 | complete, by decisions.scan_state on the latest decision."""
-    ids = list(scan_ids)
-    latest = latest_decisions(ids)
-    return {scan_id: decisions.scan_state(latest.get(scan_id)) for scan_id in ids}
+@dataclass(frozen=True)
+class Settled:
+    """What a scan's state and the queues read of its latest decision, as plain values: whole projects
+    are read this way without loading a decision object per scan."""
+
+    key: str  # the decision option's key (U, UE, Q?, UN or a custom one)
+    meaning: str
+    creator_id: int | None
+    creator_role: str | None
+    state: str  # complete or needs_tier2, by decisions.decided_state
+
+
+def latest_settled(scan_ids: Select) -> dict[int, Settled]:
+    """Scan id -> :class:`Settled` of its latest decision (scans without one are absent); one query."""
+    rows = db.session.execute(
+        select(Decision.scan_id, DecisionOption.key, DecisionOption.meaning, Decision.creator_id, Decision.creator_role)
+        .join(DecisionOption, DecisionOption.id == Decision.option_id)
+        .where(Decision.id.in_(_latest_ids(Decision.scan_id.in_(scan_ids)))))
+    return {scan_id: Settled(key, meaning, creator_id, role, decisions.decided_state(meaning, role))
+            for scan_id, key, meaning, creator_id, role in rows}
+
+
+def settled_counts(scan_ids: Select) -> dict[int | None, int]:
+    """Reviewer id -> how many of the scans ``scan_ids`` selects have that reviewer's decision as their
+    latest (None: imported decisions by no account); one aggregate query."""
+    return dict(db.session.execute(
+        select(Decision.creator_id, func.count()).where(Decision.id.in_(_latest_ids(Decision.scan_id.in_(scan_ids))))
+        .group_by(Decision.creator_id)).all())
+
+
+def scans_with_present(scan_ids: Select, artifact_key: str) -> set[int]:
+    """The scans among ``scan_ids`` whose latest decision marks the artifact ``artifact_key`` present."""
+    return set(db.session.scalars(
+        select(Decision.scan_id).join(DecisionArtifact, DecisionArtifact.decision_id == Decision.id)
+        .join(ArtifactEntry, ArtifactEntry.id == DecisionArtifact.entry_id)
+        .where(Decision.id.in_(_latest_ids(Decision.scan_id.in_(scan_ids))), ArtifactEntry.key == artifact_key,
+               DecisionArtifact.state == "present")))
+
+
+def scan_states(scan_ids: Select) -> dict[int, str]:
+    """Scan id -> unreviewed | needs_tier2 | complete (MIQA's rule on the latest decision), for the scans
+    ``scan_ids`` selects; two queries whatever their number."""
+    settled = latest_settled(scan_ids)
+    return {scan_id: settled[scan_id].state if scan_id in settled else "unreviewed"
+            for scan_id in db.session.scalars(scan_ids)}
 
 
 def present_keys(decision: Decision | None) -> list[str]:
