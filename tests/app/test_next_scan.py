@@ -251,3 +251,14 @@ def test_a_scan_link_with_a_queue_the_role_may_not_use_still_opens_the_scan(clie
     assert page.status_code == 200
     context = client.get(f"/scans/{scans['a2'].id}/context?queue=tier2").get_json()
     assert context["queue"]["queue"] == "tier1" and "queue=" not in (context["queue"]["next"] or {}).get("page", "")
+
+
+def test_neighbours_browse_by_experiment_then_scan_name_across_experiments_skipping_archived(world):
+    project, scans, _ = world
+    scans["b2"].archived_at = utcnow()
+    db.session.commit()
+    order = ["a1", "a2", "b1", "c1", "c2", "c3"]  # b2 is archived
+    for position, name in enumerate(order):
+        near = next_scan.neighbours(scans[name])
+        assert near["previous"] == (scans[order[position - 1]].id if position else None), name
+        assert near["next"] == (scans[order[position + 1]].id if position < len(order) - 1 else None), name
