@@ -3,8 +3,7 @@ scans in a fixed number of queries), the states it gives, artifact lists and a s
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import joinedload, selectinload
@@ -34,8 +33,7 @@ def latest_decisions(scan_ids: Iterable[int] | Select, with_artifacts: bool = Fa
     return {decision.scan_id: decision for decision in db.session.scalars(query).unique()}
 
 
-@dataclass(frozen=True)
-class Settled:
+class Settled(NamedTuple):
     """What a scan's state and the queues read of its latest decision, as plain values: whole projects
     are read this way without loading a decision object per scan."""
 
