@@ -7,9 +7,13 @@ WebGL) as a tier 1 reviewer and reads the page's own timings (``window.qcloop.ti
 
 Figures (p50 and p95 over the scans measured):
 - first paint: from navigation start to the first image of the scan on screen: the three
-  server-rendered planes (PNG middle slices), or Niivue's preview if it is drawn first; on a
-  scan whose RAS cache is not built yet ("cold", the server reorients the file on this request)
-  and on the same scan opened again ("warm": cache built, files in the browser's HTTP cache);
+  server-rendered planes (PNG middle slices), or Niivue's preview if it is drawn first, as a
+  reviewer opens a scan from the project's page; on a scan whose RAS cache is not built yet
+  ("cold", the server reorients the file on this request) and on the same scan opened again
+  ("warm": cache built, files in the browser's HTTP cache); "reload": the scan page loaded again
+  from a scan page (a reload, or a link typed in), where the browser first tears down the previous
+  page's WebGL context (about 50 ms of software WebGL on this machine; moving between scans
+  inside the page never does);
 - first volume: from navigation start to Niivue's first volume drawn (the 8-bit preview);
 - full resolution: from navigation start to the full volume drawn;
 - submit to next scan: from pressing Enter to the decision saved (the POST answered), to the next
@@ -92,7 +96,8 @@ def build(folder: Path, scans: int):
             frames.register_frame(scan, 0, f"mni{n}.nii.gz")
             ids.append((scan.id, scan.frames[0].id))
         db.session.commit()
-    return app, ids
+        project_id = project.id
+    return app, project_id, ids
 
 
 def serve(app):
@@ -103,11 +108,12 @@ def serve(app):
     return server, f"http://127.0.0.1:{server.server_port}"
 
 
-def browser_figures(base: str, scan_ids: list[int]) -> dict[str, list[float]]:
+def browser_figures(base: str, project_url: str, scan_ids: list[int]) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
     figures: dict[str, list[float]] = {f"{name} {kind}": [] for name in ("first paint", "first volume", "full")
                                        for kind in ("cold", "warm")}
+    figures["first paint reload"] = []
     figures.update({"submit to decision saved": [], "submit to next scan shown": [], "submit to next paint": [],
                     "submit to next full": []})
     half = len(scan_ids) // 2
@@ -126,13 +132,16 @@ def browser_figures(base: str, scan_ids: list[int]) -> dict[str, list[float]]:
         page.wait_for_url(base + "/")
         page.goto(f"{base}/scans/{scan_ids[0]}")  # warms the browser's cache of the page's scripts
         page.wait_for_function(loaded, timeout=120000)
-        for kind, scan_id in ((kind, scan_id) for scan_id in scan_ids[1:half] for kind in ("cold", "warm")):
+        for kind, scan_id in ((kind, scan_id) for scan_id in scan_ids[1:half] for kind in ("cold", "warm", "reload")):
+            if kind != "reload":  # a reviewer opens a scan from the project's page
+                page.goto(project_url)
             page.goto(f"{base}/scans/{scan_id}", wait_until="commit")
             page.wait_for_function(loaded, timeout=120000)
             timings = page.evaluate("window.qcloop.timings")
             figures[f"first paint {kind}"].append(timings["firstPaintAt"])
-            figures[f"first volume {kind}"].append(timings["volumeAt"])
-            figures[f"full {kind}"].append(timings["fullAt"])
+            if kind != "reload":
+                figures[f"first volume {kind}"].append(timings["volumeAt"])
+                figures[f"full {kind}"].append(timings["fullAt"])
         # submit to next: each scan decided with "1" + Enter once the next scan is prefetched
         page.goto(f"{base}/scans/{scan_ids[half]}")
         page.wait_for_function(loaded, timeout=120000)
@@ -193,11 +202,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="qcloop-bench-viewer-") as tmp:
         folder = Path(tmp)
         started = time.perf_counter()
-        app, ids = build(folder, max(6, args.scans))
+        app, project_id, ids = build(folder, max(6, args.scans))
         print(f"set-up: {len(ids)} scans of the MNI T1 padded to {SIZE}^3 in {time.perf_counter() - started:.1f} s")
         server, base = serve(app)
         try:
-            figures = browser_figures(base, [scan_id for scan_id, _ in ids])
+            figures = browser_figures(base, f"{base}/projects/{project_id}", [scan_id for scan_id, _ in ids])
             extra = [frame_id for _, frame_id in ids]
             # slice "cold": frames whose cache the browser run has not built yet (a new file each)
             for n in range(3):
