@@ -122,7 +122,7 @@ class Config:
         self.API_TOKEN_AUTH_DAYS = parse_int(env.get("QCLOOP_API_TOKEN_AUTH_DAYS"), 30)
         self.LOCK_MINUTES = parse_int(env.get("QCLOOP_LOCK_MINUTES"), 5)
         # Experiments listed per page of a project's page (with their scans).
-        self.PROJECT_PAGE_EXPERIMENTS = parse_int(env.get("QCLOOP_PROJECT_PAGE_EXPERIMENTS"), 25)
+        self.PROJECT_PAGE_EXPERIMENTS = max(1, parse_int(env.get("QCLOOP_PROJECT_PAGE_EXPERIMENTS"), 25))
         # Imports: a missing or unreadable image file is an "error" (nothing imported), a "warn"ing, or
         # not checked ("off"); files larger than IMPORT_INLINE_MAX_BYTES run as background jobs.
         self.IMPORT_MISSING_FILES = env.get("QCLOOP_IMPORT_MISSING_FILES") or "error"

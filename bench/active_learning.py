@@ -176,14 +176,14 @@ def labels_needed(curve: list[tuple[int, float]], target: float) -> int:
     return next(count for count, auc in curve if auc >= target - TOLERANCE)
 
 
-def labels_to_stay(curve: list[tuple[int, float]], target: float) -> int:
+def labels_to_stay(curve: list[tuple[int, float]], target: float) -> int | None:
     """The fewest labels from which every later point of the curve stays within TOLERANCE of the target (a
-    stricter reading than :func:`labels_needed` on curves as noisy as single retrainings)."""
-    counts = [count for count, _ in curve]
-    for index, count in enumerate(counts):
+    stricter reading than :func:`labels_needed` on curves as noisy as single retrainings); None if it ends
+    below it."""
+    for index, (count, _) in enumerate(curve):
         if all(auc >= target - TOLERANCE for _, auc in curve[index:]):
             return count
-    return counts[-1]
+    return None
 
 
 def plot(curves: dict[str, np.ndarray], counts: np.ndarray, target: float, path: Path) -> None:
@@ -255,8 +255,9 @@ def main() -> None:
     for strategy in STRATEGIES:
         curve = list(zip(counts.tolist(), means[strategy].tolist()))
         stays = labels_to_stay(curve, target)
-        log.info("%-11s reaches it with %d labels (%.0f%% of the pool), stays there from %d (%.0f%%)", strategy,
-                 needed[strategy], 100 * needed[strategy] / args.pool, stays, 100 * stays / args.pool)
+        log.info("%-11s reaches it with %d labels (%.0f%% of the pool), stays there %s", strategy,
+                 needed[strategy], 100 * needed[strategy] / args.pool,
+                 f"from {stays} ({100 * stays / args.pool:.0f}%)" if stays is not None else "never")
     log.info("learning curves: %s", figure)
 
 

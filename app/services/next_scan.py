@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-from sqlalchemy import literal, select, tuple_
+from sqlalchemy import select, tuple_
 
 from app.db import Experiment, ModelVersion, Project, Scan, User, db, utcnow
 from app.services import audit, review
@@ -261,15 +261,14 @@ def _after(ids: list[int], after: int | None, name_position: dict[int, int] | No
 
 def neighbours(scan: Scan) -> dict[str, int | None]:
     """Previous and next scan of the project in experiment then scan name order (browsing, not a queue);
-    two indexed look-ups, whatever the project's size."""
-    here = tuple_(literal(scan.experiment.name), literal(scan.name), literal(scan.id))
-    order = tuple_(Experiment.name, Scan.name, Scan.id)
+    two queries of one id each, in the database (names are unique within their experiment and project)."""
+    here = tuple_(scan.experiment.name, scan.name)
+    order = tuple_(Experiment.name, Scan.name)
     live = select(Scan.id).join(Experiment).where(Experiment.project_id == scan.experiment.project_id,
                                                   Scan.archived_at.is_(None))
-    return {"previous": db.session.scalar(live.where(order < here).order_by(
-                Experiment.name.desc(), Scan.name.desc(), Scan.id.desc()).limit(1)),
-            "next": db.session.scalar(live.where(order > here).order_by(
-                Experiment.name, Scan.name, Scan.id).limit(1))}
+    return {"previous": db.session.scalar(live.where(order < here).order_by(Experiment.name.desc(),
+                                                                             Scan.name.desc()).limit(1)),
+            "next": db.session.scalar(live.where(order > here).order_by(Experiment.name, Scan.name).limit(1))}
 
 
 def overview(project_id: int, user: User, role: str, strategy: str | None = None) -> list[NextScan]:

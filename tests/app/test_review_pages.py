@@ -142,7 +142,7 @@ def test_project_page_lists_experiments_a_page_at_a_time_with_filters_across_the
     _, html = listed("state=complete&page=2")
     assert f'href="{base}?page=1&amp;state=complete"' in html
     assert listed("state=unreviewed&artifact=ghosting_motion")[1].count("No scan matches these filters") == 1
-    for bad in ("page=0", "page=abc", "page=99"):
+    for bad in ("page=0", "page=abc", "page=99", "page=%C2%B2", "page=" + "9" * 5000):
         answer = client.get(f"{base}?{bad}")
         assert answer.status_code == 400 and "page" in answer.get_data(as_text=True), bad
 

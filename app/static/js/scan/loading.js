@@ -107,14 +107,18 @@ export async function loadFrame(index, {attached = null, onFrame = null} = {}) {
     await viewer.image(frame.preview_url, "preview.nii.gz").promise;
     if (token !== state.loadToken) return;
     await viewer.show(frame.preview_url, true, token);
+    if (token !== state.loadToken) return; // another scan or frame was opened meanwhile: it owns the view
     paintedFirst(token);
     timings.volumeAt = performance.now();
     $("planes").hidden = true;
     viewer.setLoaded("preview");
-    state.geometry = await geometry.promise;
+    const geometryNow = await geometry.promise;
+    if (token !== state.loadToken) return;
+    state.geometry = geometryNow;
     await viewer.image(frame.volume_url, "volume.nii.gz").promise;
     if (token !== state.loadToken) return;
     await viewer.show(frame.volume_url, false, token);
+    if (token !== state.loadToken) return;
     timings.fullAt = performance.now();
     viewer.setLoaded("full");
     if (state.poi) viewer.placeCrosshair(state.poi);

@@ -22,8 +22,9 @@ async function openFrames() {
   else { viewer.setLoaded("error"); viewer.viewerMessage("This scan has no frames."); }
 }
 
-// A decision is in flight from the key press until the next scan's form is shown (not until its volume
-// has loaded), so a reviewer who decides while the volume still streams in is never ignored.
+// A decision is in flight from the key press until the next scan's form is shown (the POST and, without a
+// prefetched context, the context's answer), not until its volume has loaded: a reviewer can decide on the
+// planes while the volume still streams in.
 async function submit() {
   if (state.submitting) return;
   state.submitting = true;
