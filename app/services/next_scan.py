@@ -43,10 +43,13 @@ class Candidate:
     scan of the project on each page)."""
 
     scan_id: int
-    state: str
     latest: review.Settled | None
     lock_owner_id: int | None
     lock_expires_at: datetime | None
+
+    @property
+    def state(self) -> str:
+        return review.state_of(self.latest)
 
 
 @dataclass
@@ -202,8 +205,7 @@ def _candidates(project_id: int) -> list[Candidate]:
         .join(Experiment).where(*active).order_by(Experiment.name, Scan.name, Scan.id)))
     # the scans as a subquery, not a list of ids: a large project stays within the database's bound-parameter limit
     latest = review.latest_settled(select(Scan.id).join(Experiment).where(*active))
-    return [Candidate(scan_id, latest[scan_id].state if scan_id in latest else "unreviewed", latest.get(scan_id),
-                      owner, expires) for scan_id, owner, expires in rows]
+    return [Candidate(scan_id, latest.get(scan_id), owner, expires) for scan_id, owner, expires in rows]
 
 
 def _open_to(candidate: Candidate, user: User, role: str, now: datetime) -> bool:

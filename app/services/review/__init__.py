@@ -21,7 +21,7 @@ from app.services.review.overview import (
 from app.services.review.rules import overrule_refusal, requires_note
 from app.services.review.states import (
     STATE_LABELS, Settled, artifact_lists, decisions_of, history, latest_decisions, latest_settled, present_keys,
-    scan_states,
+    scan_states, state_of,
 )
 from app.services.review.suggestions import (
     CHAMPION_ALIAS, SUGGESTION_THRESHOLD, ArtifactScore, Suggestion, champion, latest_evaluations, suggestion,
@@ -36,5 +36,5 @@ __all__ = [
     "latest_settled",
     "latest_evaluations", "overrule_refusal", "present_keys", "progress", "project_overview",
     "projects_query", "release_lock", "require_lock", "requires_note", "scan_states", "scan_views", "scans_query",
-    "set_experiment_note", "suggestion", "take_lock", "task_overview", "timeline",
+    "set_experiment_note", "state_of", "suggestion", "take_lock", "task_overview", "timeline",
 ]

@@ -44,6 +44,11 @@ class Settled(NamedTuple):
     state: str  # complete or needs_tier2, by decisions.decided_state
 
 
+def state_of(settled: Settled | None) -> str:
+    """A scan's state from its latest decision's plain values (unreviewed without one)."""
+    return settled.state if settled is not None else "unreviewed"
+
+
 def latest_settled(scan_ids: Select) -> dict[int, Settled]:
     """Scan id -> :class:`Settled` of its latest decision (scans without one are absent); one query."""
     rows = db.session.execute(
@@ -75,8 +80,7 @@ def scan_states(scan_ids: Select) -> dict[int, str]:
     """Scan id -> unreviewed | needs_tier2 | complete (MIQA's rule on the latest decision), for the scans
     ``scan_ids`` selects; two queries whatever their number."""
     settled = latest_settled(scan_ids)
-    return {scan_id: settled[scan_id].state if scan_id in settled else "unreviewed"
-            for scan_id in db.session.scalars(scan_ids)}
+    return {scan_id: state_of(settled.get(scan_id)) for scan_id in db.session.scalars(scan_ids)}
 
 
 def present_keys(decision: Decision | None) -> list[str]:
