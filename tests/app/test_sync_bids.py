@@ -76,6 +76,24 @@ def _decide(client, headers, scan: Scan, decision: str, **extra) -> None:
     assert answer.status_code == 201, answer.get_json()
 
 
+def _check_description(description: dict, derivative: Path, raw: Path, uris: list[str]) -> None:
+    """The derivatives' dataset_description.json as the BIDS schema (bidsschematools) describes it: only known
+    fields, the required ones (a derivative's GeneratedBy too), and DatasetLinks, required where BIDS URIs are
+    used, naming every dataset the URIs name (the ratings' Sources, SourceDatasets) and resolving it to the raw
+    dataset (a link without scheme is a path from the derivative's root)."""
+    from bidsschematools import schema
+
+    rules = schema.load_schema().rules.json.dataset
+    fields = {**rules.dataset_description.fields, **rules.derivative_description.fields}
+    assert set(description) <= set(fields), set(description) - set(fields)
+    assert {name for name, level in fields.items() if level == "required"} <= set(description)
+    uris = [*uris, *(source["URL"] for source in description["SourceDatasets"])]
+    named = {uri.split(":")[1] for uri in uris if uri.startswith("bids:")}
+    assert named == {"raw"} and set(description["DatasetLinks"]) == named
+    assert (derivative / description["DatasetLinks"]["raw"]).resolve() == raw.resolve()
+    assert all((raw / uri.split(":", 2)[2]).exists() for uri in uris)
+
+
 def test_a_bids_dataset_becomes_scans_and_its_decisions_a_derivatives_dataset(factory, client):
     root = _dataset()
     project, headers = _admin(factory, client)
@@ -110,6 +128,7 @@ def test_a_bids_dataset_becomes_scans_and_its_decisions_a_derivatives_dataset(fa
         "unusable", "Unusable", "UN", "motion", {"ghosting_motion": "present", "lesions": "absent"})
     description = json.loads((root / "derivatives" / "qcloop" / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "qcloop"
+    _check_description(description, root / "derivatives" / "qcloop", root, record["Sources"])
     with (root / "derivatives" / "qcloop" / "ratings.tsv").open() as file:
         rows = list(csv.DictReader(file, delimiter="\t"))
     assert [(row["bids_name"], row["rating"], row["rating_label"], row["rating_code"], row["artifacts_present"])

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".nii", ".nii.gz")
 DERIVATIVE = "qcloop"
+RAW = "raw"  # the raw dataset's name in the derivatives' BIDS URIs (bids:raw:sub-01/anat/...)
 RATINGS = "ratings.tsv"
 RATING_COLUMNS = ("bids_name", "rating", "rating_label", "rating_code", "artifacts_present", "artifacts_absent",
                   "note", "reviewer", "created", "scan_id")
@@ -151,9 +152,12 @@ class BidsSource:
         if not decisions:
             return Pushed(0)
         folder = self.derivatives()
+        # Each rating names its image by the BIDS URI bids:raw:<path>; DatasetLinks, which BIDS requires where
+        # such URIs are used, resolves "raw" to the dataset two folders up (relative to this dataset's root).
         description = {"Name": "qcloop quality ratings", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
                        "GeneratedBy": [{"Name": DERIVATIVE, "Version": _qcloop_version(),
-                                        "Description": "reviewers' quality decisions"}]}
+                                        "Description": "reviewers' quality decisions"}],
+                       "SourceDatasets": [{"URL": f"bids:{RAW}:"}], "DatasetLinks": {RAW: "../../"}}
         try:
             _write_atomic(folder / "dataset_description.json", json.dumps(description, indent=2) + "\n")
         except OSError as err:
@@ -167,7 +171,7 @@ class BidsSource:
                    "artifacts_absent": ",".join(k for k, state in out.artifacts.items() if state == "absent"),
                    "note": out.note, "reviewer": out.reviewer, "created": out.created.isoformat(),
                    "scan_id": str(out.scan_id)}
-            record = {"Sources": [f"bids:raw:{out.key}"], "Rating": out.decision, "RatingLabel": out.label,
+            record = {"Sources": [f"bids:{RAW}:{out.key}"], "Rating": out.decision, "RatingLabel": out.label,
                       "RatingCode": out.code, "Artifacts": out.artifacts,
                       "Note": out.note, "Reviewer": out.reviewer, "Created": out.created.isoformat(),
                       "QcloopScanId": out.scan_id}
