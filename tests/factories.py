@@ -87,6 +87,44 @@ def write_dicom_series(folder: Path, volume: np.ndarray, series: str, planes: li
         writer.Execute(plane)
 
 
+def write_dicom_volume(folder: Path, volume: np.ndarray, series: str, *, study: str, description: str = "",
+                       patient: str = "P001", study_description: str = "", number: int = 1,
+                       spacing: tuple[float, float, float] = (0.8, 0.9, 2.5)) -> list[Path]:
+    """One MR Image Storage file per z plane of ``volume`` ((z, y, x), int16), written with pydicom: a file meta
+    header (explicit VR little endian), the patient, study and series, and each slice's place (position along
+    z, axial orientation, pixel spacing (row, column) = (y, x), slice thickness), as a scanner writes them."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    x_mm, y_mm, z_mm = spacing
+    written = []
+    for z, plane in enumerate(volume.astype(np.int16)):
+        instance = f"{series}.{z + 1}"
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, instance
+        meta.TransferSyntaxUID, meta.ImplementationClassUID = ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, instance, "MR"
+        ds.PatientID, ds.PatientName = patient, "Test^Patient"
+        ds.StudyInstanceUID, ds.StudyDescription, ds.StudyDate, ds.StudyTime, ds.StudyID = (
+            study, study_description, "20260102", "120000", "7")
+        ds.SeriesInstanceUID, ds.SeriesDescription, ds.SeriesNumber = series, description, number
+        ds.FrameOfReferenceUID, ds.InstanceNumber = f"{study}.0", z + 1
+        ds.ImagePositionPatient = [10.0, 20.0, 30.0 + z_mm * z]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.PixelSpacing, ds.SliceThickness = [y_mm, x_mm], z_mm
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = plane.shape
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = np.ascontiguousarray(plane).astype("<i2").tobytes()
+        path = folder / f"{instance}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        written.append(path)
+    return written
+
+
 def login(client, username: str, password: str = PASSWORD):
     """Log a test client in through the real form."""
     response = client.post("/login", data={"username": username, "password": password})

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 from click.testing import CliRunner
 from flask import current_app
@@ -23,7 +22,7 @@ from app.services import imaging
 from app.services.sync import engine
 from app.services.sync.base import Outgoing, SourceError
 from app.services.sync.dicomweb import DicomwebSource, scan_type
-from tests.factories import Factory, token_headers, write_dicom_series
+from tests.factories import Factory, token_headers, write_dicom_volume
 from tests.orthanc import Orthanc, free_port, running_orthanc
 
 ROOT = "1.2.826.0.1.3680043.8.498.7"  # a UID root for test data
@@ -32,17 +31,14 @@ T1, FLAIR, T2 = f"{ROOT}.1.1", f"{ROOT}.1.2", f"{ROOT}.2.1"
 
 
 def store_series(orthanc: Orthanc, tmp_path: Path, uid: str, *, study: str, number: int, description: str,
-                 patient: str = "P001", study_description: str = "Brain MRI", seed: int = 0) -> None:
-    """A 16 x 32 x 32 series written with pydicom's help and stored in Orthanc (``POST /instances``)."""
+                 patient: str = "P001", study_description: str = "Brain MRI", seed: int = 0,
+                 slices: int = 16) -> None:
+    """A ``slices`` x 32 x 32 series written with pydicom from a volume and stored in Orthanc
+    (``POST /instances``)."""
     folder = tmp_path / "dicom" / uid
-    volume = np.random.default_rng(seed).integers(0, 1000, (16, 32, 32)).astype(np.int16)
-    write_dicom_series(folder, volume, uid, description=description)
-    for path in folder.iterdir():
-        dataset = pydicom.dcmread(path)
-        dataset.PatientID, dataset.PatientName = patient, "Test^Patient"
-        dataset.StudyInstanceUID, dataset.StudyDescription = study, study_description
-        dataset.StudyDate, dataset.StudyID, dataset.SeriesNumber = "20260102", "7", number
-        dataset.save_as(path)
+    volume = np.random.default_rng(seed).integers(0, 1000, (slices, 32, 32)).astype(np.int16)
+    write_dicom_volume(folder, volume, uid, study=study, description=description, patient=patient,
+                       study_description=study_description, number=number)
     orthanc.store(folder)
 
 
