@@ -11,13 +11,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from click.testing import CliRunner
 from flask import current_app
 from sqlalchemy import func, select
 
 from app.cli import sync_command
-from app.db import Job, SyncRun, SyncSource, db
+from app.db import Frame, Job, SyncRun, SyncSource, db
 from app.services import imaging
 from app.services.sync import engine
 from app.services.sync.base import Outgoing, SourceError
@@ -106,7 +107,8 @@ def test_a_series_that_cannot_be_fetched_leaves_nothing(app, orthanc, tmp_path):
     assert orthanc.dicomweb in refused.value.message and T1 in refused.value.message
     assert list(into.iterdir()) == []
 
-    # The series left the cursor the engine stores after fetching: back on the server, it is listed again.
+    # The engine takes a series that failed out of the cursor it stores: back on the server, it is listed again.
+    dicomweb.forget(listing.cursor, listing.items[0].key)
     store_series(orthanc, tmp_path, T1, study=STUDY_A, number=1, description="T1 MPRAGE")
     assert [item.key for item in dicomweb.list(listing.cursor).items] == [f"{STUDY_A}/{T1}"]
 
@@ -313,6 +315,35 @@ def test_orthanc_sync_cycle_adds_new_series_once_and_writes_decisions_back(make_
 
     runs = get(pacs, f"/api/v1/projects/{pacs['project'].id}/sync-runs").get_json()
     assert [run["added"] for run in runs] == [0, 0, 1, 0, 2] and {run["source"] for run in runs} == {orthanc.dicomweb}
+
+
+def test_an_unreadable_series_fails_alone_with_its_reason_and_only_it_is_tried_again(make_pacs, orthanc, tmp_path):
+    pacs = make_pacs()
+    store_series(orthanc, tmp_path, T1, study=STUDY_A, number=1, description="T1 MPRAGE sag", seed=1)
+    store_series(orthanc, tmp_path, FLAIR, study=STUDY_A, number=2, description="t2_flair_tra", seed=2,
+                 slices=1)  # one 2-D slice: no volume to review
+    fetched = Path(current_app.config["DATA_ROOT"]) / "uploads" / str(pacs["project"].id) / "sync"
+
+    first = sync(pacs, orthanc.dicomweb)
+    assert (first["state"], first["added_items"]) == ("succeeded", [f"{STUDY_A}/{T1}"])
+    assert first["failed_items"] == [{"item": f"{STUDY_A}/{FLAIR}", "reason": (
+        f"{orthanc.dicomweb}: series {FLAIR}: not one readable DICOM volume: 2-D image (32 x 32 x 1): qcloop "
+        "reviews 3-D volumes")}]
+    assert set(scans_by_name(pacs)) == {"1 T1 MPRAGE sag"}
+    frames = db.session.scalars(select(Frame)).all()
+    assert len(frames) == 1 and (Path(current_app.config["DATA_ROOT"]) / frames[0].file_location).is_file()
+    files = [path for path in fetched.rglob("*") if path.is_file()]
+    assert len(files) == 16 and {pydicom.dcmread(path).SeriesInstanceUID for path in files} == {T1}
+
+    again = sync(pacs, orthanc.dicomweb)  # the failed series alone is listed and fetched again
+    assert (again["added"], again["unchanged"], [line["item"] for line in again["failed_items"]]) == (
+        0, 0, [f"{STUDY_A}/{FLAIR}"])
+    assert len([path for path in fetched.rglob("*") if path.is_file()]) == 16
+
+    store_series(orthanc, tmp_path, FLAIR, study=STUDY_A, number=2, description="t2_flair_tra", seed=2)
+    fixed = sync(pacs, orthanc.dicomweb)
+    assert (fixed["added_items"], fixed["failed_items"]) == ([f"{STUDY_A}/{FLAIR}"], [])
+    assert set(scans_by_name(pacs)) == {"1 T1 MPRAGE sag", "2 t2_flair_tra"}
 
 
 def test_a_sync_refused_by_the_server_or_unreachable_is_a_400_at_once_and_stores_nothing(make_pacs, orthanc):

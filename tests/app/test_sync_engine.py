@@ -43,15 +43,35 @@ class MemorySource:
             nib.save(nib.Nifti1Image(volume, np.eye(4)), str(path))
         return path
 
+    def forget(self, cursor: dict[str, Any], key: str) -> None:
+        """Every run lists every image: nothing to forget."""
+
     def push(self, decisions: list[Outgoing], run_folder: Path) -> Pushed:
         self.pushed.extend(decisions)
         return Pushed(len(decisions))
 
 
+class BookmarkedSource(MemorySource):
+    """The same repository listed incrementally, as a DICOMweb server is: only the images whose key and version
+    the cursor does not hold."""
+
+    kind: ClassVar[str] = "bookmarked"
+
+    def list(self, cursor: dict[str, Any] | None) -> Listing:
+        seen = dict((cursor or {}).get("seen", {}))
+        items = [item for item in super().list(None).items if seen.get(item.key) != item.version]
+        seen.update((item.key, item.version) for item in items)
+        return Listing(items, {"seen": seen}, incremental=True)
+
+    def forget(self, cursor: dict[str, Any], key: str) -> None:
+        cursor["seen"].pop(key, None)
+
+
 @pytest.fixture
 def memory(monkeypatch):
-    monkeypatch.setitem(sync.KINDS, "memory", f"{__name__}:MemorySource")
-    monkeypatch.setitem(sync.PREFIXES, "memory:", "memory")
+    for kind, name in (("memory", "MemorySource"), ("bookmarked", "BookmarkedSource")):
+        monkeypatch.setitem(sync.KINDS, kind, f"{__name__}:{name}")
+        monkeypatch.setitem(sync.PREFIXES, f"{kind}:", kind)
     MemorySource.images.clear()
     MemorySource.pushed.clear()
     return MemorySource
@@ -96,3 +116,18 @@ def test_fetched_images_fail_alone_change_as_new_frames_and_push_once(factory, m
     third = engine.run_sync(project, "memory:lab", None)
     assert (third.added, third.changed, third.unchanged, third.pushed) == (0, 0, 2, 0)
     assert len(memory.pushed) == 1 and len(_files(project.id)) == 3
+
+
+def test_an_item_that_fails_after_it_was_fetched_is_listed_again_by_an_incremental_source(factory, memory):
+    project = factory.project("Bookmarked")
+    memory.images.update({"a": ("1", _volume(1)), "b": ("1", None)})  # b is fetched, then unreadable
+
+    first = engine.run_sync(project, "bookmarked:lab", None)
+    assert (first.added_items, [line["item"] for line in first.failed_items]) == (["a"], ["b"])
+    assert first.source.cursor == {"seen": {"a": "1"}}  # the engine took b out of the stored cursor
+    assert len(_files(project.id)) == 1
+
+    memory.images["b"] = ("1", _volume(2))  # readable now, its version as before
+    second = engine.run_sync(project, "bookmarked:lab", None)
+    assert (second.added_items, second.failed_items, second.unchanged) == (["b"], [], 0)
+    assert engine.run_sync(project, "bookmarked:lab", None).added == 0

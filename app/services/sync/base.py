@@ -114,5 +114,10 @@ class Source(Protocol):
         """The frame path of ``item``: copied or downloaded under ``into`` (a fresh folder in the data root),
         or ``item.local_path`` for an on-disk source that registers files in place."""
 
+    def forget(self, cursor: dict[str, Any], key: str) -> None:
+        """Take an item that failed (fetched or not) out of ``cursor``, the listing's, which the engine stores
+        after the run: an incremental source lists it again next run. A source that lists everything each run
+        has nothing to do (an item that failed was never recorded as synced)."""
+
     def push(self, decisions: list[Outgoing], run_folder: Path) -> Pushed:
         """Write the decisions back where the repository's users see them."""

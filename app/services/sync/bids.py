@@ -145,6 +145,9 @@ class BidsSource:
     def fetch(self, item: SourceItem, into: Path) -> Path:
         return item.local_path
 
+    def forget(self, cursor: dict[str, Any], key: str) -> None:
+        """Nothing to do: every run lists the whole dataset, so an image that failed is tried again."""
+
     def derivatives(self) -> Path:
         return self.root / "derivatives" / DERIVATIVE
 

@@ -10,9 +10,10 @@ with its StudyInstanceUID as session, a series a scan ("SeriesNumber SeriesDescr
 The listing is incremental. QIDO-RS has no "changed since" filter that servers agree on (Orthanc's plugin
 has none), so the cursor keeps each study's instance count and each series' instance count and scan name:
 a run searches every study (one paged query), the series of only the studies whose count moved, and
-lists only the series that are new or whose instance count changed. A series that could not be fetched
-leaves the cursor, so the next run tries it again. An instance replaced by another one keeps the counts
-and goes unseen. A series the cursor knew that QIDO no longer lists (its study gone, or searched again
+lists only the series that are new or whose instance count changed. A series that could not be fetched or
+imported leaves the cursor (the engine calls :meth:`DicomwebSource.forget`), and a study whose series search
+failed is skipped with the reason and kept out of it, so the next run tries them again. An instance
+replaced by another one keeps the counts and goes unseen. A series the cursor knew that QIDO no longer lists (its study gone, or searched again
 without it) is named in ``Listing.removed``; the engine reports it, and its scan and decisions stay.
 
 Fetching: WADO-RS retrieves a series' instances into a temporary folder, one ``.dcm`` file each, which
@@ -129,7 +130,6 @@ class DicomwebSource:
             self.session.auth = (username, password or "")
         self.client = DICOMwebClient(self.base, session=self.session, timeout=TIMEOUT)
         self.client.set_http_retry_params(max_attempts=3)
-        self._cursor: dict[str, Any] | None = None  # the last listing's, until the engine stores it
 
     # -- listing -----------------------------------------------------------------------------------------
 
@@ -163,7 +163,6 @@ class DicomwebSource:
         studies_now: dict[str, dict[str, Any]] = {}
         series_now: dict[str, list[Any]] = {}
         listing = Listing(items=[], cursor={"studies": studies_now, "series": series_now}, incremental=True)
-        self._cursor = listing.cursor
         experiments = {entry["experiment"] for entry in studies_before.values()}
         found = self._query(lambda: self.client.search_for_studies(fields=STUDY_FIELDS, get_remaining=True),
                             "searching the studies (QIDO-RS)")
@@ -185,13 +184,19 @@ class DicomwebSource:
             if before is not None and count is not None and before["instances"] == count:
                 series_now.update((key, series_before[key]) for key in by_study.get(uid, ()))
                 continue
-            self._list_series(study, uid, name, series_before, series_now, listing)
+            try:
+                self._list_series(study, uid, name, series_before, series_now, listing)
+            except SourceError as error:  # this study alone: listed as skipped, searched again next run
+                listing.skipped.append((f"study {uid}", error.message.removeprefix(f"{self.url}: ")))
+                studies_now[uid]["instances"] = None
+                series_now.update((key, series_before[key]) for key in by_study.get(uid, ()))
         listing.removed = sorted(series_before.keys() - series_now.keys())
         return listing
 
     def _list_series(self, study: dict[str, Any], study_uid: str, experiment: str,
                      series_before: dict[str, list[Any]], series_now: dict[str, list[Any]], listing: Listing) -> None:
-        """The study's series into ``listing``: those new or whose instance count changed."""
+        """The study's series into ``listing``: those new or whose instance count changed (nothing of the study
+        when its search fails: a :class:`SourceError`)."""
         found = self._query(lambda: self.client.search_for_series(study_uid, fields=SERIES_FIELDS, get_remaining=True),
                             f"searching the series of study {study_uid} (QIDO-RS)")
         names = {entry[1] for key, entry in series_before.items() if key.startswith(study_uid + "/")}
@@ -247,32 +252,33 @@ class DicomwebSource:
             first = imaging.frame_files(partial)[0]  # one series in the folder, its files in slice order
             imaging.read_info(partial)  # and it reads as a volume within the limits
             os.rename(partial, folder)
-        except ServiceError as error:
+        except Exception as error:  # noqa: BLE001 - whatever one series does wrong fails that series alone
             shutil.rmtree(partial, ignore_errors=True)
-            self._forget(item.key)
             if isinstance(error, SourceError):
                 raise
-            reason = error.message.removeprefix(f"{partial.name}: ")  # imaging names the temporary folder
-            raise SourceError(self.url, f"not one readable DICOM volume: {reason}",
+            if isinstance(error, ServiceError):
+                reason = error.message.removeprefix(f"{partial.name}: ")  # imaging names the temporary folder
+                raise SourceError(self.url, f"not one readable DICOM volume: {reason}",
+                                  item=f"series {series_uid}") from error
+            raise SourceError(self.url, f"cannot be stored ({type(error).__name__}: {error})",
                               item=f"series {series_uid}") from error
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
-            self._forget(item.key)
             raise
         log.info("%s: fetched series %s (%d instances)", self.url, series_uid, count)
         return folder / first.name
 
-    def _forget(self, key: str) -> None:
-        """Take a series out of the last listing's cursor (and re-list its study next time): the engine stores
-        that cursor after fetching, so a series that failed is listed again by the next run."""
-        if self._cursor is None:
-            return
-        self._cursor["series"].pop(key, None)
-        study = self._cursor["studies"].get(key.split("/", 1)[0])
+    def forget(self, cursor: dict[str, Any], key: str) -> None:
+        """Take a series out of ``cursor`` (and its study's count, so the study's series are searched again):
+        a series that failed is listed again by the next run."""
+        cursor.get("series", {}).pop(key, None)
+        study = cursor.get("studies", {}).get(key.split("/", 1)[0])
         if study is not None:
             study["instances"] = None
 
     def _download(self, study_uid: str, series_uid: str, folder: Path) -> int:
+        """Each instance of the series as its own file in ``folder``; any answer that is not DICOM (pydicom's
+        InvalidDicomError, a truncated part) or a file that cannot be written fails the series, naming it."""
         doing = f"retrieving series {series_uid} (WADO-RS)"
         count = 0
         try:
@@ -281,8 +287,9 @@ class DicomwebSource:
                 dataset.save_as(folder / f"{name}.dcm", enforce_file_format=True)
         except requests.RequestException as error:
             raise refusal(self.url, error, doing) from error
-        except (ValueError, AttributeError, OSError) as error:  # a part that is not DICOM, a full disk
-            raise SourceError(self.url, f"{doing}: {error}", item=f"series {series_uid}") from error
+        except Exception as error:  # noqa: BLE001 - a part that is not DICOM, a full disk: this series fails
+            raise SourceError(self.url, f"cannot be retrieved (WADO-RS): {type(error).__name__}: {error}",
+                              item=f"series {series_uid}") from error
         return count
 
     # -- pushing -----------------------------------------------------------------------------------------

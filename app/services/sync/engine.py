@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import Experiment, Frame, Job, Project, Scan, SyncedItem, SyncRun, SyncSource, User, db, utcnow
 from app.services import frames, imaging, projects
@@ -360,9 +361,12 @@ def _run(project: Project, source: Source, row: SyncSource, actor: User | None, 
             fetched_before = len(cycle.tally.new_folders)
             try:
                 cycle.take(item)
-            except (ServiceError, StorageError, OSError, ValueError) as err:
+            except SQLAlchemyError:  # the session is unusable: the run ends, nothing of it kept
+                raise
+            except Exception as err:  # noqa: BLE001 - one item that cannot be taken fails alone, with the reason
                 log.warning("sync %s: %s: %s", source.url, item.key, _reason(err))
                 cycle.tally.fail(item.key, _reason(err))
+                source.forget(listing.cursor, item.key)  # tried again next run
                 for folder in cycle.tally.new_folders[fetched_before:]:  # no file of a failed item stays
                     shutil.rmtree(folder, ignore_errors=True)
                 del cycle.tally.new_folders[fetched_before:]

@@ -272,6 +272,9 @@ class FolderSource:
             imaging.frame_files(item.local_path.parent)
         return item.local_path
 
+    def forget(self, cursor: dict[str, Any], key: str) -> None:
+        """Nothing to do: every run lists the whole folder, so an item that failed is tried again."""
+
     def push(self, decisions: list[Outgoing], run_folder: Path) -> Pushed:
         if not decisions:
             return Pushed(0)
