@@ -5,6 +5,7 @@ the project's sync folder named by its id."""
 from __future__ import annotations
 
 import base64
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -201,3 +202,31 @@ def test_each_projects_sync_folder_is_named_by_its_id(factory):
     folders = [Path(run.export_file).parent for run in runs]
     assert folders == [Path(current_app.config["INSTANCE_PATH"]) / "sync" / str(project.id)
                        for project in (spaced, underscored)]
+
+
+def test_a_folder_belongs_to_one_project_whatever_its_spelling_kind_or_link(factory, client):
+    data = Path(current_app.config["DATA_ROOT"])
+    factory.nifti("lab/ds/sub-01/anat/sub-01_T1w.nii.gz", shape=(8, 8, 8))
+    (data / "lab" / "ds" / "dataset_description.json").write_text('{"Name": "ds", "BIDSVersion": "1.9.0"}')
+    (data / "link").symlink_to(data / "lab" / "ds")
+    owner = factory.project("Owner")
+    assert engine.run_sync(owner, f"bids:{data / 'lab' / 'ds'}", None).added == 1
+    other = factory.project("Other")
+    factory.member(other, "admin", "other-lead")
+    headers = token_headers(client, "other-lead")
+
+    for source, relation in ((f"{data}/lab/ds", "is the folder of"), ("bids:link", "is the folder of"),
+                             ("link", "is the folder of"), ("lab/ds/sub-01", "lies inside the folder of"),
+                             ("lab", "holds the folder of"), (".", "holds the folder of")):
+        answer = client.post(f"/api/v1/projects/{other.id}/sync", json={"source": source}, headers=headers)
+        assert answer.status_code == 409, (source, answer.get_json())
+        shown = display_url(source if source.startswith(("/", "bids:/")) else (
+            f"bids:{data}/{source[5:]}" if source.startswith("bids:") else str(Path(os.path.abspath(data / source)))))
+        assert answer.get_json()["detail"] == (f"source {shown} {relation} a source already synced into another "
+                                               "project; a folder belongs to one project")
+    assert db.session.scalar(select(func.count(SyncSource.id))) == 1  # nothing claimed for Other
+
+    factory.nifti("elsewhere/visit1/sub-02_T1.nii.gz", shape=(8, 8, 8))
+    apart = client.post(f"/api/v1/projects/{other.id}/sync", json={"source": "elsewhere"}, headers=headers)
+    assert apart.status_code == 202 and apart.get_json()["job"]["result"]["added"] == 1
+    assert engine.run_sync(owner, f"{data}/lab/ds", None).unchanged == 1  # its own project may name it anyhow

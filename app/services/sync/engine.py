@@ -28,7 +28,7 @@ from app.db import Experiment, Frame, Job, Project, Scan, SyncedItem, SyncRun, S
 from app.services import frames, imaging, projects
 from app.services.errors import Conflict, InvalidInput, ServiceError
 from app.services.review import latest_decisions
-from app.services.sync import open_source
+from app.services.sync import ON_DISK, open_source
 from app.services.sync.base import Listing, Outgoing, Source, SourceError, SourceItem
 from app.services.sync.folder import sync_folder
 from app.services.transfer import exporter
@@ -68,14 +68,45 @@ def check_every(value: Any) -> int | None:
     return minutes
 
 
+def disk_root(kind: str, url: str) -> Path | None:
+    """The folder an on-disk source reads, with links resolved (None for a server)."""
+    if kind not in ON_DISK:
+        return None
+    return Path(os.path.realpath(url.removeprefix("bids:") if kind == "bids" else url))
+
+
+def _overlap(project: Project, source: Source) -> str | None:
+    """How the folder of an on-disk source meets one another project syncs (as a folder or a BIDS dataset,
+    under any spelling or link): the same folder, inside it, or holding it; None when apart."""
+    mine = disk_root(source.kind, source.url)
+    if mine is None:
+        return None
+    others = db.session.execute(select(SyncSource.kind, SyncSource.url).where(
+        SyncSource.project_id != project.id, SyncSource.kind.in_(ON_DISK)))
+    for kind, url in others:
+        theirs = disk_root(kind, url)
+        if mine == theirs:
+            return "is the folder of a source already synced into another project"
+        if mine.is_relative_to(theirs):
+            return "lies inside the folder of a source already synced into another project"
+        if theirs.is_relative_to(mine):
+            return "holds the folder of a source already synced into another project"
+    return None
+
+
 def claim(project: Project, source: Source, *, every_minutes: Any = UNCHANGED,
           patterns: Iterable[str] | None = None) -> SyncSource:
-    """The source's row for this project (created on its first sync); a source another project syncs is
-    refused (409), without naming that project (the caller may not be its member)."""
+    """The source's row for this project (created on its first sync). A source another project syncs is
+    refused (409), and so is a folder or dataset that is, lies inside or holds another project's (compared by
+    their real paths, whatever the kind): an image belongs to one project. The other project is not named
+    (the caller may not be its member)."""
     row = db.session.scalar(select(SyncSource).where(SyncSource.url == source.url))
     if row is not None and row.project_id != project.id:
         raise Conflict(f"source {source.url} is already synced into another project; a source belongs to one "
                        "project", field="source")
+    overlap = _overlap(project, source) if row is None else None
+    if overlap is not None:
+        raise Conflict(f"source {source.url} {overlap}; a folder belongs to one project", field="source")
     if row is None:
         row = SyncSource(project_id=project.id, url=source.url, kind=source.kind, cursor={})
         db.session.add(row)
