@@ -8,6 +8,7 @@ the project with its image repository (now or every N minutes) with the history 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from flask import Response, current_app, flash, redirect, render_template, request, stream_with_context, url_for
 from flask_login import current_user
@@ -16,7 +17,7 @@ from werkzeug.utils import secure_filename
 from app.admin import bp
 from app.auth.permissions import permission
 from app.db import Project, db
-from app.services.errors import ServiceError
+from app.services.errors import InvalidInput, ServiceError
 from app.services.loaders import load
 from app.services.sync import engine as sync_engine
 from app.services.sync import schedule as sync_schedule
@@ -117,14 +118,27 @@ def frame_upload(project_id: int):
     return redirect(_here(project))
 
 
+def _schedule(form) -> Any:
+    """The schedule the sync form sets: its minutes, None when the admin ticked "only when asked", else the
+    source's own (as the API without ``every_minutes``): an empty field never clears a schedule."""
+    every = form.get("every_minutes", "").strip()
+    if form.get("manual") == "on":
+        if every:
+            raise InvalidInput("give either a number of minutes or \"only when asked\", not both",
+                               field="every_minutes")
+        return None
+    return every or sync_engine.UNCHANGED
+
+
 @bp.post("/projects/<int:project_id>/sync")
 @permission("project", "admin")
 def sync_start(project_id: int):
-    """Sync the project with a source in the worker (and set its schedule); the history shows the run."""
+    """Sync the project with a source in the worker (and set its schedule when asked); the history shows the
+    run."""
     project = load(Project, project_id)
     try:
         job = sync_schedule.start_sync(project, request.form.get("source", ""), current_user,
-                                       every_minutes=request.form.get("every_minutes", "").strip() or None)
+                                       every_minutes=_schedule(request.form))
     except ServiceError as err:
         db.session.rollback()
         flash(f"Not synced: {err.message}", "error")

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from app.db import Job, SyncRun, SyncSource, db, utcnow
 from app.services import jobs
 from app.services.sync import engine, schedule
-from tests.factories import Factory
+from tests.factories import Factory, token_headers
 
 
 def test_a_due_source_is_queued_once_and_its_job_records_the_run(queued_app):
@@ -60,3 +60,26 @@ def test_a_sync_whose_worker_stopped_ends_its_run_failed_with_the_reason(queued_
     run = db.session.get(SyncRun, started.id)
     assert (run.state, run.error) == ("failed", "failed: the worker running it stopped")
     assert run.finished_at is not None and db.session.get(Job, job.id).state == "failed"
+
+
+def test_the_import_page_keeps_a_schedule_unless_the_admin_clears_it(factory, client):
+    project = factory.project("Page")
+    factory.member(project, "admin", "page-lead")
+    headers = token_headers(client, "page-lead")
+    factory.nifti("page/visit1/sub-01_T1.nii.gz", shape=(8, 8, 8))
+    page = f"/admin/projects/{project.id}/sync"
+
+    def every() -> int | None:
+        db.session.expire_all()
+        return db.session.scalar(select(SyncSource.every_minutes).where(SyncSource.project_id == project.id))
+
+    assert client.post(page, data={"source": "page", "every_minutes": "45"}, headers=headers).status_code == 302
+    assert every() == 45
+    assert client.post(page, data={"source": "page", "every_minutes": ""}, headers=headers).status_code == 302
+    assert every() == 45  # "Sync now" with the field empty keeps the schedule, as the API without every_minutes
+    shown = client.get(f"/admin/projects/{project.id}/import", headers=headers).get_data(as_text=True)
+    assert "every 45 minute(s)" in shown and 'name="manual"' in shown and "Only when asked" in shown
+    both = client.post(page, data={"source": "page", "every_minutes": "5", "manual": "on"}, headers=headers)
+    assert both.status_code == 400 and "not both" in both.get_data(as_text=True) and every() == 45
+    assert client.post(page, data={"source": "page", "manual": "on"}, headers=headers).status_code == 302
+    assert every() is None  # cleared only when asked to
