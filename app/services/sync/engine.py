@@ -5,8 +5,9 @@ experiments, scans and frames of it, push the latest decisions back, record the 
 What a source gave is kept (``synced_items``: key, version, scan, frame), so running twice adds nothing;
 a changed image becomes a new frame of its scan (its decisions stay); an image a full listing no longer
 has, or an incremental listing names as gone, is reported as removed, and its scan and decisions stay.
-A source belongs to the project that first synced it. Items that fail are listed with their reasons and
-the rest imported; a fetched image is moved into place only once complete.
+A source belongs to the project that first synced it (an on-disk one's folder too, by its real path). Items
+that fail are listed with their reasons and the rest imported; the source forgets each of them
+(``Source.forget``), so the next run tries it again; a fetched image is moved into place only once complete.
 """
 from __future__ import annotations
 
