@@ -13,8 +13,9 @@ a run searches every study (one paged query), the series of only the studies who
 lists only the series that are new or whose instance count changed. A series that could not be fetched or
 imported leaves the cursor (the engine calls :meth:`DicomwebSource.forget`), and a study whose series search
 failed is skipped with the reason and kept out of it, so the next run tries them again. An instance
-replaced by another one keeps the counts and goes unseen. A series the cursor knew that QIDO no longer lists (its study gone, or searched again
-without it) is named in ``Listing.removed``; the engine reports it, and its scan and decisions stay.
+replaced by another one keeps the counts and goes unseen. A series the cursor knew that QIDO no longer
+lists (its study gone, or searched again without it) is named in ``Listing.removed``; the engine reports it,
+and its scan and decisions stay.
 
 Fetching: WADO-RS retrieves a series' instances into a temporary folder, one ``.dcm`` file each, which
 becomes the series' folder only once every instance is written and the folder reads as one volume; the
