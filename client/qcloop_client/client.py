@@ -279,38 +279,36 @@ class Client:
 
     def job(self, job: int | dict) -> dict:
         """A job: an id (a project's job or a global one), a job, a "job started" answer or a training run."""
-        return self._json("GET", self._job_path(job), keys=JOB_KEYS)
+        return self._find_job(job)[1]
 
     def cancel_job(self, job: int | dict) -> dict:
-        return self._json("POST", self._job_path(job) + "/cancel", keys=JOB_KEYS)
+        return self._json("POST", self._find_job(job)[0] + "/cancel", keys=JOB_KEYS)
 
-    def _job_path(self, job: int | dict) -> str:
-        """Where a job is polled. A bare id is tried as a project's job, then, when that is not found, as a
-        global one (an import naming no project: superusers only); neither found is the first 404."""
-        if isinstance(job, dict):
-            return _job_url(job)
-        path = f"{API}/jobs/{int(job)}"
+    def _find_job(self, job: int | dict) -> tuple[str, dict]:
+        """Where a job is polled, and its state now. A bare id is read as a project's job, then, when no
+        project has it, as a global one (an import naming no project: superusers only); neither found is
+        the first 404."""
+        path = _job_url(job) if isinstance(job, dict) else f"{API}/jobs/{int(job)}"
         try:
-            self._json("GET", path, keys=JOB_KEYS)
+            return path, self._json("GET", path, keys=JOB_KEYS)
         except NotFound as missing:
+            if isinstance(job, dict):
+                raise
             global_path = f"{API}/global/jobs/{int(job)}"
             try:
-                self._json("GET", global_path, keys=JOB_KEYS)
+                return global_path, self._json("GET", global_path, keys=JOB_KEYS)
             except (NotFound, AuthError):
                 raise missing from None
-            return global_path
-        return path
 
     def wait(self, job: int | dict, *, progress: bool = True, interval: float = 1.0,
              timeout: float | None = None) -> dict:
         """Poll a job (an id, a job, a "job started" answer or a training run) until it ends; the job
         when it succeeded, JobFailed otherwise. A progress bar when ``progress`` and tqdm is installed."""
-        url = self._job_path(job)
+        url, current = self._find_job(job)
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = None
         try:
             while True:
-                current = self._json("GET", url, keys=JOB_KEYS)
                 if bar is None and progress:
                     bar = _progress_bar(url)
                 if bar is not None:
@@ -322,6 +320,7 @@ class Client:
                     raise QcloopError(f"job {current['id']} is still {current['state']} after {timeout:g} s",
                                       body=current)
                 time.sleep(interval)
+                current = self._json("GET", url, keys=JOB_KEYS)
         finally:
             if bar is not None:
                 bar.close()
