@@ -7,11 +7,12 @@ from qcloop_client.errors import (
     InvalidInput,
     JobFailed,
     NotFound,
+    NotQcloop,
     QcloopError,
     ServerError,
 )
 from qcloop_client.listing import Listing
 
 __all__ = ["AuthError", "Client", "Conflict", "ConnectionFailed", "InvalidInput", "JobFailed", "Listing", "NotFound",
-           "QcloopError", "ServerError"]
+           "NotQcloop", "QcloopError", "ServerError"]
 __version__ = "0.1.0"

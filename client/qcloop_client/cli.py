@@ -1,7 +1,8 @@
 """qcloop-client: qcloop's loop from a shell, over the API.
 
 Exit codes: 0 done, 1 refused by the server (4xx) or a job that failed, 2 usage, 3 not logged in or
-not allowed, 4 no server at the URL, 5 server error. Errors are one line on stderr.
+not allowed, 4 no qcloop server at the URL (nothing answers, or something that is not qcloop), 5 server
+error. Errors are one line on stderr.
 """
 from __future__ import annotations
 
@@ -82,9 +83,12 @@ def export(args: argparse.Namespace) -> None:
 
 
 def decisions(args: argparse.Namespace) -> None:
+    if args.json and args.format == "csv":
+        raise Usage("--json prints JSON: drop --format csv, or --json")
+    fmt = "json" if args.json else args.format or "csv"
     with _client() as client:
         items = client.decisions(args.project).to_list()
-    if args.format == "json":
+    if fmt == "json":
         text = json.dumps(items, indent=2)
     else:
         buffer = io.StringIO()
@@ -179,7 +183,7 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the server's answer as JSON")
     main = argparse.ArgumentParser(prog="qcloop-client", description=__doc__.split("\n\n")[0],
-                                   epilog="exit codes: 0 ok, 1 refused, 2 usage, 3 auth, 4 no server, 5 server error")
+                                   epilog="exit codes: 0 ok, 1 refused, 2 usage, 3 auth, 4 no qcloop server, 5 server error")
     commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Callable, help: str) -> argparse.ArgumentParser:
@@ -204,7 +208,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("-o", "--output", required=True)
     sub = command("decisions", decisions, "a project's decisions as CSV or JSON")
     sub.add_argument("--project", required=True)
-    sub.add_argument("--format", choices=["csv", "json"], default="csv")
+    sub.add_argument("--format", choices=["csv", "json"], help="csv (the default) or json, as --json")
     sub.add_argument("-o", "--output")
     sub = command("train", train, "start a training run")
     sub.add_argument("--project", required=True)
@@ -224,7 +228,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--version", action="store_true", help="the number is a model version of --project")
     sub.add_argument("--project")
     sub.add_argument("--force", action="store_true", help="promote even when not better (audited)")
-    sub = command("wait", wait, "follow a job to its end")
+    sub = command("wait", wait, "follow a job to its end (a project's job, or a global import's)")
     sub.add_argument("job", type=int)
     sub = command("predict", predict, "the champion's scores for an image file (nothing stored)")
     sub.add_argument("file")

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
+import ssl
 import tempfile
 import time
 from pathlib import Path
@@ -12,12 +14,18 @@ from typing import Any, Iterator
 import httpx
 
 from qcloop_client.errors import AuthError, ConnectionFailed, InvalidInput, JobFailed, NotFound, QcloopError, \
-    from_response
+    from_response, not_qcloop
 from qcloop_client.listing import Listing, decision_row, require
 
 API = "/api/v1"
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 PAGE_SIZE = 100
+# The keys the client reads from each kind of answer: an answer without them is not qcloop's.
+JOB_KEYS = ("id", "kind", "state")
+RUN_KEYS = ("id", "project_id", "state", "job_id")
+PAGE_KEYS = ("count", "next", "results")
+SUMMARY_KEYS = ("projects", "counts")
+DECISION_KEYS = ("id", "scan", "decision")
 
 ProjectRef = int | str  # an id, or a project's name
 
@@ -30,7 +38,7 @@ class Client:
         self.token = token
         headers = {"Authorization": f"Token {token}"} if token else {}
         try:
-            self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+            self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, verify=_tls())
         except httpx.InvalidURL as err:
             raise ConnectionFailed(f"not a server URL: {url} ({err})") from None
 
@@ -39,7 +47,7 @@ class Client:
         """Exchange a username and password for a token (the server's ``/api-token-auth/``)."""
         with cls(url, timeout=timeout) as anonymous:
             try:
-                answer = anonymous._json("POST", "/api-token-auth/",
+                answer = anonymous._json("POST", "/api-token-auth/", keys=("token",),
                                          json={"username": username, "password": password})
             except InvalidInput as err:  # DRF's answer to wrong credentials is a 400
                 raise AuthError(err.detail, status=err.status, error="login_failed", body=err.body) from None
@@ -67,40 +75,69 @@ class Client:
             raise ConnectionFailed(f"not a server URL: {self.url} ({err})") from None
         if response.is_error:
             response.read()
-            raise from_response(response)
+            raise from_response(self.url, response)
+        if response.is_redirect:  # qcloop's API never redirects: a proxy or another site does
+            response.read()
+            raise not_qcloop(self.url, response, f"a redirect to {response.headers.get('location', 'nowhere')}")
         return response
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _json(self, method: str, path: str, *, keys: tuple[str, ...] = (), **kwargs: Any) -> Any:
+        """One request's JSON answer, checked (see ``_checked``); None for a 204."""
         response = self._send(method, path, **kwargs)
         if response.status_code == 204:
             return None
-        try:
-            return response.json()
-        except ValueError:
-            raise QcloopError(f"{self.url}{path} did not answer JSON: is {self.url} a qcloop server?",
-                              status=response.status_code) from None
+        return self._checked(response, keys)
 
-    def _pages(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict]:
+    def _checked(self, response: httpx.Response, keys: tuple[str, ...]) -> dict:
+        """The only place an answer is read: a JSON object carrying ``keys``, else NotQcloop (a wrong URL
+        answers HTML or another service's JSON, and must not end in a KeyError)."""
+        try:
+            answer = response.json()
+        except ValueError:
+            raise not_qcloop(self.url, response, "not JSON") from None
+        if not isinstance(answer, dict):
+            raise not_qcloop(self.url, response, f"JSON {type(answer).__name__}, not an object", answer)
+        missing = [key for key in keys if key not in answer]
+        if missing:
+            raise not_qcloop(self.url, response, f"no {', '.join(repr(key) for key in missing)} in its JSON", answer)
+        return answer
+
+    def _file(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A streamed file answer (export, frame download): qcloop sends it as an attachment; anything else
+        (a wrong URL's page) is NotQcloop, and is not saved."""
+        response = self._send(method, path, stream=True, **kwargs)
+        if not response.headers.get("content-disposition", "").startswith("attachment"):
+            response.read()
+            raise not_qcloop(self.url, response, "not a file attachment")
+        return response
+
+    def _pages(self, path: str, params: dict[str, Any] | None = None,
+               item_keys: tuple[str, ...] = ("id",)) -> Iterator[dict]:
         """Every item of a paginated list (``count``, ``next``, ``results``), one page at a time."""
         params = {key: value for key, value in (params or {}).items() if value is not None}
         offset = 0
         while True:
-            page = self._json("GET", path, params={**params, "limit": PAGE_SIZE, "offset": offset})
+            response = self._send("GET", path, params={**params, "limit": PAGE_SIZE, "offset": offset})
+            page = self._checked(response, PAGE_KEYS)
+            if not isinstance(page["results"], list) or not all(
+                    isinstance(item, dict) and all(key in item for key in item_keys) for item in page["results"]):
+                raise not_qcloop(self.url, response, f"its 'results' are not objects with {', '.join(item_keys)}",
+                                 page)
             yield from page["results"]
             offset += len(page["results"])
             if page["next"] is None or not page["results"]:
                 return
 
-    def _listing(self, path: str, **params: Any) -> Listing:
-        return Listing(lambda: self._pages(path, params))
+    def _listing(self, path: str, item_keys: tuple[str, ...] = ("id",), **params: Any) -> Listing:
+        return Listing(lambda: self._pages(path, params, item_keys))
 
     # -- projects, experiments, scans, frames --------------------------------------------------
 
     def me(self) -> dict:
-        return self._json("GET", f"{API}/users/me")
+        return self._json("GET", f"{API}/users/me", keys=("username",))
 
     def projects(self) -> Listing:
-        return self._listing(f"{API}/projects")
+        return self._listing(f"{API}/projects", ("id", "name"))
 
     def project(self, project: ProjectRef) -> dict:
         return self._json("GET", f"{API}/projects/{self.project_id(project)}")
@@ -150,7 +187,7 @@ class Client:
 
     def download_frame(self, frame_id: int, destination: str | Path = ".") -> Path:
         """Save the frame's original file (a zip for a multi-file frame) into a folder or as a path."""
-        response = self._send("GET", f"{API}/frames/{frame_id}/download", stream=True)
+        response = self._file("GET", f"{API}/frames/{frame_id}/download")
         target = Path(destination)
         if target.is_dir():
             target = target / (_attachment_name(response) or f"frame-{frame_id}")
@@ -163,12 +200,13 @@ class Client:
         gives one row each. A project's are read with its scans, so each also names its scan, experiment
         and what its decision key means in the project's vocabulary."""
         if project is None or scan is not None:
-            return Listing(lambda: self._pages(f"{API}/scan-decisions", {"scan": scan}), decision_row, ("created",))
+            return Listing(lambda: self._pages(f"{API}/scan-decisions", {"scan": scan}, DECISION_KEYS), decision_row,
+                           ("created",))
         project_id = self.project_id(project)
 
         def items() -> Iterator[dict]:
             meanings = {option["key"]: option["meaning"] for option in self.vocabulary(project_id)["decisions"]}
-            for item in self._pages(f"{API}/scans", {"project": project_id}):
+            for item in self._pages(f"{API}/scans", {"project": project_id}, ("name", "experiment", "decisions")):
                 for decision in item["decisions"]:
                     yield {**decision, "scan_name": item["name"], "experiment": item["experiment"],
                            "meaning": meanings.get(decision["decision"])}
@@ -201,7 +239,14 @@ class Client:
             self.unlock(experiment)
 
     def vocabulary(self, project: ProjectRef) -> dict:
-        return self._json("GET", f"{API}/projects/{self.project_id(project)}/vocabulary")
+        """The project's decision options (each a ``key`` and its ``meaning``) and artifact entries."""
+        path = f"{API}/projects/{self.project_id(project)}/vocabulary"
+        response = self._send("GET", path)
+        answer = self._checked(response, ("decisions", "artifacts"))
+        if not isinstance(answer["decisions"], list) or not all(
+                isinstance(option, dict) and {"key", "meaning"} <= set(option) for option in answer["decisions"]):
+            raise not_qcloop(self.url, response, "its 'decisions' are not options with a key and a meaning", answer)
+        return answer
 
     # -- import, export, jobs -----------------------------------------------------------------
 
@@ -216,8 +261,9 @@ class Client:
                    "add_unknown_artifacts": str(add_unknown_artifacts).lower()}
         with open(path, "rb") as handle:
             response = self._send("POST", url, files={"file": (Path(path).name, handle)}, data=options)
-        answer = response.json()
-        if response.status_code == 202 and wait:
+        started = response.status_code == 202
+        answer = self._checked(response, ("job", "url") if started else SUMMARY_KEYS)
+        if started and wait:
             return self.wait(answer, progress=progress)["result"]
         return answer
 
@@ -225,25 +271,44 @@ class Client:
                output: str | Path | None = None) -> str | Path:
         """Export a project (every project when None): the text, or the file written atomically at ``output``."""
         url = f"{API}/projects/{self.project_id(project)}/export" if project is not None else f"{API}/global/export"
-        response = self._send("POST", url, json={"format": format}, stream=output is not None)
-        return response.text if output is None else _save(response, Path(output))
+        response = self._file("POST", url, json={"format": format})
+        if output is None:
+            response.read()
+            return response.text
+        return _save(response, Path(output))
 
     def job(self, job: int | dict) -> dict:
-        return self._json("GET", _job_url(job))
+        """A job: an id (a project's job or a global one), a job, a "job started" answer or a training run."""
+        return self._find_job(job)[1]
 
     def cancel_job(self, job: int | dict) -> dict:
-        return self._json("POST", _job_url(job) + "/cancel")
+        return self._json("POST", self._find_job(job)[0] + "/cancel", keys=JOB_KEYS)
+
+    def _find_job(self, job: int | dict) -> tuple[str, dict]:
+        """Where a job is polled, and its state now. A bare id is read as a project's job, then, when no
+        project has it, as a global one (an import naming no project: superusers only); neither found is
+        the first 404."""
+        path = _job_url(job) if isinstance(job, dict) else f"{API}/jobs/{int(job)}"
+        try:
+            return path, self._json("GET", path, keys=JOB_KEYS)
+        except NotFound as missing:
+            if isinstance(job, dict):
+                raise
+            global_path = f"{API}/global/jobs/{int(job)}"
+            try:
+                return global_path, self._json("GET", global_path, keys=JOB_KEYS)
+            except (NotFound, AuthError):
+                raise missing from None
 
     def wait(self, job: int | dict, *, progress: bool = True, interval: float = 1.0,
              timeout: float | None = None) -> dict:
         """Poll a job (an id, a job, a "job started" answer or a training run) until it ends; the job
         when it succeeded, JobFailed otherwise. A progress bar when ``progress`` and tqdm is installed."""
-        url = _job_url(job)
+        url, current = self._find_job(job)
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = None
         try:
             while True:
-                current = self._json("GET", url)
                 if bar is None and progress:
                     bar = _progress_bar(url)
                 if bar is not None:
@@ -255,6 +320,7 @@ class Client:
                     raise QcloopError(f"job {current['id']} is still {current['state']} after {timeout:g} s",
                                       body=current)
                 time.sleep(interval)
+                current = self._json("GET", url, keys=JOB_KEYS)
         finally:
             if bar is not None:
                 bar.close()
@@ -267,54 +333,57 @@ class Client:
     # -- training, models, evaluations, prediction ---------------------------------------------
 
     def training_runs(self, project: ProjectRef) -> Listing:
-        return self._listing(f"{API}/projects/{self.project_id(project)}/training-runs")
+        return self._listing(f"{API}/projects/{self.project_id(project)}/training-runs", RUN_KEYS)
 
     def training_run(self, run_id: int) -> dict:
-        return self._json("GET", f"{API}/training-runs/{run_id}")
+        return self._json("GET", f"{API}/training-runs/{run_id}", keys=RUN_KEYS)
 
     def train(self, project: ProjectRef, *, wait: bool = False, progress: bool = True, **params: Any) -> dict:
         """Start a training run (``params`` as the API's body: epochs, arch, lr, ..., ``from_`` for
         ``from``); with ``wait``, the run once its job ended (JobFailed if it failed)."""
         body = {key.rstrip("_"): value for key, value in params.items()}
-        run = self._json("POST", f"{API}/projects/{self.project_id(project)}/training-runs", json=body)
+        run = self._json("POST", f"{API}/projects/{self.project_id(project)}/training-runs", keys=RUN_KEYS,
+                         json=body)
         if wait and run["state"] not in FINAL_STATES:
             self.wait(run, progress=progress)
         return self.training_run(run["id"]) if wait else run
 
     def cancel_run(self, run_id: int) -> dict:
-        return self._json("POST", f"{API}/training-runs/{run_id}/cancel")
+        return self._json("POST", f"{API}/training-runs/{run_id}/cancel", keys=RUN_KEYS)
 
     def promote(self, run: int | dict, *, force: bool = False) -> dict:
         """Make a run's model the champion; Conflict (with the comparison in ``body``) when it is not
         better than the current one, unless ``force`` (audited)."""
         run = run if isinstance(run, dict) else self.training_run(run)
         return self._json("POST", f"{API}/projects/{run['project_id']}/training-runs/{run['id']}/promote",
-                          json={"force": force})
+                          keys=("run", "forced"), json={"force": force})
 
     def make_champion(self, project: ProjectRef, version: int | str) -> dict:
         """Roll back: make an earlier model version the champion again (audited)."""
-        return self._json("POST", f"{API}/projects/{self.project_id(project)}/models/{version}/rollback", json={})
+        return self._json("POST", f"{API}/projects/{self.project_id(project)}/models/{version}/rollback",
+                          keys=("registry_name", "version"), json={})
 
     def models(self, project: ProjectRef) -> dict:
         """Model versions, the champion's agreement with reviewers, evaluation jobs."""
-        return self._json("GET", f"{API}/projects/{self.project_id(project)}/models")
+        return self._json("GET", f"{API}/projects/{self.project_id(project)}/models", keys=("versions",))
 
     def evaluations(self, scan: int) -> list[dict]:
         """Every model version's evaluations of a scan and its frames, newest first."""
-        return self._json("GET", f"{API}/scans/{scan}/evaluations")["results"]
+        return self._json("GET", f"{API}/scans/{scan}/evaluations", keys=("results",))["results"]
 
     def evaluate(self, project: ProjectRef, *, version: str | None = None, scope: str = "unscored",
                  wait: bool = False, progress: bool = True) -> dict:
         """Score the project's frames with a version (default the champion): the job (ended, with ``wait``)."""
         body = {"scope": scope, **({"version": str(version)} if version is not None else {})}
-        started = self._json("POST", f"{API}/projects/{self.project_id(project)}/evaluations", json=body)
+        started = self._json("POST", f"{API}/projects/{self.project_id(project)}/evaluations", keys=("job", "url"),
+                             json=body)
         return self.wait(started, progress=progress) if wait else started["job"]
 
     def predict(self, project: ProjectRef, path: str | Path) -> dict:
         """The champion's scores for an image file; nothing is stored on the server."""
         with open(path, "rb") as handle:
             return self._json("POST", f"{API}/projects/{self.project_id(project)}/predict",
-                              files={"file": (Path(path).name, handle)})
+                              keys=("model", "version", "scores"), files={"file": (Path(path).name, handle)})
 
     # -- tokens ---------------------------------------------------------------------------------
 
@@ -323,7 +392,8 @@ class Client:
 
     def create_token(self, name: str = "", expires_in_days: int | None = None) -> dict:
         """A new token of the caller; its secret (``token``) is in this answer only."""
-        return self._json("POST", f"{API}/tokens", json={"name": name, "expires_in_days": expires_in_days})
+        return self._json("POST", f"{API}/tokens", keys=("id", "token"),
+                          json={"name": name, "expires_in_days": expires_in_days})
 
     def revoke_token(self, token_id: int) -> None:
         self._json("DELETE", f"{API}/tokens/{token_id}")
@@ -332,21 +402,26 @@ class Client:
         return None if project is None else self.project_id(project)
 
 
-def _job_url(job: int | dict) -> str:
+def _job_url(job: dict) -> str:
     """Where a job is polled: a "job started" answer names it; a global job (no project) lives apart."""
-    if isinstance(job, dict):
-        if "url" in job:
-            return str(job["url"])
-        if "job" in job:
-            return _job_url(job["job"])
-        if "job_id" in job:  # a training run
-            if job["job_id"] is None:
-                raise InvalidInput(f"run {job['id']} has no job", error="invalid")
-            return f"{API}/jobs/{job['job_id']}"
-        if "project" in job and job["project"] is None:
-            return f"{API}/global/jobs/{job['id']}"
-        return f"{API}/jobs/{job['id']}"
-    return f"{API}/jobs/{int(job)}"
+    if "url" in job:
+        return str(job["url"])
+    if "job" in job:
+        return _job_url(job["job"])
+    if "job_id" in job:  # a training run
+        if job["job_id"] is None:
+            raise InvalidInput(f"run {job['id']} has no job", error="invalid")
+        return f"{API}/jobs/{job['job_id']}"
+    if "project" in job and job["project"] is None:
+        return f"{API}/global/jobs/{job['id']}"
+    return f"{API}/jobs/{job['id']}"
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """httpx's default TLS context, built once per process: building it reads the CA bundle, a noticeable
+    cost for each client a script or the log-in makes."""
+    return httpx.create_ssl_context()
 
 
 def _progress_bar(url: str) -> Any:

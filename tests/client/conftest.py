@@ -1,10 +1,11 @@
 """One live qcloop for the client's tests: the server on a free port and a worker thread taking queued
-jobs, a superuser, and a MIQA CSV of reviewer decisions on phantom volumes; the project is imported and
-trained once (package scope), through the client."""
+jobs, a superuser, and two MIQA CSVs of reviewer decisions on phantom volumes: one project imported and
+trained once (package scope) through the client, another left for the command line's loop to import."""
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 PROJECT = "ClientLoop"
 N_SCANS = 16
+CLI_PROJECT = "CliLoop"
+CLI_SCANS = 8
 REVIEWERS = ("alice@site.org", "bob@site.org")
 SMALL = {"arch": "resnet_small", "spatial_size": [32, 32, 32], "batch_size": 4, "min_labels": 2, "lr": 3e-3,
          "epochs": 2}
@@ -37,6 +40,7 @@ class Server:
     admin: str
     password: str
     csv: Path
+    cli_csv: Path
     data_root: Path
     tmp: Path
 
@@ -70,6 +74,21 @@ def _miqa_csv(factory: Factory, folder: Path) -> Path:
     return write_csv(folder / "decisions.csv", rows)
 
 
+def _cli_csv(factory: Factory, folder: Path) -> Path:
+    """The command line's project: one phantom volume copied for every scan, half judged unusable. A model
+    cannot tell the copies apart, so its held-out usable AUC is 0.5 and it is never made champion by
+    itself: the loop shows promotion refused, then forced."""
+    first = factory.nifti("cli/scan0.nii.gz", seed=7)
+    rows = []
+    for index in range(CLI_SCANS):
+        if index:
+            shutil.copyfile(first, first.with_name(f"scan{index}.nii.gz"))
+        rows.append([CLI_PROJECT, "visit1", f"scan{index}", "T1", 0, f"cli/scan{index}.nii.gz", "",
+                     f"subject{index}", "", "", "UN" if index % 2 else "U", REVIEWERS[0], "",
+                     f"2026-02-0{1 + index % 4}T10:00:00+00:00", "", ""])
+    return write_csv(folder / "cli.csv", rows)
+
+
 @pytest.fixture(scope="package")
 def server(database_url, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("client")
@@ -81,6 +100,7 @@ def server(database_url, tmp_path_factory):
         factory = Factory(app)
         admin = factory.user("client-admin", superuser=True)
         csv = _miqa_csv(factory, tmp)
+        cli_csv = _cli_csv(factory, tmp)
         username = admin.username
         db.session.remove()
     stop = threading.Event()
@@ -89,7 +109,8 @@ def server(database_url, tmp_path_factory):
     http = make_server("127.0.0.1", 0, app, threaded=True)
     serving = threading.Thread(target=http.serve_forever, daemon=True)
     serving.start()
-    yield Server(app, f"http://127.0.0.1:{http.server_port}", username, PASSWORD, csv, Path(app.config["DATA_ROOT"]), tmp)
+    yield Server(app, f"http://127.0.0.1:{http.server_port}", username, PASSWORD, csv, cli_csv,
+                 Path(app.config["DATA_ROOT"]), tmp)
     http.shutdown()
     http.server_close()
     serving.join(timeout=10)

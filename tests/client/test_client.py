@@ -42,7 +42,7 @@ def test_lists_page_by_page_decide_and_export(server, trained, client, monkeypat
     assert [url.params["offset"] for url in scan_pages] == ["0", "5", "10", "15"]
     assert {scan["name"] for scan in client.scans(experiment=scans[0]["experiment"])} <= {s["name"] for s in scans}
     assert {e["name"] for e in client.experiments(PROJECT)} == {"visit1", "visit2"}
-    assert [p["name"] for p in client.projects()] == [PROJECT]
+    assert PROJECT in [p["name"] for p in client.projects()]  # the command line's loop may add its own
     assert client.project(trained["project"]["id"])["name"] == PROJECT
 
     first = next(scan for scan in scans if scan["name"] == "scan0")
