@@ -1,6 +1,10 @@
 """Factories for test data: users with roles, projects, scans with real NIfTI frames."""
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nibabel as nib
@@ -136,3 +140,20 @@ def token_headers(client, username: str, password: str = PASSWORD) -> dict[str, 
     response = client.post("/api-token-auth/", data={"username": username, "password": password})
     assert response.status_code == 200, response.data
     return {"Authorization": "Token " + response.get_json()["token"]}
+
+
+@contextmanager
+def dicomweb_server(handler: type[BaseHTTPRequestHandler], **state) -> Iterator[ThreadingHTTPServer]:
+    """A threaded server on loopback with ``state`` set on it; ``.url`` is its DICOMweb source URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    for name, value in state.items():
+        setattr(httpd, name, value)
+    httpd.url = f"dicomweb+http://127.0.0.1:{httpd.server_address[1]}/dicom-web"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

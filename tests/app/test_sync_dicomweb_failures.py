@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +19,7 @@ from sqlalchemy import select
 from app.db import Frame, Scan, db
 from app.services.sync import engine
 from app.storage import Roots
-from tests.factories import write_dicom_volume
+from tests.factories import dicomweb_server, write_dicom_volume
 
 STUDY, OTHER_STUDY = "1.2.826.0.1.3680043.8.498.9.1", "1.2.826.0.1.3680043.8.498.9.2"
 GOOD, BAD, LATER = f"{STUDY}.1", f"{STUDY}.2", f"{OTHER_STUDY}.1"
@@ -93,18 +92,9 @@ def _instances(folder: Path, series: str, study: str, seed: int, slices: int = 4
 @contextmanager
 def pacs(app, series: dict[tuple[str, str], tuple[str, list[bytes]]]) -> Iterator[ThreadingHTTPServer]:
     """The server on loopback, allowed by the app; ``.url`` is its source URL."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Pacs)
-    httpd.daemon_threads = True
-    httpd.series, httpd.failing, httpd.retrieved = series, set(), []
-    httpd.url = f"dicomweb+http://127.0.0.1:{httpd.server_address[1]}/dicom-web"
-    app.config["DICOMWEB_URLS"] = [httpd.url]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with dicomweb_server(_Pacs, series=series, failing=set(), retrieved=[]) as httpd:
+        app.config["DICOMWEB_URLS"] = [httpd.url]
         yield httpd
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def _fetched(project_id: int) -> list[str]:

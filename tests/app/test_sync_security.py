@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import os
-import threading
 import time
 from contextlib import contextmanager
 from datetime import timedelta
@@ -24,7 +23,7 @@ from app.services.errors import Conflict
 from app.services.sync import dicomweb, engine, schedule
 from app.services.sync.base import SourceError, display_url
 from app.services.sync.dicomweb import DicomwebSource
-from tests.factories import Factory, token_headers
+from tests.factories import Factory, dicomweb_server, token_headers
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -48,17 +47,8 @@ class _Recorder(BaseHTTPRequestHandler):
 @contextmanager
 def server(status: int = 200, delay: float = 0.0) -> Iterator[ThreadingHTTPServer]:
     """A recording server on loopback; ``.url`` is its DICOMweb source URL."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    httpd.daemon_threads = True
-    httpd.seen, httpd.status, httpd.delay = [], status, delay
-    httpd.url = f"dicomweb+http://127.0.0.1:{httpd.server_address[1]}/dicom-web"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with dicomweb_server(_Recorder, seen=[], status=status, delay=delay) as httpd:
         yield httpd
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 @pytest.mark.parametrize("text, shown", [
