@@ -33,6 +33,14 @@ def _postgres_database(base_url: str, name: str, action: str) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``database`` every test whose fixtures reach a database: the PostgreSQL run selects them with
+    ``-m database``, as the rest (networks, storage, parsers, the fake servers) would only repeat the SQLite run."""
+    for item in items:
+        if "database_factory" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.database)
+
+
 @pytest.fixture(scope="session")
 def database_factory(tmp_path_factory) -> Callable[[str], str]:
     """Make an empty database and return its URL (dropped at the end of the session)."""
