@@ -204,7 +204,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--add-unknown-artifacts", action="store_true")
     sub = command("export", export, "export a project (every project without --project)")
     sub.add_argument("--project")
-    sub.add_argument("--format", default="miqa-csv", choices=["miqa-csv", "miqa-json", "csv", "json"])
+    sub.add_argument("--format", default="miqa-csv",
+                     help="miqa-csv (the default), miqa-json, csv or json: the server names the formats it writes")
     sub.add_argument("-o", "--output", required=True)
     sub = command("decisions", decisions, "a project's decisions as CSV or JSON")
     sub.add_argument("--project", required=True)

@@ -153,6 +153,9 @@ def test_exit_codes_and_one_line_errors(server, cli_env, tmp_path):
     usage = cli(cli_env, "promote")
     assert usage.returncode == 2 and "RUN_OR_VERSION" in usage.stderr
     refused(cli(cli_env, "import", str(tmp_path / "missing.csv")), 2, "no such file")
+    refused(cli(cli_env, "export", "--format", "xlsx", "-o", str(tmp_path / "x.xlsx")), 1,
+            "format must be one of miqa-csv, miqa-json, csv, json")
+    assert not (tmp_path / "x.xlsx").exists()
 
     token = json.loads((Path(cli_env["QCLOOP_CONFIG_DIR"]) / "credentials.json").read_text())["token"]
     with server.app.app_context():
