@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from app.services.transfer.model import FLIPPED, MIQA_ALIASES, MIQA_INVERTED, DecisionIn, ProjectIn, Problems
+from app.services.transfer.model import FLIPPED, MIQA_ALIASES, MIQA_INVERTED, DecisionIn, ProjectIn
+from app.services.transfer.problems import Problems
 
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # an artifact entry's key (app.services.vocabulary)
 

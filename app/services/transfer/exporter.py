@@ -19,9 +19,10 @@ from app.db import (
 from app.services import imaging, volumes
 from app.services.errors import InvalidInput, ServiceError
 from app.services.transfer import full, miqa_csv, miqa_json, people
-from app.services.transfer.model import (
-    MIQA_INVERTED, VOXEL, WORLD, DecisionOut, EvaluationOut, ExperimentOut, ProjectOut, ScanOut, format_time, miqa_states,
+from app.services.transfer.export_model import (
+    DecisionOut, EvaluationOut, ExperimentOut, ProjectOut, ScanOut, format_time, miqa_states,
 )
+from app.services.transfer.model import MIQA_INVERTED, VOXEL, WORLD
 
 from app.storage import StorageError, resolve
 

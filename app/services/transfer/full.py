@@ -8,10 +8,11 @@ from typing import Any, Callable, Iterator
 
 from app.services.transfer import people
 from app.services.transfer.csvfile import CsvSink, CsvSource
+from app.services.transfer.export_model import format_location, format_time, location_object
 from app.services.transfer.model import (
     ARTIFACT_STATES, FULL_CSV_FIELDS, VOXEL, DecisionIn, Document, EvaluationIn, ExperimentIn, FrameIn,
-    ModelVersionIn, ScanIn, clean, format_location, format_time, location_object, parse_frame_number,
-    parse_location, parse_scan_type, parse_space, parse_time, set_once, shared,
+    ModelVersionIn, ScanIn, clean, parse_frame_number, parse_location, parse_scan_type, parse_space, parse_time,
+    set_once, shared,
 )
 
 COLUMNS = [

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from app.db import NOTE_MAX_LENGTH
 
 if TYPE_CHECKING:
-    from app.services.transfer.model import ProjectIn, Problems
+    from app.services.transfer.model import ProjectIn
+    from app.services.transfer.problems import Problems
 
 NAME_MAX_LENGTH = 255
 LOCATION_MAX_LENGTH = 2000

@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from app.services.transfer.csvfile import CsvSink, CsvSource
+from app.services.transfer.export_model import format_location, format_time, miqa_present
 from app.services.transfer.model import (
-    MIQA_CSV_FIELDS, WORLD, DecisionIn, Document, ExperimentIn, FrameIn, ScanIn, clean, format_location, format_time,
-    miqa_present, parse_frame_number, parse_location, parse_scan_type, parse_time, set_once, shared, split_names,
+    MIQA_CSV_FIELDS, WORLD, DecisionIn, Document, ExperimentIn, FrameIn, ScanIn, clean, parse_frame_number,
+    parse_location, parse_scan_type, parse_time, set_once, shared, split_names,
 )
 
 COLUMNS = [

@@ -12,10 +12,11 @@ from typing import Any, BinaryIO, Callable, Iterator
 import ijson
 
 from app.services.transfer import people
+from app.services.transfer.export_model import format_location, format_time, location_object, miqa_present
 from app.services.transfer.model import (
     ARTIFACT_STATES, JSON_FIELDS, VOXEL, WORLD, DecisionIn, Document, EvaluationIn, ExperimentIn, FrameIn,
-    ModelVersionIn, ProjectIn, ScanIn, clean, format_location, format_time, location_object, miqa_present,
-    parse_frame_number, parse_location, parse_scan_type, parse_space, parse_time, set_once, split_names, split_states,
+    ModelVersionIn, ProjectIn, ScanIn, clean, parse_frame_number, parse_location, parse_scan_type, parse_space,
+    parse_time, set_once, split_names, split_states,
 )
 
 FULL_FORMAT = "qcloop-full"

@@ -14,7 +14,8 @@ from sqlalchemy import func, select, update
 
 from app.db import ROLES, Decision, Membership, Project, User, db
 from app.services import projects, users
-from app.services.transfer.model import Document, MemberIn, Problems, clean
+from app.services.transfer.model import Document, MemberIn, clean
+from app.services.transfer.problems import Problems
 
 COUNTERS = ("users_added", "memberships_changed")
 

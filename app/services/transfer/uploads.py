@@ -8,7 +8,8 @@ from app.db import Frame, Project, Scan, User, db
 from app.services import access, frames, imaging, projects
 from app.services.errors import Conflict, InvalidInput
 from app.services.loaders import load
-from app.services.transfer.model import Problems, parse_frame_number, parse_scan_type
+from app.services.transfer.model import parse_frame_number, parse_scan_type
+from app.services.transfer.problems import Problems
 from app.storage import Roots
 from app.storage.identity import Stored, store, suffix_of
 
