@@ -9,7 +9,7 @@ from app.api.pagination import PageArgs, paginate
 from app.api.schemas.base import page_of
 from app.api.schemas.training import PromotionSchema, RunSchema, TrainingSettingsSchema
 from app.auth.permissions import permission
-from app.db import Project, db
+from app.db import Project
 from app.services import projects, promotion, training
 from app.services.loaders import load
 
@@ -34,7 +34,6 @@ def start_run(project_id: int):
     Bad data fails the run (state "failed", error says why). The answer's ``report`` says how the run
     was evaluated, each output's held-out AUC with its 95% interval, outputs left out and why."""
     run = training.start_run(load(Project, project_id), current_user, json_object())
-    db.session.commit()
     return training.run_status(run)
 
 
@@ -58,7 +57,6 @@ def get_run(run_id: int):
 @permission("project", "admin")
 def cancel_run(run_id: int):
     run = training.cancel_run(training.get_run(run_id))
-    db.session.commit()
     return training.run_status(run)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from flask import current_app
 from sqlalchemy import select
 
-from app.db import Frame, db
+from app.db import Frame, boundary, db
 from app.services import frames as frame_service
 from app.services import projects, users, vocabulary
 from app.services.phantoms import add_artifact, brain_phantom, to_uint16
@@ -140,7 +140,7 @@ def train_demo_model(project_name: str, progress) -> RunStatus | None:
     if db.session.scalar(select(ModelVersion.id).where(ModelVersion.project_id == project.id).limit(1)):
         return None
     run = training.create_run(project, None, dict(DEMO_TRAINING))
-    db.session.commit()
+    boundary.commit()
     progress(f"training the demo model (run {run.id}): about a minute")
     jobs.run_job(run.job_id)
     db.session.expire_all()

@@ -158,7 +158,6 @@ def promote_run(project_id: int, run_id: int, user: User | None, force: Any = Fa
     audit.record("model.force_promote" if forced else "model.promote", actor=user, project_id=project_id,
                  target=("model_version", candidate.id), registry_name=name, version=candidate.version,
                  previous_champion=current, training_run=run.id, comparison=comparison)
-    db.session.commit()
     log.info("%s version %s promoted to champion (was %s)%s", name, candidate.version, current,
              " by force" if forced else "")
     evaluations.score_unscored(project_id, user)

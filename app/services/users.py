@@ -281,7 +281,6 @@ def user_for_token(raw: str) -> User:
         raise Unauthorized("User inactive or deleted.")
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         token.last_used_at = now
-        db.session.commit()
     return token.user
 
 
