@@ -343,11 +343,12 @@ def train(project_name: str, epochs: int | None, init: str, arch: str | None, fi
     prints a progress line whenever it changes until the run ends; --no-wait returns at once,
     --inline trains here without a worker. Exits non-zero with the reason when the run fails.
     """
-    from app.db import boundary
+    from app.db import TrainingRun, boundary
     from app.db import db as database
     from app.services import projects
     from app.services import training as training_service
     from app.services.errors import ServiceError
+    from app.services.loaders import load
 
     preflight()
     project = projects.find_project(project_name)
@@ -380,7 +381,7 @@ def train(project_name: str, epochs: int | None, init: str, arch: str | None, fi
     else:
         job = follow_job(run.job_id)
     database.session.expire_all()
-    status = training_service.run_status(training_service.get_run(run.id))
+    status = training_service.run_status(load(TrainingRun, run.id))
     if job.state != "succeeded":
         raise click.ClickException(f"training run {run.id} {job.state}: {status.error or job.message}")
     version = status.model_version

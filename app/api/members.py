@@ -14,9 +14,9 @@ from app.api.schemas.users import (
 )
 from app.auth.permissions import permission
 from app.auth.routes import csrf_exempt
-from app.db import ROLES, Membership, Project
+from app.db import ROLES, Invitation, Membership, Project
 from app.services import invitations, members
-from app.services.loaders import load
+from app.services.loaders import load, load_one
 
 blp = Blueprint("members", __name__, description="Project members, invitations, mail about a scan")
 
@@ -81,7 +81,7 @@ def add_member(body: dict, project_id: int):
 @permission("project", "admin")
 def change_member(body: dict, project_id: int, user_id: int):
     members.change_role(project_id, user_id, body["role"], current_user)
-    return _member(members.get_membership(project_id, user_id))
+    return _member(load_one(Membership, project_id=project_id, user_id=user_id))
 
 
 @blp.route("/projects/<int:project_id>/members/<int:user_id>", methods=["DELETE"])
@@ -114,7 +114,7 @@ def invite(body: dict, project_id: int):
 @blp.response(204, description="revoked")
 @permission("project", "admin")
 def revoke_invitation(project_id: int, invitation_id: int):
-    invitations.revoke(invitations.get_for_project(project_id, invitation_id), current_user)
+    invitations.revoke(load(Invitation, invitation_id, project_id=project_id), current_user)
 
 
 @blp.route("/invitations/<invite_token>", methods=["GET"])

@@ -9,7 +9,7 @@ from app.api.pagination import PageArgs, paginate
 from app.api.schemas.base import page_of
 from app.api.schemas.training import PromotionSchema, RunSchema, TrainingSettingsSchema
 from app.auth.permissions import permission
-from app.db import Project
+from app.db import Project, TrainingRun
 from app.services import projects, promotion, training
 from app.services.loaders import load
 
@@ -49,14 +49,14 @@ def list_runs(page: dict, project_id: int):
 @blp.response(200, RunSchema)
 @permission("project", "collaborator")
 def get_run(run_id: int):
-    return training.run_status(training.get_run(run_id))
+    return training.run_status(load(TrainingRun, run_id))
 
 
 @blp.route("/training-runs/<int:run_id>/cancel", methods=["POST"])
 @blp.response(200, RunSchema)
 @permission("project", "admin")
 def cancel_run(run_id: int):
-    run = training.cancel_run(training.get_run(run_id))
+    run = training.cancel_run(load(TrainingRun, run_id))
     return training.run_status(run)
 
 

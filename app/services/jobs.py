@@ -26,7 +26,8 @@ from sqlalchemy import and_, create_engine, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from app.db import Job, User, boundary, db, utcnow
-from app.services.errors import Conflict, NotFound, ServiceError
+from app.services.errors import Conflict, ServiceError
+from app.services.loaders import load
 
 log = logging.getLogger(__name__)
 
@@ -193,11 +194,9 @@ def submit(job: Job) -> Job:
 
 
 def get_job(job_id: int) -> Job:
+    """A job by id, after ending those whose worker is gone (so its state is current)."""
     reap_abandoned()
-    job = db.session.get(Job, job_id)
-    if job is None:
-        raise NotFound("Not found.")
-    return job
+    return load(Job, job_id)
 
 
 def list_jobs(project_id: int | None = None, limit: int = 50) -> list[Job]:

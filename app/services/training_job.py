@@ -26,7 +26,7 @@ from app.db import Job, ModelVersion, Project, TrainingRun, boundary, db, utcnow
 from app.services import evaluations, frames, jobs, vocabulary
 from app.services.errors import InvalidInput
 from app.services.loaders import load
-from app.services.training import candidate_outputs, get_run, is_2d, label_settings, records
+from app.services.training import candidate_outputs, is_2d, label_settings, records
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def run_training(params: dict[str, Any], ctx: jobs.JobContext) -> dict[str, Any]
     from training.progress import TrainingCancelled
 
     run_id = params["run_id"]
-    run = get_run(run_id)
+    run = load(TrainingRun, run_id)
     run.job_id, run.state = ctx.job_id, "running"
     boundary.commit()
     try:
@@ -135,7 +135,7 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
         outputs = [o for o in candidates if o.kind == "usable" or o.key in params["artifacts"]]
         skipped = {}
     if skipped:  # said at once: the page and the CLI show what will not be trained and why
-        row = get_run(run.id)
+        row = load(TrainingRun, run.id)
         row.params = {**row.params, "skipped_outputs": skipped}
         boundary.commit()
     dataset = build_dataset(scans, outputs, settings, seed=params["seed"], val_fraction=params["val_fraction"],
@@ -170,7 +170,7 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
 
     def mlflow_run_opened(mlflow_run_id: str, experiment_id: str) -> None:
         """Record the MLflow run at once: a run that fails from here on still links to it."""
-        row = get_run(run.id)
+        row = load(TrainingRun, run.id)
         row.mlflow_run_id = mlflow_run_id
         row.params = {**row.params, "mlflow_experiment_id": experiment_id}
         boundary.commit()
@@ -225,7 +225,7 @@ def _record_result(run_id: int, project: Project, params: dict[str, Any], output
                                  metrics=metrics)
     db.session.add(model_version)
     db.session.flush()
-    run = get_run(run_id)
+    run = load(TrainingRun, run_id)
     run.params = {**params, "arch": result.arch, "spatial_size": list(result.preprocessing["spatial_size"]),
                   "preprocessing": result.preprocessing, "outputs": [o.key for o in outputs],
                   "skipped_outputs": skipped, "dataset_hash": result.dataset_hash,
