@@ -1,6 +1,6 @@
 """Training runs: started, read and cancelled here, trained by :mod:`app.services.training_job`.
 
-Services flush; the caller commits (the API or page route, the CLI), except where a job boundary
+Services flush; the request boundary or the CLI commits (:mod:`app.db.boundary`), except where a job boundary
 commits for it: ``jobs.enqueue`` commits the new run with its job row so the worker can read both.
 """
 from __future__ import annotations
