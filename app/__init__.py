@@ -54,7 +54,8 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     init_static(app)
     init_headers(app)
 
-    from app.errors import register_error_handlers
+    from app.db.boundary import init_request_boundary
+    from app.errors import commit_failed, register_error_handlers
     from app.auth import init_auth
 
     init_auth(app)
@@ -67,6 +68,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin_bp, url_prefix="/admin")
     init_api(app)
     register_error_handlers(app)  # after the API, so these handlers replace flask-smorest's
+    init_request_boundary(app, commit_failed)  # the last after_request hook, so it runs first
 
     from app.services import job_kinds  # noqa: F401 - registers the job handlers
 

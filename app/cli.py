@@ -75,14 +75,14 @@ def db_upgrade(revision: str) -> None:
     """Bring the schema to a revision and seed the default vocabulary."""
     import flask_migrate
 
-    from app.db import db as database
+    from app.db import boundary
     from app.services import vocabulary
 
     preflight(need_tables=False)
     flask_migrate.upgrade(revision=revision)
     if revision == "head":
         vocabulary.seed_defaults()
-        database.session.commit()
+        boundary.commit()
     click.echo(f"database at {revision}")
 
 
@@ -107,6 +107,7 @@ def users() -> None:
 @click.option("--password", default=None, help="Prompted for when omitted.")
 @click.option("--superuser", is_flag=True, help="Give every right in every project.")
 def users_create(username: str, email: str | None, password: str | None, superuser: bool) -> None:
+    from app.db import boundary
     from app.db import db as database
     from app.services import users as user_service
     from app.services.errors import ServiceError
@@ -116,7 +117,7 @@ def users_create(username: str, email: str | None, password: str | None, superus
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
         user = user_service.create_user(username, password, email=email, is_superuser=superuser)
-        database.session.commit()
+        boundary.commit()
     except ServiceError as err:
         database.session.rollback()
         raise click.ClickException(err.message) from err
@@ -128,6 +129,7 @@ def users_create(username: str, email: str | None, password: str | None, superus
 @click.option("--password", default=None, help="Prompted for when omitted.")
 def users_set_password(username: str, password: str | None) -> None:
     """Set a user's password (e.g. a lost demo admin password)."""
+    from app.db import boundary
     from app.db import db as database
     from app.services import users as user_service
     from app.services.errors import ServiceError
@@ -140,7 +142,7 @@ def users_set_password(username: str, password: str | None) -> None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
         user_service.set_password(user, password)
-        database.session.commit()
+        boundary.commit()
     except ServiceError as err:
         database.session.rollback()
         raise click.ClickException(err.message) from err
@@ -161,6 +163,7 @@ def projects_group() -> None:
               help="Make this account the project's admin (default: no member; a superuser adds them).")
 def projects_create(name: str, template: str | None, admin_name: str | None) -> None:
     """Create an empty project (audited)."""
+    from app.db import boundary
     from app.db import db as database
     from app.services import projects
     from app.services import users as user_service
@@ -174,7 +177,7 @@ def projects_create(name: str, template: str | None, admin_name: str | None) -> 
             raise click.ClickException(f"no user named {admin_name!r}")
     try:
         project = projects.create_project(name, admin, template)
-        database.session.commit()
+        boundary.commit()
     except ServiceError as err:
         database.session.rollback()
         raise click.ClickException(err.message) from err
@@ -248,7 +251,7 @@ def worker(threads: int) -> None:
 @click.option("--admin-username", default="admin", show_default=True)
 def demo(admin_username: str) -> None:
     """Build (or reuse) the demo project of phantom brain volumes and its admin account."""
-    from app.db import db as database
+    from app.db import boundary
     from app.services import demo as demo_service
 
     preflight()
@@ -256,7 +259,7 @@ def demo(admin_username: str) -> None:
     generated = password is None
     password = password or secrets.token_urlsafe(12)
     summary = demo_service.build_demo(admin_username, password)
-    database.session.commit()
+    boundary.commit()
     click.echo(
         f"demo project {summary['project']!r}: {summary['experiments']} experiments, "
         f"{summary['scans']} scans, {summary['frames']} frames ({summary['created_frames']} new)"
@@ -340,10 +343,12 @@ def train(project_name: str, epochs: int | None, init: str, arch: str | None, fi
     prints a progress line whenever it changes until the run ends; --no-wait returns at once,
     --inline trains here without a worker. Exits non-zero with the reason when the run fails.
     """
+    from app.db import TrainingRun, boundary
     from app.db import db as database
     from app.services import projects
     from app.services import training as training_service
     from app.services.errors import ServiceError
+    from app.services.loaders import load
 
     preflight()
     project = projects.find_project(project_name)
@@ -364,7 +369,7 @@ def train(project_name: str, epochs: int | None, init: str, arch: str | None, fi
     try:
         run = training_service.create_run(project, None, body) if inline else \
             training_service.start_run(project, None, body)
-        database.session.commit()
+        boundary.commit()
     except ServiceError as err:
         database.session.rollback()
         raise click.ClickException(err.message) from err
@@ -376,7 +381,7 @@ def train(project_name: str, epochs: int | None, init: str, arch: str | None, fi
     else:
         job = follow_job(run.job_id)
     database.session.expire_all()
-    status = training_service.run_status(training_service.get_run(run.id))
+    status = training_service.run_status(load(TrainingRun, run.id))
     if job.state != "succeeded":
         raise click.ClickException(f"training run {run.id} {job.state}: {status.error or job.message}")
     version = status.model_version
@@ -476,6 +481,7 @@ def _refused(err) -> click.ClickException:
 def import_command(file: Path, project_name: str | None, mode: str, dry_run: bool, create_project: bool,
                    add_unknown_artifacts: bool) -> None:
     """Import a MIQA CSV/JSON or qcloop full CSV/JSON file, all or nothing."""
+    from app.db import boundary
     from app.db import db as database
     from app.services.errors import ServiceError
     from app.services.transfer import importer, tasks
@@ -494,7 +500,7 @@ def import_command(file: Path, project_name: str | None, mode: str, dry_run: boo
     if dry_run:
         database.session.rollback()
     else:
-        database.session.commit()
+        boundary.commit()
         tasks.frames_added(summary)
     _print_summary(summary)
 

@@ -75,7 +75,7 @@ def jobs_group() -> None:
 @click.option("--limit", default=50, show_default=True, type=int)
 def list_command(project_name: str | None, limit: int) -> None:
     """The newest jobs with state, progress and why they failed; jobs whose worker is gone end here."""
-    from app.db import db
+    from app.db import boundary
     from app.services import jobs, projects
 
     preflight()
@@ -91,7 +91,7 @@ def list_command(project_name: str | None, limit: int) -> None:
             line += f" on {job.worker}"
         detail = job.error if job.state == "failed" else job.message
         click.echo(f"{line}: {detail}" if detail else line)
-    db.session.commit()
+    boundary.commit()
 
 
 @jobs_group.command("cancel")

@@ -20,15 +20,18 @@ def _project(name: str):
 
 
 def _service_call(function, *args):
-    """Run a service call; its refusal becomes one line and a non-zero exit."""
-    from app.db import db
+    """Run a service call and commit its writes (the command's boundary); its refusal becomes one line and a
+    non-zero exit."""
+    from app.db import boundary
     from app.services.errors import ServiceError
 
     try:
-        return function(*args)
+        result = function(*args)
     except ServiceError as err:
-        db.session.rollback()
+        boundary.rollback()
         raise click.ClickException(err.message) from err
+    boundary.commit()
+    return result
 
 
 def say_waiting_evaluations(project) -> None:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, redirect, render_template, request, url_for
+from flask import Flask, Response, jsonify, make_response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from app.db import AppendOnlyError, db
+from app.db import AppendOnlyError, boundary
 from app.services.errors import ServiceError, Unauthorized
 from app.storage import StorageError
 
@@ -37,7 +37,7 @@ def _invalid_field_names(messages: dict) -> list[str]:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def service_error(err: ServiceError):
-        db.session.rollback()  # a refused request leaves nothing half-written behind
+        boundary.rollback()  # a refused request leaves nothing half-written behind
         if isinstance(err, Unauthorized) and not wants_json():
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         answer = app.make_response(_answer(err.status, err.code, err.message, err.details))
@@ -47,16 +47,19 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(StorageError)
     def storage_error(err: StorageError):
+        boundary.rollback()
         return _answer(400, "storage", str(err))
 
     @app.errorhandler(AppendOnlyError)
     def append_only(err: AppendOnlyError):
+        boundary.rollback()
         return _answer(409, "append_only", str(err))
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException):
         if err.code is None or err.code < 400:
             return err
+        boundary.rollback()
         details = {}
         data = getattr(err, "data", None)
         # flask-smorest / webargs put field messages in err.data["messages"].
@@ -81,12 +84,17 @@ def register_error_handlers(app: Flask) -> None:
         # Python's JSON parser recurses once per level, so its recursion limit is the depth limit of every
         # request body, however it is read (Flask's get_json, webargs): past it the client is at fault.
         if "decoding a JSON" in str(err):
-            db.session.rollback()
+            boundary.rollback()
             return _answer(400, "invalid", "the JSON is nested too deeply")
         return unexpected(err)
 
     @app.errorhandler(Exception)
     def unexpected(err: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
-        db.session.rollback()  # a failed statement must not poison what else shares this session
+        boundary.rollback()  # a failed statement must not poison what else shares this session
         return _answer(500, "internal", "internal error; it has been logged")
+
+
+def commit_failed() -> Response:
+    """The answer when the database refuses a request's commit: an error, never the success the view meant."""
+    return make_response(_answer(500, "internal", "the change could not be stored; it has been logged"))

@@ -16,7 +16,7 @@ from werkzeug.utils import secure_filename
 
 from app.admin import bp
 from app.auth.permissions import permission
-from app.db import Project, db
+from app.db import Project
 from app.services.errors import InvalidInput, ServiceError
 from app.services.loaders import load
 from app.services.sync import engine as sync_engine
@@ -112,7 +112,6 @@ def frame_upload(project_id: int):
     form = {name: request.form.get(name, "") for name in ("experiment", "scan_name", "scan_type", "frame_number")}
     frame = uploads.upload_frame(current_user, upload.stream if upload else None,
                                  upload.filename if upload else "", {**form, "project": str(project.id)})
-    db.session.commit()
     flash(f"Uploaded {upload.filename} as frame {frame.frame_number} of {form['experiment']} / "
           f"{form['scan_name']}, stored as {frame.file_location}.", "info")
     return redirect(_here(project))
@@ -140,7 +139,6 @@ def sync_start(project_id: int):
         job = sync_schedule.start_sync(project, request.form.get("source", ""), current_user,
                                        every_minutes=_schedule(request.form))
     except ServiceError as err:
-        db.session.rollback()
         flash(f"Not synced: {err.message}", "error")
         return _page(project), err.status
     flash(f"Sync of {display_url(request.form.get('source', '').strip())} started (job {job.id}): "

@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 
 from app.admin import bp
 from app.auth.permissions import permission
-from app.db import ROLES, Invitation, Project, User, db
+from app.db import ROLES, Invitation, Project, User, boundary
 from app.services import audit_log, invitations, mail, members, overview, users
 from app.services.loaders import load
 from app.services.errors import ServiceError
@@ -19,13 +19,12 @@ AUDIT_PAGE = 100
 
 
 def _attempt(action: Callable[[], object], success: str, target: str) -> Response:
-    """Run a change, commit it and flash ``success``; a domain error is rolled back and flashed."""
+    """Run a change (the request boundary commits it) and flash ``success``; a refusal is rolled back and flashed."""
     try:
         action()
-        db.session.commit()
         flash(success, "info")
     except ServiceError as err:
-        db.session.rollback()
+        boundary.rollback()
         flash(err.message, "error")
     return redirect(target)
 
@@ -35,9 +34,8 @@ def _invite(email: str, project: Project | None, role: str, target: str) -> Resp
     try:
         invitation, raw = invitations.invite(email, project, role, current_user)
         link = invitations.unmailed_link(raw)
-        db.session.commit()
     except ServiceError as err:
-        db.session.rollback()
+        boundary.rollback()
         flash(err.message, "error")
         return redirect(target)
     if link is None:

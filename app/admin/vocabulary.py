@@ -6,7 +6,7 @@ from flask_login import current_user
 
 from app.admin import bp
 from app.auth.permissions import permission
-from app.db import ArtifactEntry, DecisionOption, Project, db
+from app.db import ArtifactEntry, DecisionOption, Project, boundary
 from app.services import vocabulary
 from app.services.errors import ServiceError
 from app.services.loaders import load
@@ -59,9 +59,8 @@ def vocabulary_save(project_id: int, kind: str):
             vocabulary.update_entry(model, project_id, int(row_id), fields, current_user)
         else:
             vocabulary.add_entry(model, project_id, fields, current_user)
-        db.session.commit()
         flash("Vocabulary saved.", "info")
     except (ServiceError, ValueError) as err:
-        db.session.rollback()
+        boundary.rollback()
         flash(getattr(err, "message", str(err)), "error")
     return redirect(url_for("admin.vocabulary_page", project_id=project_id))

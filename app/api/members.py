@@ -14,10 +14,9 @@ from app.api.schemas.users import (
 )
 from app.auth.permissions import permission
 from app.auth.routes import csrf_exempt
-from app.db import ROLES, Membership, Project, db
+from app.db import ROLES, Invitation, Membership, Project
 from app.services import invitations, members
-from app.services.errors import ServiceError
-from app.services.loaders import load
+from app.services.loaders import load, load_one
 
 blp = Blueprint("members", __name__, description="Project members, invitations, mail about a scan")
 
@@ -73,7 +72,6 @@ def list_members(page, project_id: int):
 @permission("project", "admin")
 def add_member(body: dict, project_id: int):
     membership = members.add_member(project_id, body["user"], body["role"], current_user)
-    db.session.commit()
     return _member(membership)
 
 
@@ -83,8 +81,7 @@ def add_member(body: dict, project_id: int):
 @permission("project", "admin")
 def change_member(body: dict, project_id: int, user_id: int):
     members.change_role(project_id, user_id, body["role"], current_user)
-    db.session.commit()
-    return _member(members.get_membership(project_id, user_id))
+    return _member(load_one(Membership, project_id=project_id, user_id=user_id))
 
 
 @blp.route("/projects/<int:project_id>/members/<int:user_id>", methods=["DELETE"])
@@ -92,7 +89,6 @@ def change_member(body: dict, project_id: int, user_id: int):
 @permission("project", "admin")
 def remove_member(project_id: int, user_id: int):
     members.change_role(project_id, user_id, None, current_user)
-    db.session.commit()
 
 
 @blp.route("/projects/<int:project_id>/invitations", methods=["GET"])
@@ -111,7 +107,6 @@ def invite(body: dict, project_id: int):
     server the link is not mailed: `invite_url` holds it, in this answer only (null when mailed)."""
     invitation, raw = invitations.invite(body["email"], load(Project, project_id), body["role"], current_user)
     link = invitations.unmailed_link(raw)
-    db.session.commit()
     return Extended(invitation, mailed=link is None, invite_url=link)
 
 
@@ -119,8 +114,7 @@ def invite(body: dict, project_id: int):
 @blp.response(204, description="revoked")
 @permission("project", "admin")
 def revoke_invitation(project_id: int, invitation_id: int):
-    invitations.revoke(invitations.get_for_project(project_id, invitation_id), current_user)
-    db.session.commit()
+    invitations.revoke(load(Invitation, invitation_id, project_id=project_id), current_user)
 
 
 @blp.route("/invitations/<invite_token>", methods=["GET"])
@@ -138,14 +132,8 @@ def show_invitation(invite_token: str):
 @csrf_exempt
 def accept_invitation(body: dict, invite_token: str):
     """Create the invited account and its membership (nothing at all on bad input)."""
-    try:
-        user = invitations.accept(invite_token, body["username"], body["password"], body["first_name"],
-                                  body["last_name"])
-        db.session.commit()
-    except ServiceError:
-        db.session.rollback()
-        raise
-    return user
+    return invitations.accept(invite_token, body["username"], body["password"], body["first_name"],
+                              body["last_name"])
 
 
 @blp.route("/scans/<int:scan_id>/email", methods=["GET"])
@@ -163,5 +151,4 @@ def scan_email_draft(scan_id: int):
 def send_scan_email(body: dict, scan_id: int):
     """Mail members of the scan's project about it; the link to the scan is added to the message."""
     result = members.send_scan_email(scan_id, current_user, body["to"], body["message"], body["subject"])
-    db.session.commit()
     return result

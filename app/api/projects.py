@@ -9,7 +9,6 @@ from app.api.docs import Blueprint
 from app.api.schemas.base import Extended
 from app.api.schemas.review import MyProjectSchema
 from app.auth.permissions import permission
-from app.db import db
 from app.services import projects
 
 blp = Blueprint("projects", __name__, description="Creating projects")
@@ -31,5 +30,4 @@ def create_project(new: dict):
     """Create an empty project; the caller becomes its admin (audited). A taken name is a 409, a bad name
     or an unknown template a 400."""
     project = projects.create_project(new["name"], current_user, new["template"])
-    db.session.commit()
     return Extended(project, my_role="admin")

@@ -22,7 +22,7 @@ from app.api.schemas.review import (
     TaskOverviewSchema,
 )
 from app.auth.permissions import permission
-from app.db import NOTE_MAX_LENGTH, Decision, Experiment, Frame, Project, Scan, db
+from app.db import NOTE_MAX_LENGTH, Decision, Experiment, Frame, Project, Scan
 from app.services import next_scan, review
 from app.services.loaders import load
 
@@ -135,7 +135,6 @@ def lock_experiment(experiment_id: int):
     """Take or renew the review lock (LOCK_MINUTES, 5 by default); 409 with the holder when taken."""
     experiment = load(Experiment, experiment_id)
     review.take_lock(experiment, current_user)
-    db.session.commit()
     return experiment
 
 
@@ -146,7 +145,6 @@ def unlock_experiment(experiment_id: int):
     """Release one's own lock; a project admin may break another reviewer's lock (audited)."""
     experiment = load(Experiment, experiment_id)
     review.release_lock(experiment, current_user, g.project_role)
-    db.session.commit()
     return experiment
 
 
@@ -158,7 +156,6 @@ def set_experiment_note(experiment_id: int):
     """Body ``{"note": "..."}`` (at most 3000 characters)."""
     experiment = review.set_experiment_note(load(Experiment, experiment_id),
                                             json_object(required=True).get("note"))
-    db.session.commit()
     return experiment
 
 
@@ -217,5 +214,4 @@ def create_decision():
     Tier 1 cannot overrule a tier 2 decision (403); unknown decision or artifact, a note over 3000
     characters, a location outside the volume or a scan of another ``project``: 400."""
     decision = review.decide(current_user, json_object())
-    db.session.commit()
     return decision

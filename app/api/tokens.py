@@ -9,7 +9,6 @@ from app.api.pagination import PageArgs, paginate
 from app.api.schemas.base import Extended, page_of
 from app.api.schemas.users import IssuedTokenSchema, TokenSchema
 from app.auth.permissions import permission
-from app.db import db
 from app.services import users
 
 blp = Blueprint("tokens", __name__, description="API tokens of the calling user")
@@ -36,7 +35,6 @@ def list_tokens(page):
 def create_token(body: dict):
     """A new token; its value is in this answer only."""
     token, raw = users.create_token(current_user, body["name"], body["expires_in_days"])
-    db.session.commit()
     return Extended(token, token=raw)
 
 
@@ -45,4 +43,3 @@ def create_token(body: dict):
 @permission("login")
 def revoke_token(token_id: int):
     users.revoke_token(current_user, token_id)
-    db.session.commit()

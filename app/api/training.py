@@ -9,7 +9,7 @@ from app.api.pagination import PageArgs, paginate
 from app.api.schemas.base import page_of
 from app.api.schemas.training import PromotionSchema, RunSchema, TrainingSettingsSchema
 from app.auth.permissions import permission
-from app.db import Project, db
+from app.db import Project, TrainingRun
 from app.services import projects, promotion, training
 from app.services.loaders import load
 
@@ -34,7 +34,6 @@ def start_run(project_id: int):
     Bad data fails the run (state "failed", error says why). The answer's ``report`` says how the run
     was evaluated, each output's held-out AUC with its 95% interval, outputs left out and why."""
     run = training.start_run(load(Project, project_id), current_user, json_object())
-    db.session.commit()
     return training.run_status(run)
 
 
@@ -50,15 +49,14 @@ def list_runs(page: dict, project_id: int):
 @blp.response(200, RunSchema)
 @permission("project", "collaborator")
 def get_run(run_id: int):
-    return training.run_status(training.get_run(run_id))
+    return training.run_status(load(TrainingRun, run_id))
 
 
 @blp.route("/training-runs/<int:run_id>/cancel", methods=["POST"])
 @blp.response(200, RunSchema)
 @permission("project", "admin")
 def cancel_run(run_id: int):
-    run = training.cancel_run(training.get_run(run_id))
-    db.session.commit()
+    run = training.cancel_run(load(TrainingRun, run_id))
     return training.run_status(run)
 
 

@@ -13,7 +13,7 @@ from app.api.schemas.jobs import JobSchema, JobStartedSchema
 from app.api.schemas.review import UploadedFrameSchema
 from app.api.schemas.transfer import ImportSummarySchema
 from app.auth.permissions import permission
-from app.db import Project, db
+from app.db import Project
 from app.services import jobs
 from app.services.errors import InvalidInput
 from app.services.loaders import load
@@ -157,7 +157,6 @@ def upload_frame():
     upload = request.files.get("file") or request.files.get("content")
     frame = uploads.upload_frame(current_user, upload.stream if upload else None,
                                  upload.filename if upload else "", request.form)
-    db.session.commit()
     return frame
 
 

@@ -10,7 +10,6 @@ from app.api.schemas.base import Empty, page_of
 from app.api.schemas.users import AuditEventSchema, UserSchema
 from app.auth import token_from_request
 from app.auth.permissions import permission
-from app.db import db
 from app.services import users as user_service
 
 blp = Blueprint("users", __name__, description="Accounts")
@@ -55,7 +54,6 @@ def logout():
     if raw is not None:
         user = current_user._get_current_object()  # resolved before its token stops authenticating
         user_service.revoke_token_value(raw, actor=user)
-        db.session.commit()
     else:
         logout_user()
     return {}

@@ -7,7 +7,7 @@ from marshmallow import Schema, fields, validate
 from app.api.docs import Blueprint
 from app.api.schemas.vocabulary import EntrySchema, OptionSchema, VocabularySchema
 from app.auth.permissions import permission
-from app.db import DECISION_MEANINGS, ArtifactEntry, DecisionOption, db
+from app.db import DECISION_MEANINGS, ArtifactEntry, DecisionOption
 from app.services import vocabulary
 
 blp = Blueprint("vocabulary", __name__, description="Decision and artifact vocabularies")
@@ -61,7 +61,6 @@ def get_vocabulary(project_id: int):
 @permission("project", "admin")
 def add_option(body: dict, project_id: int):
     option = vocabulary.add_entry(DecisionOption, project_id, body, current_user)
-    db.session.commit()
     return option
 
 
@@ -71,7 +70,6 @@ def add_option(body: dict, project_id: int):
 @permission("project", "admin")
 def update_option(body: dict, project_id: int, option_id: int):
     option = vocabulary.update_entry(DecisionOption, project_id, option_id, body, current_user)
-    db.session.commit()
     return option
 
 
@@ -81,7 +79,6 @@ def update_option(body: dict, project_id: int, option_id: int):
 @permission("project", "admin")
 def add_artifact(body: dict, project_id: int):
     entry = vocabulary.add_entry(ArtifactEntry, project_id, body, current_user)
-    db.session.commit()
     return entry
 
 
@@ -91,5 +88,4 @@ def add_artifact(body: dict, project_id: int):
 @permission("project", "admin")
 def update_artifact(body: dict, project_id: int, entry_id: int):
     entry = vocabulary.update_entry(ArtifactEntry, project_id, entry_id, body, current_user)
-    db.session.commit()
     return entry

@@ -20,7 +20,6 @@ from app.auth.forms import (
     TokenForm,
 )
 from app.auth.permissions import permission
-from app.db import db
 from app.services import invitations, keymaps, users
 from app.services import login as logins
 from app.services.errors import ServiceError
@@ -53,7 +52,6 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         outcome = logins.log_in(form.username.data, form.password.data, via="form")
-        db.session.commit()  # a refusal is counted and audited too
         if outcome.user is None:
             status = 429 if outcome.refusal == "throttled" else 400
             return _page("auth/login.html", status, outcome.retry_after, form=form, error=outcome.message)
@@ -83,7 +81,6 @@ def api_token_auth():
     if missing:
         return jsonify(missing), 400
     outcome = logins.log_in(username, password, via="token")
-    db.session.commit()  # a refusal is counted and audited too
     if outcome.refusal == "throttled":
         response = jsonify({"error": "throttled", "detail": outcome.message, "retry_after": outcome.retry_after})
         response.status_code = 429
@@ -105,9 +102,7 @@ def signup():
         try:
             users.sign_up(form.username.data, form.email.data, form.password.data,
                           form.first_name.data or "", form.last_name.data or "")
-            db.session.commit()
-        except ServiceError as err:
-            db.session.rollback()
+        except ServiceError as err:  # the refusal's page: the request boundary rolls back
             return _page("auth/signup.html", err.status, form=form, error=err.message)
         flash("Thank you. A superuser will approve your account; you can log in once they have.", "info")
         return redirect(url_for("auth.login"))
@@ -121,9 +116,7 @@ def forgot_password():
     if form.validate_on_submit():
         try:
             logins.request_password_reset(form.login.data)
-            db.session.commit()
         except ServiceError as err:
-            db.session.rollback()
             return _page("auth/forgot.html", err.status, err.details.get("retry_after"), form=form, error=err.message)
         flash("If an active account has that name or address, a reset link is on its way to its email address.",
               "info")
@@ -139,9 +132,7 @@ def reset_password(reset_token: str):
     if form.validate_on_submit():
         try:
             users.reset_password(reset_token, form.password.data)
-            db.session.commit()
         except ServiceError as err:
-            db.session.rollback()
             return _page("auth/reset.html", err.status, form=form, account=account, error=err.message)
         flash("Your password is changed; log in with it.", "info")
         return redirect(url_for("auth.login"))
@@ -158,9 +149,7 @@ def accept_invite(invite_token: str):
         try:
             user = logins.accept_invitation(invite_token, form.username.data, form.password.data,
                                             form.first_name.data or "", form.last_name.data or "")
-            db.session.commit()
         except ServiceError as err:
-            db.session.rollback()
             return _page("auth/invite.html", err.status, form=form, invitation=invitation, error=err.message)
         logout_user()
         login_user(user)
@@ -191,9 +180,7 @@ def change_password():
         return _profile(400, password_form=form)
     try:
         users.change_password(current_user, form.current_password.data, form.password.data)
-        db.session.commit()
     except ServiceError as err:
-        db.session.rollback()
         form.current_password.errors = [err.message]
         return _profile(err.status, password_form=form)
     # The new password ended every session; this one starts again (remembered if it was).
@@ -212,9 +199,7 @@ def set_keymap():
         return _profile(400, keymap_form=form)
     try:
         keymaps.set_keymap(current_user, form.keymap.data or "")
-        db.session.commit()
     except ServiceError as err:
-        db.session.rollback()
         form.keymap.errors = [err.message]
         return _profile(err.status, keymap_form=form)
     flash(f"The review page now uses {keymaps.KEYMAPS[current_user.keymap].label}'s keys.", "info")
@@ -230,9 +215,7 @@ def create_token():
         return _profile(400, token_form=form)
     try:
         _, raw = users.create_token(current_user, form.name.data or "", form.expires_in_days.data)
-        db.session.commit()
     except ServiceError as err:
-        db.session.rollback()
         form.name.errors = [err.message]
         return _profile(err.status, token_form=form)
     return _profile(201, new_token=raw)
@@ -242,6 +225,5 @@ def create_token():
 @permission("login")
 def revoke_token(token_id: int):
     token = users.revoke_token(current_user, token_id)
-    db.session.commit()
     flash(f"Token {token.prefix}… is revoked.", "info")
     return redirect(url_for("auth.profile"))

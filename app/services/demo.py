@@ -15,9 +15,10 @@ import numpy as np
 from flask import current_app
 from sqlalchemy import select
 
-from app.db import Frame, db
+from app.db import Frame, boundary, db
 from app.services import frames as frame_service
 from app.services import projects, users, vocabulary
+from app.services.loaders import load
 from app.services.phantoms import add_artifact, brain_phantom, to_uint16
 from app.storage import relative_location
 
@@ -135,23 +136,23 @@ def _build_history(project, data_root: Path, counts: dict[str, int]) -> int:
 def train_demo_model(project_name: str, progress) -> RunStatus | None:
     """Train the demo's first model and let it score every scan (in this process); None when the
     project already has a model version (a second `make demo` keeps what the first built)."""
-    from app.db import Job, ModelVersion
+    from app.db import Job, ModelVersion, TrainingRun
     from app.services import jobs, promotion, training
 
     project = projects.find_project(project_name)
     if db.session.scalar(select(ModelVersion.id).where(ModelVersion.project_id == project.id).limit(1)):
         return None
     run = training.create_run(project, None, dict(DEMO_TRAINING))
-    db.session.commit()
+    boundary.commit()
     progress(f"training the demo model (run {run.id}): a couple of minutes on a CPU")
     jobs.run_job(run.job_id)
     db.session.expire_all()
-    summary = training.run_status(training.get_run(run.id))
+    summary = training.run_status(load(TrainingRun, run.id))
     version = summary.model_version
     if version is not None and version.alias != "champion":  # the demo shows the loop: promote it, say why
         progress(f"promoting it for the demo although {summary.report.champion_gate}")
         promotion.promote_run(project.id, run.id, None, force=True)
-        summary = training.run_status(training.get_run(run.id))
+        summary = training.run_status(load(TrainingRun, run.id))
     for job_id in db.session.scalars(select(Job.id).where(Job.project_id == project.id, Job.state == "queued",
                                                           Job.kind.in_(("frames.checksum", "evaluation")))
                                      .order_by(Job.id)):

@@ -17,7 +17,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import and_, exists, or_, select, update
 
-from app.db import Evaluation, Experiment, Frame, Job, ModelVersion, Project, Scan, User, db
+from app.db import Evaluation, Experiment, Frame, Job, ModelVersion, Project, Scan, User, boundary, db
 from app.services import jobs, review, vocabulary
 from app.services.errors import Conflict, InvalidInput, NotFound, ServiceError, TooLarge
 from app.services.imaging import NIFTI_SUFFIXES
@@ -118,7 +118,7 @@ def create_job(project: Project, body: dict[str, Any]) -> Job:
     """The job row without queuing it (the CLI's --inline runs it in its own process)."""
     job = Job(kind="evaluation", params=job_params(project, body), project_id=project.id)
     db.session.add(job)
-    db.session.commit()
+    boundary.commit()
     return job
 
 
@@ -188,7 +188,7 @@ def run_evaluation(params: dict[str, Any], ctx: jobs.JobContext) -> dict[str, An
                 counts["scored"] += 1
             db.session.add(row)
             if (index + 1) % BATCH == 0 or index + 1 == len(frames):
-                db.session.commit()
+                boundary.commit()
                 ctx.progress((index + 1) / max(1, len(frames)),
                              f"{model.registry_name} v{model.version}: {index + 1}/{len(frames)} frames")
     except BaseException as err:
@@ -197,7 +197,7 @@ def run_evaluation(params: dict[str, Any], ctx: jobs.JobContext) -> dict[str, An
         raise
     db.session.execute(update(Evaluation).where(Evaluation.job_id == ctx.job_id, Evaluation.state == "pending")
                        .values(state="scored"))
-    db.session.commit()
+    boundary.commit()
     return {"model_version_id": model.id, "version": model.version, "frames": len(frames), **counts}
 
 
@@ -209,7 +209,7 @@ def _abandoned(job: Job, state: str, reason: str) -> None:
 def _fail_pending(job_id: int, reason: str) -> None:
     db.session.execute(update(Evaluation).where(Evaluation.job_id == job_id, Evaluation.state == "pending")
                        .values(state="failed", error=f"evaluation job {job_id} did not complete: {reason}"))
-    db.session.commit()
+    boundary.commit()
 
 
 def history(scan: Scan) -> list[Evaluation]:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 from flask import current_app
 from sqlalchemy import exists, select, update
 
-from app.db import Experiment, Frame, Job, Scan, User, db
+from app.db import Experiment, Frame, Job, Scan, User, boundary, db
 from app.services import evaluations, imaging, jobs, projects
 from app.storage import Roots, local_copy, resolve
 from app.storage import checksum as file_checksum
@@ -90,7 +90,7 @@ def fill_checksums(project_id: int | None = None, frame_ids: list[int] | None = 
     meanwhile is left to the run its change queued.
     """
     rows = _missing(project_id, frame_ids)
-    db.session.commit()
+    boundary.commit()
     roots, report, table = Roots.from_config(), FillReport(), Frame.__table__
     for start in range(0, len(rows), BATCH):
         batch = [(frame_id, location, _hash(frame_id, location, roots, report))
@@ -101,7 +101,7 @@ def fill_checksums(project_id: int | None = None, frame_ids: list[int] | None = 
                     update(table).where(table.c.id == frame_id, table.c.file_location == location,
                                         table.c.checksum.is_(None))
                     .values(checksum=found[0], size_bytes=found[1])).rowcount
-        db.session.commit()
+        boundary.commit()
         done = start + len(batch)
         if progress is not None:
             progress(done / len(rows), f"checksums {done}/{len(rows)}")

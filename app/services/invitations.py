@@ -71,13 +71,6 @@ def is_expired(invitation: Invitation) -> bool:
     return invitation.expires_at <= utcnow()
 
 
-def get_for_project(project_id: int, invitation_id: int) -> Invitation:
-    invitation = db.session.get(Invitation, invitation_id)
-    if invitation is None or invitation.project_id != project_id:
-        raise NotFound("Not found.")
-    return invitation
-
-
 def revoke(invitation: Invitation, actor: User) -> None:
     if invitation.accepted_at is not None:
         raise Conflict("this invitation was already accepted", field="invitation")

@@ -25,8 +25,9 @@ from flask import Flask, current_app
 from sqlalchemy import and_, create_engine, or_, select, update
 from sqlalchemy.exc import OperationalError
 
-from app.db import Job, User, db, utcnow
-from app.services.errors import Conflict, NotFound, ServiceError
+from app.db import Job, User, boundary, db, utcnow
+from app.services.errors import Conflict, ServiceError
+from app.services.loaders import load
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def end_abandoned(job: Job, state: str, reason: str, *, only_if=None) -> bool:
     values = {"error": reason} if state == "failed" else {"message": f"cancelled: {reason}"}
     ended = db.session.execute(update(Job).where(Job.id == job.id, condition)
                                .values(state=state, finished_at=utcnow(), **values)).rowcount
-    db.session.commit()
+    boundary.commit()
     if not ended:
         return False
     log.warning("job %s (%s) %s: %s", job.id, job.kind, state, reason)
@@ -181,7 +182,7 @@ def enqueue(kind: str, params: dict[str, Any], *, project_id: int | None = None,
     job = Job(kind=kind, params=params, project_id=project_id,
               created_by_id=user.id if user is not None and user.is_authenticated else None)
     db.session.add(job)
-    db.session.commit()
+    boundary.commit()
     return submit(job)
 
 
@@ -193,11 +194,9 @@ def submit(job: Job) -> Job:
 
 
 def get_job(job_id: int) -> Job:
+    """A job by id, after ending those whose worker is gone (so its state is current)."""
     reap_abandoned()
-    job = db.session.get(Job, job_id)
-    if job is None:
-        raise NotFound("Not found.")
-    return job
+    return load(Job, job_id)
 
 
 def list_jobs(project_id: int | None = None, limit: int = 50) -> list[Job]:
@@ -215,7 +214,7 @@ def cancel(job: Job) -> Job:
     if job.state in ENDED:
         raise Conflict(f"job {job.id} has already ended ({job.state})")
     job.cancel_requested = True
-    db.session.commit()
+    boundary.commit()
     if job.state == "queued":
         end_abandoned(job, "cancelled", "it had not started")
     else:
@@ -229,7 +228,7 @@ def _finish(job_id: int, state: str, **values: Any) -> None:
     db.session.rollback()
     db.session.execute(update(Job).where(Job.id == job_id, Job.state == "running")
                        .values(state=state, finished_at=utcnow(), **values))
-    db.session.commit()
+    boundary.commit()
 
 
 def run_job(job_id: int) -> None:
@@ -239,7 +238,7 @@ def run_job(job_id: int) -> None:
         return
     job.state, job.started_at, job.worker = "running", utcnow(), worker_name()
     job.heartbeat_at = job.started_at
-    db.session.commit()
+    boundary.commit()
     heartbeat = _Heartbeat(job_id, _side_engine(), _lease())
     heartbeat.start()
     try:

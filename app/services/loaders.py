@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import TypeVar
 
+from sqlalchemy import select
+
 from app.db import MAX_ID, Decision, Frame, Project, Scan, db
 from app.services.errors import NotFound
 
@@ -48,6 +50,16 @@ def load(model: type[T], object_id: int, *, project_id: int | None = None, owner
             or (owner_id is not None and getattr(row, "user_id", None) != owner_id)):
         log.debug("%s %s not found (project %s, owner %s)", resource_name(model), object_id, project_id, owner_id)
         raise Missing(resource_name(model), object_id)
+    return row
+
+
+def load_one(model: type[T], **columns: object) -> T:
+    """The one ``model`` row whose ``columns`` have these values, for rows a URL names by more than an id
+    (a membership by project and user); :class:`Missing` when there is none, as :func:`load` answers."""
+    row = db.session.scalar(select(model).filter_by(**columns))
+    if row is None:
+        log.debug("%s %s not found", resource_name(model), columns)
+        raise Missing(resource_name(model), tuple(columns.values()))
     return row
 
 

@@ -2,13 +2,13 @@
 
 One sequence for both: refuse while the account or address has spent its budget of failed
 log-ins, check the password, count a failure, record the outcome in the audit log. The outcome
-is returned, never raised: the caller commits it either way, so failures stay counted and audited.
+is returned, never raised, and a refusal's writes are kept: failures stay counted and audited.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.db import User
+from app.db import User, boundary
 from app.services import invitations, throttle, users
 
 CREDENTIALS_REFUSED = "Unable to log in with provided credentials."
@@ -32,6 +32,7 @@ class LoginOutcome:
 
 def log_in(login: str, password: str, via: str) -> LoginOutcome:
     """Check ``login`` and ``password`` (``via`` is ``form`` or ``token``: a token log-in gets an API token)."""
+    boundary.keep_refused_writes()
     try:
         throttle.check(login)
     except throttle.TooManyAttempts as err:

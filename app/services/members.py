@@ -7,7 +7,7 @@ from werkzeug.routing import BuildError
 from app.db import MAX_ID, ROLES, Experiment, Membership, Project, Scan, User, db
 from app.services import audit, mail, projects, users
 from app.services.errors import Conflict, InvalidInput, NotFound
-from app.services.loaders import load
+from app.services.loaders import load, load_one
 
 MAX_MESSAGE_LENGTH = 5000
 MAX_SUBJECT_LENGTH = 200
@@ -21,14 +21,6 @@ def members_query(project_id: int) -> Select:
 
 def list_members(project_id: int) -> list[Membership]:
     return list(db.session.scalars(members_query(project_id)))
-
-
-def get_membership(project_id: int, user_id: int) -> Membership:
-    membership = db.session.scalar(
-        select(Membership).where(Membership.project_id == project_id, Membership.user_id == user_id))
-    if membership is None:
-        raise NotFound("Not found.")
-    return membership
 
 
 def _check_role(role: object) -> str:
@@ -57,12 +49,12 @@ def add_member(project_id: int, login: str, role: str, actor: User) -> Membershi
         _keep_an_admin(project_id, user.id)
     projects.set_role(project, user, role, actor=actor)
     db.session.flush()
-    return get_membership(project_id, user.id)
+    return load_one(Membership, project_id=project_id, user_id=user.id)
 
 
 def change_role(project_id: int, user_id: int, role: str | None, actor: User) -> None:
     """Change a member's role, or remove them (role None); the last admin stays."""
-    membership = get_membership(project_id, user_id)
+    membership = load_one(Membership, project_id=project_id, user_id=user_id)
     if role is not None:
         role = _check_role(role)
     if membership.role == "admin" and role != "admin":
@@ -74,12 +66,9 @@ def change_role(project_id: int, user_id: int, role: str | None, actor: User) ->
 
 
 def _scan_context(scan_id: int) -> tuple[Scan, Experiment, Project]:
-    row = db.session.execute(
-        select(Scan, Experiment, Project).join(Experiment, Experiment.id == Scan.experiment_id)
-        .join(Project, Project.id == Experiment.project_id).where(Scan.id == scan_id)).first()
-    if row is None:
-        raise NotFound("Not found.")
-    return row[0], row[1], row[2]
+    """A scan with its experiment and project; the loader answers a scan that is not there."""
+    scan = load(Scan, scan_id)
+    return scan, scan.experiment, scan.experiment.project
 
 
 def scan_link(scan_id: int) -> str:

@@ -100,7 +100,6 @@ def import_miqa(project: Project, weights: Path, user: User | None) -> ModelVers
     db.session.flush()
     audit.record("model.import_miqa", actor=user, project_id=project.id, target=("model_version", row.id),
                  registry_name=project.model_name, version=version, weights=weights.name, sha256=digest)
-    db.session.commit()
     log.info("MIQA weights %s registered as %s version %s (%s)", weights.name, project.model_name, version, alias)
     if alias == registry.CHAMPION:
         evaluations.score_unscored(project.id, user)
@@ -132,7 +131,6 @@ def rollback(project: Project, version: str, user: User | None) -> ModelVersion:
     target.alias = "champion"
     audit.record("model.rollback", actor=user, project_id=project.id, target=("model_version", target.id),
                  registry_name=target.registry_name, version=target.version, previous_champion=current)
-    db.session.commit()
     evaluations.start(project, user, {"version": target.version, "scope": "unscored"})
     return target
 

@@ -100,8 +100,8 @@ def _checked_setting(key: str, value: Any) -> Any:
 
 
 def update_settings(project: Project, changes: dict[str, Any], actor: User | None) -> dict[str, Any]:
-    """Change editable settings (all checked before any is applied), audited and committed; returns the
-    effective settings."""
+    """Change editable settings (all checked before any is applied), audited; returns the effective
+    settings."""
     if not isinstance(changes, dict):
         raise InvalidInput("the request body must be an object")
     unknown = sorted(set(changes) - set(EDITABLE_SETTINGS))
@@ -115,7 +115,6 @@ def update_settings(project: Project, changes: dict[str, Any], actor: User | Non
         project.settings = {**(project.settings or {}), **changed}
         audit.record("project.settings", actor=actor, project_id=project.id, target=("project", project.id),
                      before={key: before.get(key) for key in changed}, after=changed)
-        db.session.commit()
     return settings_of(project)
 
 

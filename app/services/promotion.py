@@ -17,8 +17,9 @@ from sqlalchemy import select, update
 
 from app.db import ModelVersion, TrainingRun, User, db
 from app.services import audit, evaluations
-from app.services.errors import Conflict, InvalidInput, NotFound, Unavailable
-from app.services.training import RunStatus, get_run, run_status
+from app.services.errors import Conflict, InvalidInput, Unavailable
+from app.services.loaders import load
+from app.services.training import RunStatus, run_status
 from training.metrics import defined, first_champion_gate
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,7 @@ def compare_metrics(run_id: int, candidate: dict[str, Any], champion_version: st
 
 
 def _candidate(project_id: int, run_id: int) -> tuple[TrainingRun, ModelVersion]:
-    run = get_run(run_id)
-    if run.project_id != project_id:
-        raise NotFound("Not found.")
+    run = load(TrainingRun, run_id, project_id=project_id)
     version = db.session.get(ModelVersion, run.model_version_id) if run.model_version_id else None
     if version is None:
         raise Conflict(f"training run {run.id} registered no model ({run.state}); only a succeeded run can be "
@@ -158,7 +157,6 @@ def promote_run(project_id: int, run_id: int, user: User | None, force: Any = Fa
     audit.record("model.force_promote" if forced else "model.promote", actor=user, project_id=project_id,
                  target=("model_version", candidate.id), registry_name=name, version=candidate.version,
                  previous_champion=current, training_run=run.id, comparison=comparison)
-    db.session.commit()
     log.info("%s version %s promoted to champion (was %s)%s", name, candidate.version, current,
              " by force" if forced else "")
     evaluations.score_unscored(project_id, user)

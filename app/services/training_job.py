@@ -22,11 +22,11 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select, update
 
-from app.db import Job, ModelVersion, Project, TrainingRun, db, utcnow
+from app.db import Job, ModelVersion, Project, TrainingRun, boundary, db, utcnow
 from app.services import evaluations, frames, jobs, vocabulary
 from app.services.errors import InvalidInput
 from app.services.loaders import load
-from app.services.training import candidate_outputs, get_run, is_2d, label_settings, records
+from app.services.training import candidate_outputs, is_2d, label_settings, records
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _end_run(run_id: int, state: str, error: str | None) -> None:
     db.session.rollback()
     run = db.session.get(TrainingRun, run_id)
     run.state, run.error, run.finished_at = state, error, utcnow()
-    db.session.commit()
+    boundary.commit()
 
 
 @jobs.handler("training")
@@ -66,9 +66,9 @@ def run_training(params: dict[str, Any], ctx: jobs.JobContext) -> dict[str, Any]
     from training.progress import TrainingCancelled
 
     run_id = params["run_id"]
-    run = get_run(run_id)
+    run = load(TrainingRun, run_id)
     run.job_id, run.state = ctx.job_id, "running"
-    db.session.commit()
+    boundary.commit()
     try:
         result = _train(run, ctx)
     except (DatasetError, TrackingError) as err:
@@ -101,7 +101,7 @@ def end_abandoned_run(job: Job, state: str, reason: str) -> None:
     if run is None or run.state in ("succeeded", "failed", "cancelled"):
         return
     run.state, run.error, run.finished_at = state, reason if state == "failed" else None, utcnow()
-    db.session.commit()
+    boundary.commit()
     if not run.mlflow_run_id:
         return
     uri = current_app.config["MLFLOW_TRACKING_URI"]
@@ -135,9 +135,9 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
         outputs = [o for o in candidates if o.kind == "usable" or o.key in params["artifacts"]]
         skipped = {}
     if skipped:  # said at once: the page and the CLI show what will not be trained and why
-        row = get_run(run.id)
+        row = load(TrainingRun, run.id)
         row.params = {**row.params, "skipped_outputs": skipped}
-        db.session.commit()
+        boundary.commit()
     dataset = build_dataset(scans, outputs, settings, seed=params["seed"], val_fraction=params["val_fraction"],
                             test_fraction=params["test_fraction"], evaluation=params["evaluation"],
                             folds=params["folds"])
@@ -170,10 +170,10 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
 
     def mlflow_run_opened(mlflow_run_id: str, experiment_id: str) -> None:
         """Record the MLflow run at once: a run that fails from here on still links to it."""
-        row = get_run(run.id)
+        row = load(TrainingRun, run.id)
         row.mlflow_run_id = mlflow_run_id
         row.params = {**row.params, "mlflow_experiment_id": experiment_id}
-        db.session.commit()
+        boundary.commit()
 
     work_dir = Path(config["INSTANCE_PATH"]) / "training" / f"run-{run.id}"
     cfg = TrainConfig(
@@ -198,7 +198,7 @@ def _train(run: TrainingRun, ctx: jobs.JobContext) -> dict[str, Any]:
     result = train(cfg)
     try:
         model_version = _record_result(run.id, project, params, outputs, skipped, result)
-        db.session.commit()
+        boundary.commit()
     except Exception as err:
         db.session.rollback()
         reason = str(getattr(err, "orig", err)).strip().splitlines()[0][:300]
@@ -225,7 +225,7 @@ def _record_result(run_id: int, project: Project, params: dict[str, Any], output
                                  metrics=metrics)
     db.session.add(model_version)
     db.session.flush()
-    run = get_run(run_id)
+    run = load(TrainingRun, run_id)
     run.params = {**params, "arch": result.arch, "spatial_size": list(result.preprocessing["spatial_size"]),
                   "preprocessing": result.preprocessing, "outputs": [o.key for o in outputs],
                   "skipped_outputs": skipped, "dataset_hash": result.dataset_hash,

@@ -15,7 +15,8 @@ from sqlalchemy import Select, func, or_, select, update
 
 from app.db import ApiToken, AuditEvent, User, db, utcnow
 from app.services import audit, mail
-from app.services.errors import Conflict, InvalidInput, NotFound, ServiceError, Unauthorized
+from app.services.errors import Conflict, InvalidInput, ServiceError, Unauthorized
+from app.services.loaders import load
 from app.services.passwords import MIN_PASSWORD_LENGTH, hash_password, verify_password
 
 log = logging.getLogger(__name__)
@@ -119,13 +120,6 @@ def change_password(user: User, current: str, new: str) -> None:
         raise InvalidInput("the current password is not correct", field="current_password")
     revoked = set_password(user, new)
     audit.record("password.change", actor=user, target=("user", user.id), tokens_revoked=revoked)
-
-
-def get_user(user_id: int) -> User:
-    user = db.session.get(User, user_id)
-    if user is None:
-        raise NotFound("Not found.")
-    return user
 
 
 def session_user(session_id: str) -> User | None:
@@ -281,7 +275,6 @@ def user_for_token(raw: str) -> User:
         raise Unauthorized("User inactive or deleted.")
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         token.last_used_at = now
-        db.session.commit()
     return token.user
 
 
@@ -350,9 +343,7 @@ def token_state(token: ApiToken) -> str:
 
 def revoke_token(user: User, token_id: int) -> ApiToken:
     """Revoke one of the user's own tokens; another user's token id is NotFound."""
-    token = db.session.get(ApiToken, token_id)
-    if token is None or token.user_id != user.id:
-        raise NotFound("Not found.")
+    token = load(ApiToken, token_id, owner_id=user.id)
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         audit.record("token.revoke", actor=user, target=("token", token.id), name=token.name)

@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 
 from app.db import DECISION_MEANINGS, ArtifactEntry, DecisionOption, User, db
 from app.services import audit
-from app.services.errors import Conflict, InvalidInput, NotFound
+from app.services.errors import Conflict, InvalidInput
+from app.services.loaders import load
 
 # MIQA's four decisions, with the meaning the tier rule and training read.
 DEFAULT_DECISIONS = (
@@ -150,9 +151,7 @@ def add_entry(model: type, project_id: int, fields: dict[str, Any], actor: User 
 def update_entry(model: type, project_id: int, row_id: int, fields: dict[str, Any],
                  actor: User | None) -> DecisionOption | ArtifactEntry:
     """Change label, order, shortcut, note rule, meaning or retired flag; keys and ids never change."""
-    row = db.session.get(model, row_id)
-    if row is None or row.project_id != project_id:
-        raise NotFound("Not found.")
+    row = load(model, row_id, project_id=project_id)
     if "key" in fields and fields["key"] != row.key:
         raise InvalidInput("keys are stable: add a new entry and retire this one instead", field="key")
     fields = {name: value for name, value in fields.items() if name != "key"}

@@ -1,5 +1,7 @@
 """The scan page's data: one document (``ScanContextSchema``) the page renders, for the first scan and every
-next one. The rules it shows (who may decide, which options need a note) are the review service's."""
+next one. What it shows, and the rules behind it (who may decide and why not, which options need a note,
+which outputs have saliency maps), are the review service's (:mod:`app.services.review.scan_page`); this
+module adds the links."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,8 +13,8 @@ from werkzeug.routing import BuildError
 from app.api.schemas.base import Extended
 from app.api.schemas.scan_page import ScanContextSchema
 from app.db import Decision, Experiment, Project, Scan, User
-from app.services import access, decisions, next_scan, review, vocabulary, volumes
-from app.services.errors import ServiceError
+from app.services import review
+from app.services.review.scan_page import scan_facts
 
 
 def optional_url(endpoint: str, **values: Any) -> str | None:
@@ -50,16 +52,6 @@ class ScanPage:
     urls: dict[str, str | None]
 
 
-def _saliency_outputs(model, entries) -> list[dict[str, str]]:
-    """The champion's outputs a saliency map can be asked for, labelled as the vocabulary labels them."""
-    if model is None:
-        return []
-    labels = {entry.key: entry.label for entry in entries}
-    return [{"key": output["key"], "label": "Usable" if output["kind"] == "usable" else labels.get(output["key"],
-                                                                                                  output["key"])}
-            for output in model.output_map]
-
-
 def _links(scan_id: int | None, carry: dict[str, str]) -> dict[str, Any] | None:
     if not scan_id:
         return None
@@ -67,46 +59,26 @@ def _links(scan_id: int | None, carry: dict[str, str]) -> dict[str, Any] | None:
             "context": url_for("ui.scan_context_json", scan_id=scan_id, **carry)}
 
 
-def _blocked(role: str, latest: Decision | None) -> str | None:
-    """The tier rule's refusal as the page says it, when it applies."""
-    refusal = review.overrule_refusal(role, latest)
-    return refusal[0].upper() + refusal[1:] + "." if refusal else None
-
-
 def scan_page(scan: Scan, user: User, role: str, queue: str | None = None, strategy: str | None = None) -> ScanPage:
-    """Scan, frames, vocabulary, the champion's suggestion, history, lock, the reviewer's queue and
-    neighbours; a queue or strategy asked for in the URL is kept in every link onwards."""
-    experiment = scan.experiment
-    project = experiment.project
-    history = review.history(scan)
-    latest = history[0] if history else None
-    model = review.champion(project.id)
-    entries = vocabulary.artifact_entries(project.id)
-    first_frame = scan.frames[0].id if scan.frames else None
-    evaluation = review.latest_evaluations(model, [scan.id], frame_id=first_frame).get(scan.id)
-    near = next_scan.neighbours(scan)
-    try:
-        queued = next_scan.pick(project.id, user, role, queue, strategy, after=scan.id)
-    except ServiceError:  # a link with another role's queue or a mistyped order still opens the scan
-        queue = strategy = None
-        queued = next_scan.pick(project.id, user, role, after=scan.id)
-    carry = {key: value for key, value in (("queue", queue), ("strategy", strategy)) if value}
+    """The review service's facts about the scan with the page's links; a queue or strategy asked for in the URL
+    (and honoured) is kept in every link onwards."""
+    facts = scan_facts(scan, user, role, queue, strategy)
+    experiment, project, queued = facts.experiment, facts.project, facts.queued
+    carry = {key: value for key, value in (("queue", facts.queue), ("strategy", facts.strategy)) if value}
     other = queued.other_queue
     return ScanPage(
-        scan=scan, experiment=experiment, project=project, state=decisions.scan_state(latest), role=role,
-        can_decide=access.ROLE_RANK[role] >= access.ROLE_RANK["tier1"], blocked=_blocked(role, latest),
-        user=user.username,
-        frames=[Extended(frame, version=volumes.version(frame), saliency=model is not None) for frame in scan.frames],
-        saliency_outputs=_saliency_outputs(model, entries),
-        decisions=[Extended(option, requires_note=review.requires_note(project, option))
-                   for option in vocabulary.decision_options(project.id)],
-        artifacts=entries,
-        suggestion=review.suggestion(model, evaluation, [e.key for e in entries]) if evaluation else None,
-        history=history, lock=review.current_lock(experiment), carried=latest,
-        neighbours={name: _links(scan_id, carry) for name, scan_id in near.items()},
+        scan=scan, experiment=experiment, project=project, state=facts.state, role=role,
+        can_decide=facts.can_decide, blocked=facts.blocked, user=user.username,
+        frames=[Extended(frame, version=version, saliency=facts.has_champion) for frame, version in facts.frames],
+        saliency_outputs=facts.saliency_outputs,
+        decisions=[Extended(option, requires_note=needs_note) for option, needs_note in facts.options],
+        artifacts=facts.artifacts, suggestion=facts.suggestion, history=facts.history, lock=facts.lock,
+        carried=facts.latest,
+        neighbours={name: _links(scan_id, carry) for name, scan_id in facts.neighbours.items()},
         queue=Extended(queued, next=_links(queued.scan_id if queued.scan_id != scan.id else None, carry),
                        other_url=url_for("ui.next_scan_page", project_id=project.id, queue=other,
-                                         **({"strategy": strategy} if strategy else {})) if other else None),
+                                         **({"strategy": facts.strategy} if facts.strategy else {}))
+                       if other else None),
         urls={"decide": url_for("review.create_decision"),
               "lock": url_for("review.lock_experiment", experiment_id=experiment.id),
               "email": optional_url("members.send_scan_email", scan_id=scan.id),

@@ -5,7 +5,7 @@ from typing import Callable, TypeVar
 
 from flask import flash
 
-from app.db import db
+from app.db import boundary
 from app.services.errors import ServiceError
 
 T = TypeVar("T")
@@ -16,7 +16,7 @@ def flash_outcome(action: Callable[[], T], success: Callable[[T], str]) -> T | N
     try:
         result = action()
     except ServiceError as err:
-        db.session.rollback()
+        boundary.rollback()
         flash(err.message, "error")
         return None
     flash(success(result), "info")

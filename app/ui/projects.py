@@ -5,7 +5,7 @@ from flask import flash, redirect, request, url_for
 from flask_login import current_user
 
 from app.auth.permissions import permission
-from app.db import db
+from app.db import boundary
 from app.services import projects
 from app.services.errors import ServiceError
 from app.ui import bp
@@ -18,9 +18,8 @@ def create_project():
     try:
         project = projects.create_project(request.form.get("name", ""), current_user,
                                           request.form.get("template") or None)
-        db.session.commit()
     except ServiceError as err:
-        db.session.rollback()
+        boundary.rollback()
         flash(err.message, "error")
         return redirect(url_for("ui.projects"))
     flash(f"Project {project.name} is created; you are its admin.", "info")

@@ -5,7 +5,7 @@ from flask import current_app, flash, g, jsonify, redirect, render_template, req
 from flask_login import current_user
 
 from app.auth.permissions import permission
-from app.db import Experiment, Project, Scan, db, utcnow
+from app.db import Experiment, Project, Scan, utcnow
 from app.services import next_scan, overview, review, review_entry, vocabulary
 from app.services.loaders import load
 from app.ui import bp
@@ -62,11 +62,9 @@ def next_scan_page(project_id: int):
 @permission("project", "admin")
 def next_scan_order(project_id: int):
     """The project's default order of the review queues."""
-    chosen = flash_outcome(lambda: next_scan.set_default_strategy(load(Project, project_id),
-                                                                   request.form.get("strategy"), current_user),
-                           lambda strategy: f"review queues now ordered {next_scan.STRATEGY_LABELS[strategy]}")
-    if chosen is not None:
-        db.session.commit()
+    flash_outcome(lambda: next_scan.set_default_strategy(load(Project, project_id), request.form.get("strategy"),
+                                                         current_user),
+                  lambda strategy: f"review queues now ordered {next_scan.STRATEGY_LABELS[strategy]}")
     return redirect(url_for("ui.project", project_id=project_id))
 
 

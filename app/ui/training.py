@@ -6,7 +6,7 @@ from flask_login import current_user
 
 from app.api.schemas.training import RunSchema
 from app.auth.permissions import permission
-from app.db import Project, TrainingRun, db
+from app.db import Project, TrainingRun
 from app.services import projects, promotion, training
 from app.services.loaders import load
 from app.ui import bp
@@ -77,10 +77,8 @@ def training_promote(project_id: int, run_id: int):
 @bp.post("/projects/<int:project_id>/training")
 @permission("project", "admin")
 def training_start(project_id: int):
-    if flash_outcome(lambda: training.start_run(load(Project, project_id), current_user,
-                                                _form_body(request.form)),
-                     lambda run: f"training run {run.id} started") is not None:
-        db.session.commit()
+    flash_outcome(lambda: training.start_run(load(Project, project_id), current_user, _form_body(request.form)),
+                  lambda run: f"training run {run.id} started")
     return redirect(url_for("ui.training_runs", project_id=project_id))
 
 
@@ -88,6 +86,5 @@ def training_start(project_id: int):
 @permission("project", "admin")
 def training_cancel(run_id: int):
     run = load(TrainingRun, run_id)
-    if flash_outcome(lambda: training.cancel_run(run), lambda _: f"training run {run.id} cancelled") is not None:
-        db.session.commit()
+    flash_outcome(lambda: training.cancel_run(run), lambda _: f"training run {run.id} cancelled")
     return redirect(url_for("ui.training_runs", project_id=run.project_id))

@@ -22,8 +22,9 @@ from hypothesis import HealthCheck
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from app.db import db
+from app.db import User, db
 from app.services import decisions, invitations, training, users, vocabulary
+from app.services.loaders import load
 from tests.factories import Factory
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class FuzzWorld:
 
     def renew_token(self) -> None:
         """POST /logout revokes the calling token: the next operation needs a fresh one."""
-        _, raw = users.issue_token(users.get_user(self.root_id), name="fuzz")
+        _, raw = users.issue_token(load(User, self.root_id), name="fuzz")
         db.session.commit()
         self.headers = {"Authorization": "Token " + raw}
 

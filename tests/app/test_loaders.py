@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from app.db import MAX_ID, ApiToken, Invitation, Project, Scan, db
+from app.db import MAX_ID, ApiToken, Invitation, Membership, Project, Scan, db
 from app.services import invitations, users
 from app.services.errors import NotFound
-from app.services.loaders import Missing, load
+from app.services.loaders import Missing, load, load_one
 from tests.factories import login
 
 
@@ -51,3 +51,13 @@ def test_pages_answer_404_for_rows_that_are_not_there_or_not_theirs(factory, cli
     assert missing.status_code == 404 and missing.get_json() == {"error": "not_found", "detail": "Not found."}
     stored = select(Invitation.id).where(Invitation.email == "new@example.org")
     assert db.session.scalars(stored).all() == []  # nothing stored for a project that is not there
+
+
+def test_load_one_finds_a_row_by_its_columns_or_answers_not_found(factory):
+    """A membership is named by project and user, not by an id of its own."""
+    project = factory.project("gamma")
+    ann = factory.member(project, "tier1", "ann")
+    assert load_one(Membership, project_id=project.id, user_id=ann.id).role == "tier1"
+    with pytest.raises(Missing) as caught:
+        load_one(Membership, project_id=project.id, user_id=factory.user("bob").id)
+    assert caught.value.message == "Not found." and caught.value.resource == "membership"

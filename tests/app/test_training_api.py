@@ -193,7 +193,7 @@ def test_queued_run_cancels_and_a_cancelled_job_stops_before_training(make_app, 
         db.session.commit()
         jobs.run_job(started.job_id)
         db.session.expire_all()
-        assert training.get_run(started.id).state == "cancelled"
+        assert load(TrainingRun, started.id).state == "cancelled"
         assert db.session.get(Job, started.job_id).state == "cancelled"
         db.session.rollback()
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.db import MAX_ID, NOTE_MAX_LENGTH, Decision, Experiment, Scan, User, db
+from app.db import MAX_ID, NOTE_MAX_LENGTH, Decision, Experiment, Scan, User
 from app.services import access, decisions
-from app.services.errors import Forbidden, InvalidInput, NotFound
+from app.services.errors import Forbidden, InvalidInput
+from app.services.loaders import load
 from app.services.review import rules
 from app.services.review.locks import require_lock, take_lock
 from app.services.review.states import latest_decisions
@@ -41,9 +42,7 @@ def decide(user: User, body: dict[str, Any]) -> Decision:
     if not isinstance(body, dict):
         raise InvalidInput("expected a JSON object")
     scan_id = _int_field(body, "scan")
-    scan = db.session.get(Scan, scan_id)
-    if scan is None:
-        raise NotFound("Not found.")
+    scan = load(Scan, scan_id)
     experiment = scan.experiment
     role = access.require_project_role(user, experiment.project_id, "tier1")
     if body.get("project") is not None and _int_field(body, "project") != experiment.project_id:

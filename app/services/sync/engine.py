@@ -25,7 +25,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.db import Experiment, Frame, Job, Project, Scan, SyncedItem, SyncRun, SyncSource, User, db, utcnow
+from app.db import Experiment, Frame, Job, Project, Scan, SyncedItem, SyncRun, SyncSource, User, boundary, db, utcnow
 from app.services import frames, imaging, projects
 from app.services.errors import Conflict, InvalidInput, ServiceError
 from app.services.review import latest_decisions
@@ -369,7 +369,7 @@ def _run(project: Project, source: Source, row: SyncSource, actor: User | None, 
         raise Conflict(f"a sync of {row.url} is already running (run {other.id}"
                        + (f", job {other.job_id})" if other.job_id is not None else ")"), field="source")
     run = _new_run(row, actor, job_id)
-    db.session.commit()
+    boundary.commit()
     progress(0.01, "exporting the current state")
     try:
         export_state(project, run)
@@ -449,7 +449,7 @@ def _push(cycle: _Cycle, run_folder: Path) -> tuple[int, Path | None]:
 def _end(run: SyncRun, row: SyncSource, state: str, *, error: str | None = None) -> None:
     run.state, run.finished_at, run.error = state, utcnow(), error
     row.last_run_at = run.started_at
-    db.session.commit()
+    boundary.commit()
 
 
 def counts(run: SyncRun) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from sqlalchemy import or_, select, update
 
-from app.db import Job, Project, SyncRun, SyncSource, User, db, utcnow
+from app.db import Job, Project, SyncRun, SyncSource, User, boundary, db, utcnow
 from app.services import jobs
 from app.services.errors import Conflict, InvalidInput
 from app.services.sync import engine, kind_of
@@ -44,7 +44,7 @@ def _enqueue(row: SyncSource, actor: User | None) -> Job:
     if claimed != 1:
         db.session.rollback()
         raise Conflict(f"a sync of {row.url} is already queued or running", field="source")
-    db.session.commit()
+    boundary.commit()
     return jobs.submit(job)
 
 
@@ -106,4 +106,4 @@ def _sync_abandoned(job: Job, state: str, reason: str) -> None:
     """A sync whose worker stopped: its run ends failed with the reason (what it wrote was never committed)."""
     for run in db.session.scalars(select(SyncRun).where(SyncRun.job_id == job.id, SyncRun.state == "running")):
         run.state, run.finished_at, run.error = "failed", utcnow(), f"{state}: {reason}"
-    db.session.commit()
+    boundary.commit()

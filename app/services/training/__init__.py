@@ -14,12 +14,12 @@ from app.services.training.reports import (
     HeldoutAuc, RunReport, SkippedOutput, mlflow_how_to_open, mlflow_url, run_report,
 )
 from app.services.training.runs import (
-    FINAL_STATES, RunStatus, cancel_run, create_run, get_run, recent_runs, run_status, runs_query, start_run,
+    FINAL_STATES, RunStatus, cancel_run, create_run, recent_runs, run_status, runs_query, start_run,
 )
 
 __all__ = [
     "ARCHS_3D", "EVALUATIONS", "FINAL_STATES", "FITS", "INITS", "HeldoutAuc", "RunReport", "RunStatus",
-    "SkippedOutput", "cancel_run", "candidate_outputs", "clean_params", "create_run", "form_choices", "get_run",
+    "SkippedOutput", "cancel_run", "candidate_outputs", "clean_params", "create_run", "form_choices",
     "is_2d", "label_counts", "label_rules", "label_settings", "min_labels", "mlflow_how_to_open", "mlflow_url",
     "records", "recent_runs", "run_report", "run_status", "runs_query", "start_run",
 ]

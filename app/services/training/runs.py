@@ -1,6 +1,6 @@
 """Training runs: started, read and cancelled here, trained by :mod:`app.services.training_job`.
 
-Services flush; the caller commits (the API or page route, the CLI), except where a job boundary
+Services flush; the request boundary or the CLI commits (:mod:`app.db.boundary`), except where a job boundary
 commits for it: ``jobs.enqueue`` commits the new run with its job row so the worker can read both.
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ from sqlalchemy import Select, select
 
 from app.db import Job, ModelVersion, Project, TrainingRun, User, db, utcnow
 from app.services import jobs
-from app.services.errors import Conflict, NotFound
+from app.services.errors import Conflict
+from app.services.loaders import load
 from app.services.training.params import clean_params
 from app.services.training.reports import RunReport, mlflow_url, run_report
 
@@ -39,7 +40,7 @@ def start_run(project: Project, user: User | None, body: dict[str, Any]) -> Trai
     run = _new_run(project, user, body)
     job = jobs.enqueue("training", {"run_id": run.id}, project_id=project.id, user=user)
     db.session.expire_all()
-    run = get_run(run.id)
+    run = load(TrainingRun, run.id)
     if run.job_id is None:
         run.job_id = job.id
     return run
@@ -53,13 +54,6 @@ def create_run(project: Project, user: User | None, body: dict[str, Any]) -> Tra
     db.session.add(job)
     db.session.flush()
     run.job_id = job.id
-    return run
-
-
-def get_run(run_id: int) -> TrainingRun:
-    run = db.session.get(TrainingRun, run_id)
-    if run is None:
-        raise NotFound("Not found.")
     return run
 
 

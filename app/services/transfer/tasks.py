@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from flask import current_app
 
-from app.db import Job, Project, User, db
+from app.db import Job, Project, User, boundary, db
 from app.services import frames, jobs, projects
 from app.services.errors import InvalidInput, NotFound
 from app.services.transfer import importer
@@ -81,7 +81,7 @@ def run_import(token: str, *, project: Project | None, mode: str, dry_run: bool,
     if dry_run:
         db.session.rollback()
     else:
-        db.session.commit()
+        boundary.commit()
         path.unlink(missing_ok=True)
         frames_added(summary, actor)
     summary["token"] = token if dry_run else None

@@ -43,7 +43,7 @@ def _target_scan(user: User, form: Mapping[str, str]) -> Scan:
 
 
 def upload_frame(user: User, stream: BinaryIO | None, filename: str, form: Mapping[str, str]) -> Frame:
-    """Store an uploaded image as a frame of a scan and commit it; the champion then scores it."""
+    """Store an uploaded image as a frame of a scan (committed with the request); the champion then scores it."""
     if stream is None or not filename:
         raise InvalidInput("send the image as the multipart field 'file' (or MIQA's 'content')", field="file")
     if not filename.lower().endswith(UPLOADABLE):
@@ -59,7 +59,7 @@ def upload_frame(user: User, stream: BinaryIO | None, filename: str, form: Mappi
     stored = store(stream, scan.experiment.project_id, suffix_of(filename), Roots.from_config())
     try:
         frame = _register(scan, number, stored, filename)
-        db.session.commit()
+        db.session.flush()
     except Exception:
         db.session.rollback()
         if stored.created and not frames.location_in_use(stored.location):  # else another frame's file
