@@ -282,7 +282,6 @@ def demo(admin_username: str) -> None:
         click.echo(f"log in at {current_app.config['BASE_URL']}/login as {admin_username} (existing password)")
 
 
-
 # --- training ------------------------------------------------------------------------------------
 
 def follow_job(job_id: int, queued_hint_s: float = 30.0) -> "Job":  # noqa: F821
