@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, make_response, redirect, render_template, request, url_for
+from flask import Flask, Response, jsonify, make_response, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
 
 from app.db import AppendOnlyError, boundary
@@ -96,5 +96,7 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def commit_failed() -> Response:
-    """The answer when the database refuses a request's commit: an error, never the success the view meant."""
+    """The answer when the database refuses a request's commit: an error, never the success the view meant
+    (nor the message it flashed for the next page)."""
+    session.pop("_flashes", None)
     return make_response(_answer(500, "internal", "the change could not be stored; it has been logged"))

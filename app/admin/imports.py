@@ -16,7 +16,7 @@ from werkzeug.utils import secure_filename
 
 from app.admin import bp
 from app.auth.permissions import permission
-from app.db import Project
+from app.db import Project, boundary
 from app.services.errors import InvalidInput, ServiceError
 from app.services.loaders import load
 from app.services.sync import engine as sync_engine
@@ -139,6 +139,7 @@ def sync_start(project_id: int):
         job = sync_schedule.start_sync(project, request.form.get("source", ""), current_user,
                                        every_minutes=_schedule(request.form))
     except ServiceError as err:
+        boundary.rollback()  # the page lists the sources: not the one just refused
         flash(f"Not synced: {err.message}", "error")
         return _page(project), err.status
     flash(f"Sync of {display_url(request.form.get('source', '').strip())} started (job {job.id}): "

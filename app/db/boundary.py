@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from flask import Flask, Response
-from sqlalchemy.exc import SQLAlchemyError
+from flask import Flask, Response, current_app
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql import Executable
 
 from app.db.base import db
 
@@ -37,6 +39,29 @@ def rollback() -> None:
     db.session.rollback()
 
 
+def side_engine() -> Engine:
+    """An engine for short writes outside the unit of work (a job's progress and heartbeat, a token's last
+    use): on SQLite it never waits long on a locked file, and it never holds the request's write lock."""
+    engine = current_app.extensions.get("qcloop.side_engine")
+    if engine is None:
+        url = db.engine.url
+        engine = create_engine(url, connect_args={"timeout": 0.5}) if url.get_backend_name() == "sqlite" else db.engine
+        current_app.extensions["qcloop.side_engine"] = engine
+    return engine
+
+
+def write_aside(statement: Executable) -> bool:
+    """Run one write in its own short transaction, committed whatever becomes of the unit of work; False when
+    the database was too busy to take it at once (such writes are bookkeeping a later one repeats)."""
+    try:
+        with side_engine().begin() as connection:
+            connection.execute(statement)
+    except OperationalError:
+        log.debug("write aside skipped: database busy")
+        return False
+    return True
+
+
 def init_request_boundary(app: Flask, failed: Callable[[], Response]) -> None:
     """Commit a request's writes when its answer succeeds (status below 400, or a refusal that asked to
     keep them) and roll back otherwise; ``failed`` answers a commit the database refused. Register it
@@ -50,7 +75,7 @@ def init_request_boundary(app: Flask, failed: Callable[[], Response]) -> None:
             return response
         try:
             db.session.commit()
-        except SQLAlchemyError:
+        except Exception:  # noqa: BLE001 - a refused flush (a database error or a model rule) is the same failure
             log.exception("commit failed at the end of the request")
             db.session.rollback()
             return failed()

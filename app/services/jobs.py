@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from flask import Flask, current_app
-from sqlalchemy import and_, create_engine, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from app.db import Job, User, boundary, db, utcnow
@@ -60,16 +60,6 @@ def abandoned(kind: str) -> Callable[[Abandoned], Abandoned]:
     return register
 
 
-def _side_engine():
-    """An engine for progress writes that never waits long on a locked SQLite file."""
-    engine = current_app.extensions.get("qcloop.side_engine")
-    if engine is None:
-        url = db.engine.url
-        engine = create_engine(url, connect_args={"timeout": 0.5}) if url.get_backend_name() == "sqlite" else db.engine
-        current_app.extensions["qcloop.side_engine"] = engine
-    return engine
-
-
 class JobContext:
     def __init__(self, job_id: int) -> None:
         self.job_id = job_id
@@ -78,7 +68,7 @@ class JobContext:
         """Report progress (0..1) and stop here if the job was cancelled or ended meanwhile."""
         fraction = min(1.0, max(0.0, float(fraction)))
         try:
-            with _side_engine().begin() as connection:
+            with boundary.side_engine().begin() as connection:
                 connection.execute(update(Job).where(Job.id == self.job_id).values(progress=fraction, message=message))
                 cancelled, state = connection.execute(
                     select(Job.cancel_requested, Job.state).where(Job.id == self.job_id)).one()
@@ -239,7 +229,7 @@ def run_job(job_id: int) -> None:
     job.state, job.started_at, job.worker = "running", utcnow(), worker_name()
     job.heartbeat_at = job.started_at
     boundary.commit()
-    heartbeat = _Heartbeat(job_id, _side_engine(), _lease())
+    heartbeat = _Heartbeat(job_id, boundary.side_engine(), _lease())
     heartbeat.start()
     try:
         result = _HANDLERS[job.kind](dict(job.params), JobContext(job_id))

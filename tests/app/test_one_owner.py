@@ -7,13 +7,13 @@ import ast
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.auth.permissions import permission
-from app.db import AuditEvent, User, db
+from app.db import ApiToken, AuditEvent, User, db
 from app.services import users
 from app.services.errors import Conflict
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, token_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB_PACKAGES = ("app/api", "app/ui", "app/admin", "app/auth")
@@ -148,3 +148,17 @@ def test_a_refused_log_in_is_still_counted_and_audited(factory, client):
         failed = connection.scalar(select(func.count()).select_from(AuditEvent)
                                    .where(AuditEvent.action == "login.failed"))
     assert failed == 1
+
+
+def test_a_tokens_last_use_is_written_aside(factory, client):
+    """Recorded even when the answer is a refusal, and by its own transaction: the request's stays free of writes
+    (on SQLite a pending write would hold the file's lock for the whole request)."""
+    factory.user("ada")
+    headers = token_headers(client, "ada")
+    with db.engine.begin() as connection:
+        connection.execute(update(ApiToken).values(last_used_at=None))
+    answer = client.get("/api/v1/projects/999999", headers=headers)
+    assert answer.status_code == 404
+    with db.engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(ApiToken)
+                                 .where(ApiToken.last_used_at.is_not(None))) == 1

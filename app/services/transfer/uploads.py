@@ -60,12 +60,12 @@ def upload_frame(user: User, stream: BinaryIO | None, filename: str, form: Mappi
     try:
         frame = _register(scan, number, stored, filename)
         db.session.flush()
+        frames.frames_added([scan.experiment.project_id], user)  # queues the scoring: commits the frame
     except Exception:
         db.session.rollback()
         if stored.created and not frames.location_in_use(stored.location):  # else another frame's file
             stored.path.unlink(missing_ok=True)
         raise
-    frames.frames_added([scan.experiment.project_id], user)
     return frame
 
 
