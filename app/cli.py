@@ -17,6 +17,7 @@ from app import create_app
 
 if TYPE_CHECKING:
     from app.services.training import RunReport
+    from app.services.transfer.importer import ImportSummary
 
 log = logging.getLogger(__name__)
 
@@ -435,19 +436,19 @@ def _project_option(name: str | None, create: bool | None = None):
     return project
 
 
-def _print_summary(summary: dict) -> None:
-    counts = {name: value for name, value in summary["counts"].items() if value}
-    verb = "would change" if summary["dry_run"] else "changed"
-    click.echo(f"{summary['format']} file, {summary['rows']} rows, {summary['mode']} mode: "
-               f"{verb} {summary['changes']} item(s)")
+def _print_summary(summary: ImportSummary) -> None:
+    counts = {name: value for name, value in summary.counts.items() if value}
+    verb = "would change" if summary.dry_run else "changed"
+    click.echo(f"{summary.format} file, {summary.rows} rows, {summary.mode} mode: "
+               f"{verb} {summary.changes} item(s)")
     for name, value in counts.items():
-        samples = summary["samples"].get(name, [])
+        samples = summary.samples.get(name, [])
         shown = f" (e.g. {', '.join(samples[:5])})" if samples else ""
         click.echo(f"  {name.replace('_', ' ')}: {value}{shown}")
-    for warning in summary["warnings"][:20]:
+    for warning in summary.warnings[:20]:
         click.echo(f"warning: {warning}", err=True)
-    if summary["warning_count"] > 20:
-        click.echo(f"warning: ... and {summary['warning_count'] - 20} more", err=True)
+    if summary.warning_count > 20:
+        click.echo(f"warning: ... and {summary.warning_count - 20} more", err=True)
 
 
 def _refused(err) -> click.ClickException:
