@@ -259,10 +259,10 @@ def demo(admin_username: str) -> None:
     summary = demo_service.build_demo(admin_username, password)
     database.session.commit()
     click.echo(
-        f"demo project {summary['project']!r}: {summary['experiments']} experiments, "
-        f"{summary['scans']} scans, {summary['frames']} frames ({summary['created_frames']} new)"
+        f"demo project {summary.project!r}: {summary.experiments} experiments, "
+        f"{summary.scans} scans, {summary.frames} frames ({summary.created_frames} new)"
     )
-    run = demo_service.train_demo_model(summary["project"], click.echo)
+    run = demo_service.train_demo_model(summary.project, click.echo)
     if run is not None:
         version = run.model_version
         if version is None:
@@ -271,7 +271,7 @@ def demo(admin_username: str) -> None:
             click.echo(f"{version.registry_name} version {version.version} ({version.alias}) suggests on "
                        "every scan")
             _print_report(run.report)
-    if summary["admin_created"]:
+    if summary.admin_created:
         shown = password if generated else "the value of QCLOOP_ADMIN_PASSWORD"
         click.echo(f"log in at {current_app.config['BASE_URL']}/login as {admin_username} with password: {shown}")
         if generated:

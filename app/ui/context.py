@@ -103,7 +103,7 @@ def scan_page(scan: Scan, user: User, role: str, queue: str | None = None, strat
         artifacts=entries,
         suggestion=review.suggestion(model, evaluation, [e.key for e in entries]) if evaluation else None,
         history=history, lock=review.current_lock(experiment), carried=latest,
-        neighbours={name: _links(scan_id, carry) for name, scan_id in near.items()},
+        neighbours={"previous": _links(near.previous, carry), "next": _links(near.next, carry)},
         queue=Extended(queued, next=_links(queued.scan_id if queued.scan_id != scan.id else None, carry),
                        other_url=url_for("ui.next_scan_page", project_id=project.id, queue=other,
                                          **({"strategy": strategy} if strategy else {})) if other else None),

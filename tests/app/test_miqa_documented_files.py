@@ -157,7 +157,7 @@ def test_documented_json_imports_unchanged_and_exports_back_whole(factory, tmp_p
 
     back = tmp_path / "back.json"
     back.write_text(exported, encoding="utf-8")
-    assert importer.import_file(back, project=None)["changes"] == 0
+    assert importer.import_file(back, project=None).changes == 0
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])

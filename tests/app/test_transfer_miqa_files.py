@@ -99,7 +99,7 @@ def test_partial_brain_coverage_is_full_brain_coverage_flipped(factory, tmp_path
     assert [r["identified_artifacts"] for r in exported] == ["lesions;partial_brain_coverage", ""]
     back = tmp_path / "back.csv"
     back.write_text("".join(exporter.export("miqa-csv", [project.id])), encoding="utf-8")
-    assert importer.import_file(back, project=project)["changes"] == 0
+    assert importer.import_file(back, project=project).changes == 0
     miqa_json = "".join(exporter.export("miqa-json", [project.id]))
     assert '"user_identified_artifacts": "lesions;partial_brain_coverage"' in miqa_json
 
@@ -166,7 +166,7 @@ def test_frame_rows_pointing_elsewhere_keep_their_own_location(factory, tmp_path
         assert [r["location_of_interest"] for r in rows] == ["i=-45.504;j=-20.451;k=15.5", "i=1.25;j=-2;k=3", ""], fmt
     back = tmp_path / "back.csv"
     back.write_text("".join(exporter.export("miqa-csv", [project.id])), encoding="utf-8")
-    assert importer.import_file(back, project=project)["changes"] == 0
+    assert importer.import_file(back, project=project).changes == 0
 
 
 def test_a_decision_without_time_stays_without_time(factory, tmp_path):
