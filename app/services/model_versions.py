@@ -171,6 +171,8 @@ class OutputAgreement:
 
 @dataclass(frozen=True)
 class ModelAgreement:
+    """How the champion's current suggestions agree with the settled reviewer labels, per output."""
+
     version: str
     registry_name: str
     outputs: list[OutputAgreement]

@@ -47,6 +47,8 @@ class ReviewerDecision:
 
 @dataclass(frozen=True)
 class Disagreement:
+    """A scan whose reviewers' latest decisions differ (in decision or artifacts present), to settle."""
+
     scan: int
     scan_name: str
     decisions: list[ReviewerDecision]

@@ -19,8 +19,8 @@ from app.services.transfer.import_plan import (
 )
 from app.services.transfer.import_read import Progress, no_progress, read_document
 
-__all__ = ["COUNTERS", "MODES", "UNCHANGED", "ImportSummary", "Plan", "Progress", "ProjectPlan", "apply", "build_plan", "import_file",
-           "no_progress", "read_document"]
+__all__ = ["COUNTERS", "MODES", "UNCHANGED", "ImportSummary", "Plan", "Progress", "ProjectPlan", "apply", "build_plan",
+           "import_file", "no_progress", "read_document"]
 
 log = logging.getLogger(__name__)
 _no_progress = no_progress  # the name the import job and sync callers pass
