@@ -17,6 +17,7 @@ from app import create_app
 
 if TYPE_CHECKING:
     from app.services.training import RunReport
+    from app.services.transfer.importer import ImportSummary
 
 log = logging.getLogger(__name__)
 
@@ -261,10 +262,10 @@ def demo(admin_username: str) -> None:
     summary = demo_service.build_demo(admin_username, password)
     boundary.commit()
     click.echo(
-        f"demo project {summary['project']!r}: {summary['experiments']} experiments, "
-        f"{summary['scans']} scans, {summary['frames']} frames ({summary['created_frames']} new)"
+        f"demo project {summary.project!r}: {summary.experiments} experiments, "
+        f"{summary.scans} scans, {summary.frames} frames ({summary.created_frames} new)"
     )
-    run = demo_service.train_demo_model(summary["project"], click.echo)
+    run = demo_service.train_demo_model(summary.project, click.echo)
     if run is not None:
         version = run.model_version
         if version is None:
@@ -273,7 +274,7 @@ def demo(admin_username: str) -> None:
             click.echo(f"{version.registry_name} version {version.version} ({version.alias}) suggests on "
                        "every scan")
             _print_report(run.report)
-    if summary["admin_created"]:
+    if summary.admin_created:
         shown = password if generated else "the value of QCLOOP_ADMIN_PASSWORD"
         click.echo(f"log in at {current_app.config['BASE_URL']}/login as {admin_username} with password: {shown}")
         if generated:
@@ -439,19 +440,19 @@ def _project_option(name: str | None, create: bool | None = None):
     return project
 
 
-def _print_summary(summary: dict) -> None:
-    counts = {name: value for name, value in summary["counts"].items() if value}
-    verb = "would change" if summary["dry_run"] else "changed"
-    click.echo(f"{summary['format']} file, {summary['rows']} rows, {summary['mode']} mode: "
-               f"{verb} {summary['changes']} item(s)")
+def _print_summary(summary: ImportSummary) -> None:
+    counts = {name: value for name, value in summary.counts.items() if value}
+    verb = "would change" if summary.dry_run else "changed"
+    click.echo(f"{summary.format} file, {summary.rows} rows, {summary.mode} mode: "
+               f"{verb} {summary.changes} item(s)")
     for name, value in counts.items():
-        samples = summary["samples"].get(name, [])
+        samples = summary.samples.get(name, [])
         shown = f" (e.g. {', '.join(samples[:5])})" if samples else ""
         click.echo(f"  {name.replace('_', ' ')}: {value}{shown}")
-    for warning in summary["warnings"][:20]:
+    for warning in summary.warnings[:20]:
         click.echo(f"warning: {warning}", err=True)
-    if summary["warning_count"] > 20:
-        click.echo(f"warning: ... and {summary['warning_count'] - 20} more", err=True)
+    if summary.warning_count > 20:
+        click.echo(f"warning: ... and {summary.warning_count - 20} more", err=True)
 
 
 def _refused(err) -> click.ClickException:

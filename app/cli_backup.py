@@ -20,12 +20,12 @@ def backup(target: Path, with_images: bool) -> None:
 
     preflight()
     try:
-        manifest = service.backup(target, with_images)
+        facts = service.backup(target, with_images)
     except ServiceError as err:
         raise click.ClickException(err.message) from err
     copied = " (copied)" if with_images else " (checksums only; keep the data root's files)"
-    click.echo(f"backup written to {target}: {manifest['database']['kind']} database, MLflow store, "
-               f"{len(manifest['files'])} data file(s){copied}")
+    click.echo(f"backup written to {target}: {facts.database} database, MLflow store, "
+               f"{facts.files} data file(s){copied}")
 
 
 @cli.command()
@@ -37,7 +37,7 @@ def restore(source: Path) -> None:
 
     preflight(need_tables=False)
     try:
-        report = service.restore(source)
+        facts = service.restore(source)
     except ServiceError as err:
         raise click.ClickException(err.message) from err
-    click.echo(f"restored the backup of {report['created']}: {report['files']} file(s) verified")
+    click.echo(f"restored the backup of {facts.created}: {facts.files} file(s) verified")

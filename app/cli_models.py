@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -103,4 +104,4 @@ def predict(file: Path, project_name: str) -> None:
     project = _project(project_name)
     with open(file, "rb") as stream:
         answer = _service_call(evaluations.predict, project, stream, file.name, file.stat().st_size)
-    click.echo(json.dumps(answer, indent=2, sort_keys=True))
+    click.echo(json.dumps(asdict(answer), indent=2, sort_keys=True))

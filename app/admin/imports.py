@@ -15,6 +15,7 @@ from flask_login import current_user
 from werkzeug.utils import secure_filename
 
 from app.admin import bp
+from app.api.schemas.base import Extended
 from app.auth.permissions import permission
 from app.db import Project, boundary
 from app.services.errors import InvalidInput, ServiceError
@@ -62,10 +63,10 @@ def _run(project, token: str | None, filename: str | None):
         flash(f"Nothing imported: {message.splitlines()[0]}", "error")
         details = getattr(err, "details", {}) or {}
         return _page(project, problems=details.get("errors") or []), 400
-    if summary is not None and summary["dry_run"]:
-        summary["filename"] = filename
+    if summary is not None and summary.dry_run:
+        summary = Extended(summary, filename=filename)
     elif summary is not None:
-        flash(f"Imported {filename}: {summary['changes']} change(s).", "info")
+        flash(f"Imported {filename}: {summary.changes} change(s).", "info")
     return _page(project, summary=summary, job=job)
 
 

@@ -17,6 +17,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -132,7 +133,23 @@ def _data_files(root: Path) -> list[dict[str, Any]]:
     return found
 
 
-def backup(target: Path, with_images: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BackupFacts:
+    """A backup as its manifest describes it: when it was made, its database's kind, how many data files
+    it lists and whether it holds copies of them."""
+
+    created: str
+    database: str
+    files: int
+    with_images: bool
+
+    @classmethod
+    def of(cls, manifest: dict[str, Any]) -> BackupFacts:
+        return cls(manifest["created"], manifest["database"]["kind"], len(manifest["files"]),
+                   bool(manifest.get("with_images")))
+
+
+def backup(target: Path, with_images: bool) -> BackupFacts:
     """Write a backup of this installation into ``target`` (a new or empty folder)."""
     config = current_app.config
     if target.exists() and any(target.iterdir()):
@@ -156,7 +173,7 @@ def backup(target: Path, with_images: bool) -> dict[str, Any]:
             shutil.copy2(data_root / entry["path"], copy)
     (target / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     log.info("backup written to %s: %s file(s)", target, len(manifest["files"]))
-    return manifest
+    return BackupFacts.of(manifest)
 
 
 def _read_manifest(source: Path) -> dict[str, Any]:
@@ -229,7 +246,7 @@ def _repoint_mlflow(url: str, old_root: str, new_root: Path) -> None:
         engine.dispose()
 
 
-def restore(source: Path) -> dict[str, Any]:
+def restore(source: Path) -> BackupFacts:
     """Restore a backup folder into this (empty) installation; the data root's files must match it."""
     config = current_app.config
     manifest = _read_manifest(source)
@@ -246,4 +263,4 @@ def restore(source: Path) -> dict[str, Any]:
         shutil.copytree(source / "mlartifacts", artifacts, dirs_exist_ok=True)
     _repoint_mlflow(config["MLFLOW_TRACKING_URI"], manifest["mlflow"]["artifact_root"], artifacts)
     log.info("restored %s: %s file(s) verified", source, len(manifest["files"]))
-    return {"files": len(manifest["files"]), "created": manifest["created"]}
+    return BackupFacts.of(manifest)

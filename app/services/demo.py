@@ -7,6 +7,7 @@ champion it scores every scan, so a new user sees suggestions stamped with a ver
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,7 +65,20 @@ def write_phantom(path: Path, seed: int, artifact: str | None) -> None:
     tmp.replace(path)
 
 
-def build_demo(admin_username: str, admin_password: str) -> dict:
+@dataclass(frozen=True)
+class DemoSummary:
+    """The demo project as built: its name, whether its admin was created, its experiments, scans and
+    frames, and how many of those frames this build added."""
+
+    project: str
+    admin_created: bool
+    experiments: int
+    scans: int
+    frames: int
+    created_frames: int
+
+
+def build_demo(admin_username: str, admin_password: str) -> DemoSummary:
     """Create what is missing of the demo (admin, project, files, rows); reuse what exists."""
     vocabulary.seed_defaults()
     admin = users.find_user(admin_username)
@@ -94,7 +108,7 @@ def build_demo(admin_username: str, admin_password: str) -> dict:
                 frame_service.register_frame(scan, number, relative_location(path))
                 created += 1
     created += _build_history(project, data_root, counts)
-    return {"project": project.name, "admin_created": admin_created, "created_frames": created, **counts}
+    return DemoSummary(project=project.name, admin_created=admin_created, created_frames=created, **counts)
 
 
 def _build_history(project, data_root: Path, counts: dict[str, int]) -> int:

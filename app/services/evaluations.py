@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +278,17 @@ def _suffix(head: bytes, filename: str) -> str:
     raise InvalidInput("the file is not a NIfTI (.nii, .nii.gz) or NRRD (.nrrd) image", field="file")
 
 
-def predict(project: Project, stream, filename: str, declared_length: int | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Prediction:
+    """The champion's scores for an image, by output key, and which version gave them."""
+
+    model: str
+    version: str
+    mlflow_run_id: str | None
+    scores: dict[str, float]
+
+
+def predict(project: Project, stream, filename: str, declared_length: int | None) -> Prediction:
     """The champion's scores for an image sent by an outside pipeline, with its version; nothing stored.
 
     The file is streamed to a temporary folder (refused past ``PREDICT_MAX_BYTES`` with 413), checked
@@ -315,8 +326,7 @@ def predict(project: Project, stream, filename: str, declared_length: int | None
             path = converted
         loaded = engine().model(model.registry_name, model.version)
         scores = project_scores(model, loaded.score(str(path)), entries)
-    return {"model": model.registry_name, "version": model.version, "mlflow_run_id": model.mlflow_run_id,
-            "scores": scores}
+    return Prediction(model.registry_name, model.version, model.mlflow_run_id, scores)
 
 
 def waiting_jobs(project_id: int) -> list[int]:

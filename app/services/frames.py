@@ -8,7 +8,7 @@ many and large).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -50,9 +50,6 @@ class FillReport:
     filled: int = 0
     unreadable: int = 0
     problems: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"filled": self.filled, "unreadable": self.unreadable, "problems": list(self.problems)}
 
 
 def _missing(project_id: int | None, frame_ids: list[int] | None) -> list[tuple[int, str]]:
@@ -112,8 +109,8 @@ def fill_checksums(project_id: int | None = None, frame_ids: list[int] | None = 
 
 @jobs.handler("frames.checksum")
 def _checksum_job(params: dict[str, Any], context: jobs.JobContext) -> dict[str, Any]:
-    report = fill_checksums(project_id=params.get("project_id"), frame_ids=params.get("frame_ids"),
-                            progress=context.progress).as_dict()
+    report = asdict(fill_checksums(project_id=params.get("project_id"), frame_ids=params.get("frame_ids"),
+                                   progress=context.progress))
     if params.get("project_id") is not None:  # the new frames have their identity: the champion scores them
         evaluations.score_unscored(params["project_id"])
     return report

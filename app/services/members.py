@@ -1,6 +1,8 @@
 """Project members: who has which role, changed by the project's admins; members mail each other."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import Select, func, select
 from werkzeug.routing import BuildError
 
@@ -11,6 +13,35 @@ from app.services.loaders import load, load_one
 
 MAX_MESSAGE_LENGTH = 5000
 MAX_SUBJECT_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A member one may write to about a scan."""
+
+    id: int
+    username: str
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class EmailDraft:
+    """What the review page pre-fills to mail members about a scan."""
+
+    subject: str
+    link: str
+    body: str
+    recipients: list[Recipient]
+
+
+@dataclass(frozen=True)
+class EmailSent:
+    """Who was mailed about a scan, under which subject."""
+
+    sent_to: list[str]
+    subject: str
+    link: str
 
 
 def members_query(project_id: int) -> Select:
@@ -79,7 +110,7 @@ def scan_link(scan_id: int) -> str:
         return users.external_link("ui.projects")
 
 
-def scan_email_draft(scan_id: int, sender: User) -> dict:
+def scan_email_draft(scan_id: int, sender: User) -> EmailDraft:
     """What the review page pre-fills: subject, body with the link, and the members one may write to."""
     scan, experiment, project = _scan_context(scan_id)
     link = scan_link(scan.id)
@@ -87,16 +118,15 @@ def scan_email_draft(scan_id: int, sender: User) -> dict:
         select(User, Membership.role).join(Membership, Membership.user_id == User.id)
         .where(Membership.project_id == project.id, User.id != sender.id, User.email.is_not(None),
                User.is_enabled, User.is_approved).order_by(User.username)).all()
-    return {
-        "subject": f"[qcloop] {project.name} / {experiment.name} / {scan.name}"[:MAX_SUBJECT_LENGTH],
-        "link": link,
-        "body": f"About scan {scan.name} (experiment {experiment.name}, project {project.name}):\n{link}\n",
-        "recipients": [{"id": user.id, "username": user.username, "name": user.display_name, "role": role}
-                       for user, role in recipients],
-    }
+    return EmailDraft(
+        subject=f"[qcloop] {project.name} / {experiment.name} / {scan.name}"[:MAX_SUBJECT_LENGTH],
+        link=link,
+        body=f"About scan {scan.name} (experiment {experiment.name}, project {project.name}):\n{link}\n",
+        recipients=[Recipient(user.id, user.username, user.display_name, role) for user, role in recipients],
+    )
 
 
-def send_scan_email(scan_id: int, sender: User, to: list, message: str, subject: str | None = None) -> dict:
+def send_scan_email(scan_id: int, sender: User, to: list, message: str, subject: str | None = None) -> EmailSent:
     """Mail members of the scan's project about it; every recipient must be a member with an address."""
     scan, experiment, project = _scan_context(scan_id)
     if not isinstance(to, list) or not to or len(to) > 50:
@@ -123,11 +153,11 @@ def send_scan_email(scan_id: int, sender: User, to: list, message: str, subject:
         if user.email not in addresses:
             addresses.append(user.email)
             names.append(user.username)
-    body = (f"{message.strip()}\n\n" if message.strip() else "") + draft["body"] + \
+    body = (f"{message.strip()}\n\n" if message.strip() else "") + draft.body + \
         f"\n-- \n{sender.display_name} ({sender.username}) via qcloop\n"
-    mail.send(addresses, subject.strip() if subject else draft["subject"], body, reply_to=sender.email)
+    mail.send(addresses, subject.strip() if subject else draft.subject, body, reply_to=sender.email)
     audit.record("scan.email", actor=sender, project_id=project.id, target=("scan", scan.id), to=names)
-    return {"sent_to": names, "subject": subject.strip() if subject else draft["subject"], "link": draft["link"]}
+    return EmailSent(names, subject.strip() if subject else draft.subject, draft.link)
 
 
 def role_of(project_id: int, user_id: int) -> str | None:

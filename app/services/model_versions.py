@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from flask import current_app
 from sqlalchemy import select, update
@@ -135,7 +136,47 @@ def rollback(project: Project, version: str, user: User | None) -> ModelVersion:
     return target
 
 
-def versions(project: Project) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class VersionSummary:
+    """A version of the project's model with its run, held-out metrics and alias."""
+
+    id: int
+    registry_name: str
+    version: str
+    alias: str | None
+    champion: bool
+    mlflow_run_id: str | None
+    training_run_id: int | None
+    source: str
+    heldout_usable_auc: float | None
+    heldout_usable_auc_low: float | None
+    heldout_usable_auc_high: float | None
+    outputs: list[str]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class OutputAgreement:
+    """The champion's suggestions for one output against the settled labels."""
+
+    output: str
+    scans: int
+    accuracy: float
+    auc: float | None
+    auc_low: float | None
+    auc_high: float | None
+
+
+@dataclass(frozen=True)
+class ModelAgreement:
+    """How the champion's current suggestions agree with the settled reviewer labels, per output."""
+
+    version: str
+    registry_name: str
+    outputs: list[OutputAgreement]
+
+
+def versions(project: Project) -> list[VersionSummary]:
     """Every version of the project's model, newest first, with its run, held-out metrics and alias."""
     rows = db.session.scalars(select(ModelVersion).where(ModelVersion.project_id == project.id)
                               .order_by(ModelVersion.id.desc()))
@@ -145,16 +186,16 @@ def versions(project: Project) -> list[dict[str, Any]]:
     for row in rows:
         run = runs.get(row.id)
         metrics = row.metrics or {}
-        found.append({
-            "id": row.id, "registry_name": row.registry_name, "version": row.version, "alias": row.alias,
-            "champion": row.alias == "champion", "mlflow_run_id": row.mlflow_run_id,
-            "training_run_id": run.id if run else None,
-            "source": "miqa" if metrics.get("source") == "miqa" else "training",
-            "heldout_usable_auc": metrics.get("heldout_usable_auc"),
-            "heldout_usable_auc_low": metrics.get("heldout_usable_auc_low"),
-            "heldout_usable_auc_high": metrics.get("heldout_usable_auc_high"),
-            "outputs": [o["key"] for o in row.output_map if o["kind"] == "usable" or o.get("entry_id") is not None],
-            "created_at": row.created_at.isoformat()})
+        found.append(VersionSummary(
+            id=row.id, registry_name=row.registry_name, version=row.version, alias=row.alias,
+            champion=row.alias == "champion", mlflow_run_id=row.mlflow_run_id,
+            training_run_id=run.id if run else None,
+            source="miqa" if metrics.get("source") == "miqa" else "training",
+            heldout_usable_auc=metrics.get("heldout_usable_auc"),
+            heldout_usable_auc_low=metrics.get("heldout_usable_auc_low"),
+            heldout_usable_auc_high=metrics.get("heldout_usable_auc_high"),
+            outputs=[o["key"] for o in row.output_map if o["kind"] == "usable" or o.get("entry_id") is not None],
+            created_at=row.created_at))
     return found
 
 
@@ -163,7 +204,7 @@ def evaluation_jobs(project: Project, limit: int = 20) -> list[Job]:
                                    .order_by(Job.id.desc()).limit(limit)))
 
 
-def agreement(project: Project) -> dict[str, Any] | None:
+def agreement(project: Project) -> ModelAgreement | None:
     """How the champion's current suggestions agree with the settled reviewer labels, per output:
     AUC (undefined without both classes) and accuracy at 0.5, over scans that have both."""
     import numpy as np
@@ -191,8 +232,9 @@ def agreement(project: Project) -> dict[str, Any] | None:
         score = np.array([[p[1]] for p in pairs], dtype=float)
         found = heldout_metrics([output], score, y, np.ones_like(y), [str(i) for i in range(len(pairs))])
         accuracy = float(((score[:, 0] >= 0.5) == (y[:, 0] >= 0.5)).mean())
-        rows.append({"output": output.key, "scans": len(pairs), "accuracy": accuracy,
-                     "auc": found.get(f"{output.key}_auc") if defined(found.get(f"{output.key}_auc")) else None,
-                     "auc_low": found.get(f"{output.key}_auc_low"), "auc_high": found.get(f"{output.key}_auc_high")})
-    return {"version": model.version, "registry_name": model.registry_name, "outputs": rows}
+        rows.append(OutputAgreement(
+            output=output.key, scans=len(pairs), accuracy=accuracy,
+            auc=found.get(f"{output.key}_auc") if defined(found.get(f"{output.key}_auc")) else None,
+            auc_low=found.get(f"{output.key}_auc_low"), auc_high=found.get(f"{output.key}_auc_high")))
+    return ModelAgreement(model.version, model.registry_name, rows)
 

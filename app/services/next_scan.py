@@ -261,16 +261,25 @@ def _after(ids: list[int], after: int | None, name_position: dict[int, int] | No
     return ids[0]
 
 
-def neighbours(scan: Scan) -> dict[str, int | None]:
+@dataclass(frozen=True)
+class Neighbours:
+    """Ids of the previous and next live scan of the project (None at either end)."""
+
+    previous: int | None
+    next: int | None
+
+
+def neighbours(scan: Scan) -> Neighbours:
     """Previous and next scan of the project in experiment then scan name order (browsing, not a queue);
     two queries of one id each, in the database (names are unique within their experiment and project)."""
     here = tuple_(scan.experiment.name, scan.name)
     order = tuple_(Experiment.name, Scan.name)
     live = select(Scan.id).join(Experiment).where(Experiment.project_id == scan.experiment.project_id,
                                                   Scan.archived_at.is_(None))
-    return {"previous": db.session.scalar(live.where(order < here).order_by(Experiment.name.desc(),
-                                                                             Scan.name.desc()).limit(1)),
-            "next": db.session.scalar(live.where(order > here).order_by(Experiment.name, Scan.name).limit(1))}
+    return Neighbours(
+        previous=db.session.scalar(live.where(order < here).order_by(Experiment.name.desc(), Scan.name.desc())
+                                   .limit(1)),
+        next=db.session.scalar(live.where(order > here).order_by(Experiment.name, Scan.name).limit(1)))
 
 
 def overview(project_id: int, user: User, role: str, strategy: str | None = None) -> list[NextScan]:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from app.db import AuditEvent, Experiment, Membership, Project, Scan, User, db
+from app.db import Experiment, Membership, Project, Scan, User, db
 from app.services.access import readable_project_ids
 
 
@@ -30,9 +30,3 @@ def projects_for(user: User) -> list[ProjectRow]:
              .where(Project.id.in_(readable_project_ids(user))).order_by(Project.name))
     return [ProjectRow(*row) for row in db.session.execute(query)]
 
-
-def admin_summary() -> dict:
-    return {
-        "users": db.session.scalars(select(User).order_by(User.username)).all(),
-        "events": db.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(100)).all(),
-    }

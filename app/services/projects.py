@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -24,6 +25,16 @@ DEFAULT_SETTINGS = {
 MIN_LABELS_RANGE = (1, 100000)
 # Settings a project admin edits (the training page, PATCH /api/v1/projects/{id}/training-settings).
 EDITABLE_SETTINGS = ("label_rule", "questionable", "min_labels_per_class")
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    """A project's review and training settings, defaults filled in (see ``DEFAULT_SETTINGS``)."""
+
+    note_required_for: list[str] | None
+    label_rule: str
+    questionable: str | float
+    min_labels_per_class: int
 
 
 def model_name_for(name: str) -> str:
@@ -70,9 +81,10 @@ def create_project(name: str, creator: User | None, template: Project | str | No
     return project
 
 
-def settings_of(project: Project) -> dict[str, Any]:
+def settings_of(project: Project) -> ProjectSettings:
     """The project's settings with the defaults filled in (projects made before a setting existed lack it)."""
-    return {**DEFAULT_SETTINGS, **(project.settings or {})}
+    stored = project.settings or {}
+    return ProjectSettings(**{key: stored.get(key, default) for key, default in DEFAULT_SETTINGS.items()})
 
 
 def _checked_setting(key: str, value: Any) -> Any:
@@ -99,7 +111,7 @@ def _checked_setting(key: str, value: Any) -> Any:
     return value
 
 
-def update_settings(project: Project, changes: dict[str, Any], actor: User | None) -> dict[str, Any]:
+def update_settings(project: Project, changes: dict[str, Any], actor: User | None) -> ProjectSettings:
     """Change editable settings (all checked before any is applied), audited; returns the effective
     settings."""
     if not isinstance(changes, dict):
@@ -109,7 +121,7 @@ def update_settings(project: Project, changes: dict[str, Any], actor: User | Non
         raise InvalidInput(f"unknown or read-only setting(s): {', '.join(unknown)}; editable: "
                            f"{', '.join(EDITABLE_SETTINGS)}", field=unknown[0])
     checked = {key: _checked_setting(key, value) for key, value in changes.items()}
-    before = settings_of(project)
+    before = asdict(settings_of(project))
     changed = {key: value for key, value in checked.items() if before.get(key) != value}
     if changed:
         project.settings = {**(project.settings or {}), **changed}

@@ -9,7 +9,7 @@ frame it has not scored (an evaluation job).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from flask import current_app
@@ -29,15 +29,29 @@ log = logging.getLogger(__name__)
 PROMOTION_METRIC = "heldout_usable_auc"
 
 
-def _verdict(metric: str, ours: float, theirs: float, same_split: bool, note: str) -> dict[str, Any]:
-    """One comparison whose reason names the metric and how it was measured (shown on the page and in a 409)."""
+@dataclass(frozen=True)
+class Comparison:
+    """The candidate against the champion on held-out usable AUC; ``reason`` names the metric and how it
+    was measured (shown on the page and in a 409). Without a defined metric, the three are None."""
+
+    metric: str | None
+    candidate: float | None
+    champion: float | None
+    better: bool
+    same_split: bool
+    champion_version: str | None
+    reason: str
+
+
+def _verdict(metric: str, ours: float, theirs: float, same_split: bool, note: str,
+             champion_version: str) -> Comparison:
     better = ours > theirs
-    return {"metric": metric, "candidate": ours, "champion": theirs, "better": better, "same_split": same_split,
-            "reason": f"{metric} {ours:.4f} {'>' if better else '<='} {theirs:.4f}, {note}"}
+    return Comparison(metric, ours, theirs, better, same_split, champion_version,
+                      f"{metric} {ours:.4f} {'>' if better else '<='} {theirs:.4f}, {note}")
 
 
 def compare_metrics(run_id: int, candidate: dict[str, Any], champion_version: str | None,
-                    champion: dict[str, Any] | None) -> dict[str, Any]:
+                    champion: dict[str, Any] | None) -> Comparison:
     """Candidate against champion; "better" means strictly higher usable AUC.
 
     The candidate needs a defined held-out usable AUC. When its run scored this very champion
@@ -47,17 +61,15 @@ def compare_metrics(run_id: int, candidate: dict[str, Any], champion_version: st
     """
     if champion_version is None:
         eligible, why = first_champion_gate(candidate)
-        return {"metric": None, "candidate": None, "champion": None, "better": eligible, "same_split": False,
-                "champion_version": None, "reason": f"there is no champion yet; {why}"}
+        return Comparison(None, None, None, eligible, False, None, f"there is no champion yet; {why}")
     scored = candidate.get("champion_version")
     ours, theirs = candidate.get(PROMOTION_METRIC), candidate.get(f"champion_{PROMOTION_METRIC}")
     if not defined(ours):
-        return {"metric": None, "candidate": None, "champion": None, "better": False, "same_split": False,
-                "champion_version": champion_version,
-                "reason": f"run {run_id} has no defined held-out usable AUC (its held-out scans lack a class)"}
+        return Comparison(None, None, None, False, False, champion_version,
+                          f"run {run_id} has no defined held-out usable AUC (its held-out scans lack a class)")
     if scored == champion_version and defined(theirs):
-        return {**_verdict(f"usable AUC on run {run_id}'s held-out scans", float(ours), float(theirs), True,
-                           "both models scored on the same scans"), "champion_version": champion_version}
+        return _verdict(f"usable AUC on run {run_id}'s held-out scans", float(ours), float(theirs), True,
+                        "both models scored on the same scans", champion_version)
     if scored == champion_version:
         why = f"run {run_id}'s held-out scans gave no usable AUC of champion v{champion_version}"
     elif scored:
@@ -65,11 +77,10 @@ def compare_metrics(run_id: int, candidate: dict[str, Any], champion_version: st
     else:
         why = f"run {run_id} has no score of champion v{champion_version} on its held-out scans"
     if defined((champion or {}).get(PROMOTION_METRIC)):
-        return {**_verdict(PROMOTION_METRIC, float(ours), float(champion[PROMOTION_METRIC]), False,
-                           f"each on its own run's held-out scans: {why}"), "champion_version": champion_version}
-    return {"metric": None, "candidate": None, "champion": None, "better": False, "same_split": False,
-            "champion_version": champion_version,
-            "reason": f"{why}, and the champion has no held-out usable AUC ({PROMOTION_METRIC})"}
+        return _verdict(PROMOTION_METRIC, float(ours), float(champion[PROMOTION_METRIC]), False,
+                        f"each on its own run's held-out scans: {why}", champion_version)
+    return Comparison(None, None, None, False, False, champion_version,
+                      f"{why}, and the champion has no held-out usable AUC ({PROMOTION_METRIC})")
 
 
 def _candidate(project_id: int, run_id: int) -> tuple[TrainingRun, ModelVersion]:
@@ -89,12 +100,14 @@ def champions(project_id: int) -> dict[str, ModelVersion]:
     return {row.registry_name: row for row in rows}
 
 
-def promotion_preview(run: dict[str, Any], champion: ModelVersion | None) -> dict[str, Any] | None:
-    """For the page: how a run's model compares with the recorded champion (None when nothing to promote)."""
-    version = run.get("model_version")
-    if not version or version["alias"] == "champion":
+def promotion_preview(status: RunStatus, champions_by_name: dict[str, ModelVersion]) -> Comparison | None:
+    """For the page: how a run's model compares with the recorded champion of its registry name (None when
+    nothing to promote)."""
+    version = status.model_version
+    if version is None or version.alias == "champion":
         return None
-    return compare_metrics(run["id"], run.get("metrics") or {}, None if champion is None else champion.version,
+    champion = champions_by_name.get(version.registry_name)
+    return compare_metrics(status.run.id, status.run.metrics or {}, None if champion is None else champion.version,
                            None if champion is None else champion.metrics or {})
 
 
@@ -104,7 +117,7 @@ class Promotion:
     overridden), whether it was forced, and the version it replaced."""
 
     run: RunStatus
-    comparison: dict[str, Any]
+    comparison: Comparison
     forced: bool
     previous_champion: str | None
 
@@ -141,22 +154,22 @@ def promote_run(project_id: int, run_id: int, user: User | None, force: Any = Fa
             champion_row.metrics if champion_row is not None and champion_row.metrics
             else registry.version_metrics(uri, name, current))
         comparison = compare_metrics(run.id, candidate.metrics or {}, current, champion_metrics)
-        if not comparison["better"] and not force:
+        if not comparison.better and not force:
             against = "chance" if current is None else f"the champion (version {current})"
             raise Conflict(f"{name} version {candidate.version} is not better than {against}: "
-                           f"{comparison['reason']}; an admin may promote it anyway with force",
-                           comparison=comparison)
+                           f"{comparison.reason}; an admin may promote it anyway with force",
+                           comparison=asdict(comparison))
         registry.promote(uri, name, candidate.version)
     except MlflowException as err:
         raise Unavailable(f"the MLflow registry refused the promotion: {str(err).splitlines()[0][:300]}") from err
-    forced = not comparison["better"]
+    forced = not comparison.better
     db.session.execute(update(ModelVersion).where(ModelVersion.registry_name == name,
                                                   ModelVersion.alias == "champion",
                                                   ModelVersion.id != candidate.id).values(alias=None))
     candidate.alias = "champion"
     audit.record("model.force_promote" if forced else "model.promote", actor=user, project_id=project_id,
                  target=("model_version", candidate.id), registry_name=name, version=candidate.version,
-                 previous_champion=current, training_run=run.id, comparison=comparison)
+                 previous_champion=current, training_run=run.id, comparison=asdict(comparison))
     log.info("%s version %s promoted to champion (was %s)%s", name, candidate.version, current,
              " by force" if forced else "")
     evaluations.score_unscored(project_id, user)

@@ -358,10 +358,23 @@ def render_slice(volume: CachedVolume, request: SliceRequest) -> bytes:
     return buffer.getvalue()
 
 
-def viewer_facts(volume: CachedVolume) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ViewerFacts:
+    """Shapes, affines (RAS and original) and the default window of a frame's viewer volume."""
+
+    shape: list[int]
+    original_shape: list[int]
+    original_affine: list[list[float]]
+    affine: list[list[float]]
+    inverse_original_affine: list[list[float]]
+    window: list[float]
+    range: list[float]
+
+
+def viewer_facts(volume: CachedVolume) -> ViewerFacts:
     """What the page needs to map viewer positions (RAS mm) to original voxels and to set windows."""
     meta = volume.meta
-    return {"shape": meta["shape"], "original_shape": meta["original_shape"][:3],
-            "original_affine": meta["original_affine"], "affine": meta["affine"],
-            "inverse_original_affine": np.linalg.inv(np.asarray(meta["original_affine"])).tolist(),
-            "window": meta["window"], "range": meta["range"]}
+    return ViewerFacts(shape=meta["shape"], original_shape=meta["original_shape"][:3],
+                       original_affine=meta["original_affine"], affine=meta["affine"],
+                       inverse_original_affine=np.linalg.inv(np.asarray(meta["original_affine"])).tolist(),
+                       window=meta["window"], range=meta["range"])

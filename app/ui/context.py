@@ -14,7 +14,7 @@ from app.api.schemas.base import Extended
 from app.api.schemas.scan_page import ScanContextSchema
 from app.db import Decision, Experiment, Project, Scan, User
 from app.services import review
-from app.services.review.scan_page import scan_facts
+from app.services.review.scan_page import SaliencyOutput, scan_facts
 
 
 def optional_url(endpoint: str, **values: Any) -> str | None:
@@ -40,7 +40,7 @@ class ScanPage:
     blocked: str | None
     user: str
     frames: list[Extended]
-    saliency_outputs: list[dict[str, str]]
+    saliency_outputs: list[SaliencyOutput]
     decisions: list[Extended]
     artifacts: list[Any]
     suggestion: review.Suggestion | None
@@ -74,7 +74,8 @@ def scan_page(scan: Scan, user: User, role: str, queue: str | None = None, strat
         decisions=[Extended(option, requires_note=needs_note) for option, needs_note in facts.options],
         artifacts=facts.artifacts, suggestion=facts.suggestion, history=facts.history, lock=facts.lock,
         carried=facts.latest,
-        neighbours={name: _links(scan_id, carry) for name, scan_id in facts.neighbours.items()},
+        neighbours={"previous": _links(facts.neighbours.previous, carry),
+                    "next": _links(facts.neighbours.next, carry)},
         queue=Extended(queued, next=_links(queued.scan_id if queued.scan_id != scan.id else None, carry),
                        other_url=url_for("ui.next_scan_page", project_id=project.id, queue=other,
                                          **({"strategy": facts.strategy} if facts.strategy else {}))

@@ -40,14 +40,14 @@ def _form_body(form) -> dict:
 @permission("project", "collaborator")
 def training_runs(project_id: int):
     project = load(Project, project_id)
-    runs = RunSchema(many=True).dump([training.run_status(run) for run in training.recent_runs(project_id, 50)])
-    champions = promotion.champions(project_id)
-    for run in runs:
-        version = run["model_version"]
-        run["promotion"] = promotion.promotion_preview(run, champions.get(version["registry_name"]) if version else None)
+    statuses = [training.run_status(run) for run in training.recent_runs(project_id, 50)]
+    runs = RunSchema(many=True).dump(statuses)
+    champions, choices = promotion.champions(project_id), training.form_choices()
+    for run, status in zip(runs, statuses):
+        run["promotion"] = promotion.promotion_preview(status, champions)
     return render_template("training/runs.html", project=project, counts=training.label_counts(project), runs=runs,
                            settings=projects.settings_of(project), is_admin=g.project_role == "admin",
-                           **training.form_choices(),
+                           architectures=choices.architectures, synthesizable=choices.synthesizable,
                            synthesis_probability=SYNTHESIS_PROBABILITY)
 
 

@@ -52,7 +52,7 @@ def test_csv_exports_open_as_text_and_import_back_the_same(factory, tmp_path, fm
     path.write_text(text, encoding="utf-8")
     again = importer.import_file(path, project=project)
     db.session.commit()
-    assert again["changes"] == 0 and snapshot() == before
+    assert again.changes == 0 and snapshot() == before
 
     empty_database()
     fresh = factory.project("Site")

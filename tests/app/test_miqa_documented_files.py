@@ -77,9 +77,9 @@ def test_miqa_csv_files_import_unchanged_and_export_back_whole(factory, tmp_path
 
     summary = importer.import_file(source, project=None)
     db.session.commit()
-    assert summary["warnings"] == [] and summary["unmatched_artifacts"] == {}
-    assert summary["counts"]["frames_added"] == len(rows)
-    assert summary["counts"]["decisions_added"] == len({(r["experiment_name"], r["scan_name"]) for r in rows
+    assert summary.warnings == [] and summary.unmatched_artifacts == {}
+    assert summary.counts["frames_added"] == len(rows)
+    assert summary.counts["decisions_added"] == len({(r["experiment_name"], r["scan_name"]) for r in rows
                                                         if r.get("last_decision")})
 
     project_ids = exporter.all_project_ids()
@@ -89,7 +89,7 @@ def test_miqa_csv_files_import_unchanged_and_export_back_whole(factory, tmp_path
     back = tmp_path / "back.csv"
     back.write_text(exported, encoding="utf-8")
     again = importer.import_file(back, project=None)
-    assert again["changes"] == 0
+    assert again.changes == 0
 
 
 def test_documented_csv_keeps_floats_aliases_and_notes(factory):
@@ -147,7 +147,7 @@ def test_documented_json_imports_unchanged_and_exports_back_whole(factory, tmp_p
 
     summary = importer.import_file(source, project=None)
     db.session.commit()
-    assert summary["warnings"] == [] and summary["counts"]["decisions_added"] == 3
+    assert summary.warnings == [] and summary.counts["decisions_added"] == 3
 
     exported = "".join(exporter.export("miqa-json", exporter.all_project_ids()))
     assert _json_content(json.loads(exported)) == _json_content(body)
@@ -157,7 +157,7 @@ def test_documented_json_imports_unchanged_and_exports_back_whole(factory, tmp_p
 
     back = tmp_path / "back.json"
     back.write_text(exported, encoding="utf-8")
-    assert importer.import_file(back, project=None)["changes"] == 0
+    assert importer.import_file(back, project=None).changes == 0
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])

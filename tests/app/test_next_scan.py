@@ -260,5 +260,5 @@ def test_neighbours_browse_by_experiment_then_scan_name_across_experiments_skipp
     order = ["a1", "a2", "b1", "c1", "c2", "c3"]  # b2 is archived
     for position, name in enumerate(order):
         near = next_scan.neighbours(scans[name])
-        assert near["previous"] == (scans[order[position - 1]].id if position else None), name
-        assert near["next"] == (scans[order[position + 1]].id if position < len(order) - 1 else None), name
+        assert near.previous == (scans[order[position - 1]].id if position else None), name
+        assert near.next == (scans[order[position + 1]].id if position < len(order) - 1 else None), name

@@ -76,7 +76,7 @@ def test_a_template_gives_its_active_vocabularies_and_settings(factory, client):
     keys = [e.key for e in vocabulary.artifact_entries(copy.id, include_retired=True)]
     assert "zipper" in keys and "lesions" not in keys
     assert keys == [e.key for e in vocabulary.artifact_entries(source.id)]
-    assert projects.settings_of(copy)["min_labels_per_class"] == 7 and projects.settings_of(copy)["questionable"] == 0.5
+    assert projects.settings_of(copy).min_labels_per_class == 7 and projects.settings_of(copy).questionable == 0.5
     assert _membership(copy.id) == [("root", "admin")]  # members are not copied
     assert copy.model_name == "qcloop-copy"
 

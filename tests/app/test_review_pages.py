@@ -13,6 +13,7 @@ from sqlalchemy import event, select
 
 from app.db import Evaluation, Frame, ModelVersion, db
 from app.services import decisions, projects, review
+from app.services.review.agreement import ArtifactAgreement
 from tests.factories import login
 
 
@@ -101,11 +102,11 @@ def test_project_page_filters_task_overview_and_agreement(client, reviewed):
     assert f'href="/projects/{project.id}/training"' in html  # the training page, where it exists
     assert f"/projects/{project.id}/import" not in html  # import/export: for project admins only
     agreement = review.agreement(project.id)
-    assert agreement["scans"] == 2  # scans 0 and 6 were decided by both
-    pair = agreement["pairs"][0]
-    assert pair["reviewers"] == ["ann", "bob"] and pair["n"] == 2 and pair["agreement"] == 0.0
-    assert pair["artifacts"]["ghosting_motion"] == {"kappa": 0.0, "n": 2, "agreement": 0.0}  # present vs absent
-    assert {d["scan_name"] for d in agreement["disagreements"]} == {"scan0000", "scan0006"}
+    assert agreement.scans == 2  # scans 0 and 6 were decided by both
+    pair = agreement.pairs[0]
+    assert pair.reviewers == ["ann", "bob"] and pair.n == 2 and pair.agreement == 0.0
+    assert pair.artifacts["ghosting_motion"] == ArtifactAgreement(kappa=0.0, n=2, agreement=0.0)  # present vs absent
+    assert {d.scan_name for d in agreement.disagreements} == {"scan0000", "scan0006"}
     assert "Disagreements to settle" in html and "scan0006" in html
 
 
@@ -159,11 +160,11 @@ def test_kappa_per_pair_when_labels_vary(factory):
     db.session.commit()
     from sklearn.metrics import cohen_kappa_score
 
-    result = review.agreement(project.id)["pairs"][0]
-    assert result["kappa"] == round(cohen_kappa_score([a for a, _ in pairs], [b for _, b in pairs]), 3)
-    assert result["agreement"] == 0.8
+    result = review.agreement(project.id).pairs[0]
+    assert result.kappa == round(cohen_kappa_score([a for a, _ in pairs], [b for _, b in pairs]), 3)
+    assert result.agreement == 0.8
     # Unlisted artifacts are undefined (not judged) and left out: only scan 1 was judged by both.
-    assert result["artifacts"] == {"lesions": {"kappa": None, "n": 1, "agreement": 1.0}}
+    assert result.artifacts == {"lesions": ArtifactAgreement(kappa=None, n=1, agreement=1.0)}
 
 
 def test_projects_page_shows_progress_role_and_timeline(client, reviewed):

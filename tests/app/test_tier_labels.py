@@ -33,7 +33,7 @@ def reviewed(app, factory, client):
 
 def _counts(project_id: int) -> dict[str, tuple[int, int]]:
     db.session.expire_all()
-    return {row["key"]: (row["present"], row["absent"])
+    return {row.key: (row.present, row.absent)
             for row in training.label_counts(db.session.get(Project, project_id))}
 
 

@@ -318,8 +318,8 @@ def test_min_labels_is_a_project_setting_edited_by_admins_and_used_by_runs(app, 
     event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "project.settings",
                                                        AuditEvent.project_id == project.id))
     assert event.actor_id == admin.id and event.details["after"] == {"min_labels_per_class": 2, "questionable": 0.5}
-    counts = {c["key"]: c for c in training.label_counts(load(Project, project.id))}
-    assert counts["ghosting_motion"]["enough"] and not counts["lesions"]["enough"]
+    counts = {c.key: c for c in training.label_counts(load(Project, project.id))}
+    assert counts["ghosting_motion"].enough and not counts["lesions"].enough
 
     login(client, admin.username)
     page = client.get(f"/projects/{project.id}/training")
@@ -328,7 +328,7 @@ def test_min_labels_is_a_project_setting_edited_by_admins_and_used_by_runs(app, 
                        data={"min_labels_per_class": "3", "label_rule": "newest", "questionable": "exclude"}
                        ).status_code == 302
     db.session.expire_all()
-    assert projects.settings_of(load(Project, project.id))["min_labels_per_class"] == 3
+    assert projects.settings_of(load(Project, project.id)).min_labels_per_class == 3
     assert b'<code id="min-labels">3</code>' in client.get(f"/projects/{project.id}/training").data
 
     # A run without min_labels uses the setting: 2 scans of each class are too few for 3.
@@ -343,8 +343,8 @@ def test_projects_made_before_the_setting_existed_read_its_default(app, factory)
     project, _ = _labelled_project(factory, n_scans=0)
     project.settings = {"label_rule": "newest"}
     db.session.commit()
-    assert projects.settings_of(project)["min_labels_per_class"] == 5 and training.min_labels(project) == 5
-    assert projects.settings_of(project)["label_rule"] == "newest"
+    assert projects.settings_of(project).min_labels_per_class == 5 and training.min_labels(project) == 5
+    assert projects.settings_of(project).label_rule == "newest"
 
 
 # --- promotion ----------------------------------------------------------------------------------------

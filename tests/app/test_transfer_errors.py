@@ -83,7 +83,7 @@ def test_missing_columns_and_unknown_columns(site, tmp_path):
     _refused(path, project, "row 1", "file_location", "missing column")
     extra = write_csv(tmp_path / "extra.csv", [good + ["whatever"]], header=MIQA_HEADER + ["favourite_colour"])
     summary = importer.import_file(extra, project=project)
-    assert summary["warnings"] == ["row 1, field favourite_colour: not a MIQA column; ignored"]
+    assert summary.warnings == ["row 1, field favourite_colour: not a MIQA column; ignored"]
 
 
 def test_not_an_image_and_the_missing_file_setting(site, tmp_path):
@@ -100,8 +100,8 @@ def test_not_an_image_and_the_missing_file_setting(site, tmp_path):
         db.session.commit()
     finally:
         current_app.config["IMPORT_MISSING_FILES"] = "error"
-    assert summary["counts"]["frames_added"] == 1
-    assert summary["warnings"] == [f"row 3, field file_location: file {current_app.config['DATA_ROOT']}"
+    assert summary.counts["frames_added"] == 1
+    assert summary.warnings == [f"row 3, field file_location: file {current_app.config['DATA_ROOT']}"
                                    "/site/not-yet.nii.gz does not exist"]
 
 

@@ -43,8 +43,8 @@ def test_miqa_sample_layout_with_a_decision_without_time(factory, tmp_path):
 
     summary = importer.import_file(source, project=project)
     db.session.commit()
-    assert summary["warnings"] == [] and summary["counts"]["frames_added"] == 4
-    assert summary["counts"]["decisions_added"] == 1  # the same decision on three frame rows, no time: once
+    assert summary.warnings == [] and summary.counts["frames_added"] == 4
+    assert summary.counts["decisions_added"] == 1  # the same decision on three frame rows, no time: once
     dti = snapshot()["Demo"]["experiments"]["IXI002"]["scans"]["0828-DTI"]
     assert dti["frames"] == {n: f"demo/IXI002/dti-{n:02d}.nii.gz" for n in range(3)}
     assert (dti["subject"], dti["session"], dti["link"]) == ("01", "01", "https://example.org/ixi")
@@ -53,7 +53,7 @@ def test_miqa_sample_layout_with_a_decision_without_time(factory, tmp_path):
 
     again = importer.import_file(source, project=project)
     db.session.commit()
-    assert again["changes"] == 0 and again["counts"]["decisions_already_present"] == 1
+    assert again.changes == 0 and again.counts["decisions_already_present"] == 1
     assert db.session.scalar(select(func.count()).select_from(Decision)) == 1
 
 
@@ -99,7 +99,7 @@ def test_partial_brain_coverage_is_full_brain_coverage_flipped(factory, tmp_path
     assert [r["identified_artifacts"] for r in exported] == ["lesions;partial_brain_coverage", ""]
     back = tmp_path / "back.csv"
     back.write_text("".join(exporter.export("miqa-csv", [project.id])), encoding="utf-8")
-    assert importer.import_file(back, project=project)["changes"] == 0
+    assert importer.import_file(back, project=project).changes == 0
     miqa_json = "".join(exporter.export("miqa-json", [project.id]))
     assert '"user_identified_artifacts": "lesions;partial_brain_coverage"' in miqa_json
 
@@ -150,7 +150,7 @@ def test_frame_rows_pointing_elsewhere_keep_their_own_location(factory, tmp_path
     source = _frames(factory, tmp_path, ["i=-45.504;j=-20.451;k=15.5", "i=1.25;j=-2;k=3", ""])
     summary = importer.import_file(source, project=project)
     db.session.commit()
-    assert summary["counts"]["decisions_added"] == 1  # one decision, three frame rows
+    assert summary.counts["decisions_added"] == 1  # one decision, three frame rows
     decision = db.session.scalar(select(Decision))
     assert (decision.location_i, decision.location_j, decision.location_k) == (-45.504, -20.451, 15.5)
     assert decision.frame_locations == {"1": [1.25, -2.0, 3.0], "2": None}
@@ -166,7 +166,7 @@ def test_frame_rows_pointing_elsewhere_keep_their_own_location(factory, tmp_path
         assert [r["location_of_interest"] for r in rows] == ["i=-45.504;j=-20.451;k=15.5", "i=1.25;j=-2;k=3", ""], fmt
     back = tmp_path / "back.csv"
     back.write_text("".join(exporter.export("miqa-csv", [project.id])), encoding="utf-8")
-    assert importer.import_file(back, project=project)["changes"] == 0
+    assert importer.import_file(back, project=project).changes == 0
 
 
 def test_a_decision_without_time_stays_without_time(factory, tmp_path):
@@ -189,7 +189,7 @@ def test_a_decision_without_time_stays_without_time(factory, tmp_path):
     full = json.loads("".join(exporter.export("json", [project.id])))
     assert full["projects"]["Site"]["experiments"]["e"]["scans"]["a"]["decisions"][0]["created"] is None
     again = importer.import_file(source, project=project)
-    assert again["changes"] == 0 and again["counts"]["decisions_already_present"] == 1
+    assert again.changes == 0 and again.counts["decisions_already_present"] == 1
 
 
 def _unknown_tags(factory, tmp_path):
@@ -204,8 +204,8 @@ def test_unknown_artifact_names_are_kept_listed_and_exported_back(factory, tmp_p
     project, source = _unknown_tags(factory, tmp_path)
     summary = importer.import_file(source, project=project)
     db.session.commit()
-    assert summary["unmatched_artifacts"] == {"Zipper Artifact": 1}
-    assert any("unknown artifact 'Zipper Artifact'" in warning for warning in summary["warnings"])
+    assert summary.unmatched_artifacts == {"Zipper Artifact": 1}
+    assert any("unknown artifact 'Zipper Artifact'" in warning for warning in summary.warnings)
     decision = db.session.scalar(select(Decision))
     assert decision.unmatched_artifacts == {"Zipper Artifact": "present"}
     states = {a.entry.key: a.state for a in decision.artifacts}
@@ -224,7 +224,7 @@ def test_unknown_artifact_names_join_the_vocabulary_when_asked(factory, tmp_path
     project, source = _unknown_tags(factory, tmp_path)
     summary = importer.import_file(source, project=project, add_unknown_artifacts=True)
     db.session.commit()
-    assert summary["unmatched_artifacts"] == {} and summary["counts"]["vocabulary_added"] == 1
+    assert summary.unmatched_artifacts == {} and summary.counts["vocabulary_added"] == 1
     entry = db.session.scalar(select(ArtifactEntry).where(ArtifactEntry.project_id == project.id,
                                                           ArtifactEntry.key == "zipper_artifact"))
     assert entry.label == "Zipper Artifact"

@@ -44,8 +44,8 @@ def test_miqa_csv_round_trip_gives_the_same_database(factory, tmp_path):
 
     first = importer.import_file(source, project=project)
     db.session.commit()
-    assert first["counts"]["scans_added"] == 3 and first["counts"]["frames_added"] == 4
-    assert first["counts"]["decisions_added"] == 2  # scan a's decision is on both of its rows: one decision
+    assert first.counts["scans_added"] == 3 and first.counts["frames_added"] == 4
+    assert first.counts["decisions_added"] == 2  # scan a's decision is on both of its rows: one decision
     before = snapshot()
     scan_a = before["Site"]["experiments"]["visit1"]["scans"]["scan a"]
     (code, creator, role, note, _, location, source_kind, states), = scan_a["decisions"]
@@ -62,7 +62,7 @@ def test_miqa_csv_round_trip_gives_the_same_database(factory, tmp_path):
     assert len(rows) == 4 and rows[0]["last_decision_created"].startswith("2021-09-01T10:00:00.123456")
     again = importer.import_file(_save(tmp_path, exported), project=project)
     db.session.commit()
-    assert again["changes"] == 0 and again["counts"]["decisions_already_present"] == 2
+    assert again.changes == 0 and again.counts["decisions_already_present"] == 2
     assert snapshot() == before
     assert "".join(exporter.export("miqa-csv", [project.id])) == exported
 
@@ -86,13 +86,13 @@ def test_merge_is_idempotent_and_dry_run_writes_nothing(factory, tmp_path):
     source = write_csv(tmp_path / "miqa.csv", _miqa_rows(factory))
     preview = importer.import_file(source, project=project, dry_run=True)
     db.session.rollback()
-    assert preview["dry_run"] and preview["counts"]["scans_added"] == 3 and counts()["scans"] == 0
+    assert preview.dry_run and preview.counts["scans_added"] == 3 and counts()["scans"] == 0
     importer.import_file(source, project=project)
     db.session.commit()
     before, numbers = snapshot(), counts()
     second = importer.import_file(source, project=project)
     db.session.commit()
-    assert second["changes"] == 0 and snapshot() == before and counts() == numbers
+    assert second.changes == 0 and snapshot() == before and counts() == numbers
 
 
 def test_miqa_json_with_decisions_list_and_last_decision(factory, tmp_path):
@@ -110,7 +110,7 @@ def test_miqa_json_with_decisions_list_and_last_decision(factory, tmp_path):
         "last_decision": last}}}}}}}
     summary = importer.import_file(write_json(tmp_path / "miqa.json", body), project=project)
     db.session.commit()
-    assert summary["format"] == "miqa-json" and summary["counts"]["decisions_added"] == 2
+    assert summary.format == "miqa-json" and summary.counts["decisions_added"] == 2
     scan = snapshot()["Site"]["experiments"]["exp"]
     assert scan["note"] == "json visit"
     found = scan["scans"]["s1"]
@@ -120,7 +120,7 @@ def test_miqa_json_with_decisions_list_and_last_decision(factory, tmp_path):
     assert dict(found["decisions"][1][7])["lesions"] == "absent"
     exported = "".join(exporter.export("miqa-json", [project.id]))
     again = importer.import_file(_save(tmp_path, exported, "export.json"), project=project)
-    assert again["changes"] == 0
+    assert again.changes == 0
 
 
 def _rich_project(factory):
@@ -178,8 +178,8 @@ def test_full_export_into_an_empty_database_restores_everything(factory, tmp_pat
     factory.user("rev2")
     summary = importer.import_file(path, project=None)
     db.session.commit()
-    assert summary["counts"]["projects_added"] == 1 and summary["counts"]["decisions_added"] == 5
-    assert summary["counts"]["evaluations_added"] == 2 and summary["counts"]["model_versions_added"] == 1
+    assert summary.counts["projects_added"] == 1 and summary.counts["decisions_added"] == 5
+    assert summary.counts["evaluations_added"] == 2 and summary.counts["model_versions_added"] == 1
     after = snapshot()
     assert after == before
     model = db.session.scalar(select(ModelVersion))
@@ -190,7 +190,7 @@ def test_full_export_into_an_empty_database_restores_everything(factory, tmp_pat
     for mode in ("merge", "replace"):
         again = importer.import_file(path, project=None, mode=mode)
         db.session.commit()
-        assert again["changes"] == 0 and snapshot() == before
+        assert again.changes == 0 and snapshot() == before
 
 
 def test_reimport_in_either_mode_never_loses_a_decision(factory, tmp_path):
@@ -209,15 +209,15 @@ def test_reimport_in_either_mode_never_loses_a_decision(factory, tmp_path):
     fewer = write_csv(tmp_path / "fewer.csv", [rows[0], rows[1]])  # scan b and all of visit2 left the tree
     preview = importer.import_file(fewer, project=project, mode="replace", dry_run=True)
     db.session.rollback()
-    assert preview["counts"]["scans_archived"] == 2 and preview["counts"]["experiments_archived"] == 1
+    assert preview.counts["scans_archived"] == 2 and preview.counts["experiments_archived"] == 1
     assert db.session.scalar(select(func.count()).select_from(Scan).where(Scan.archived_at.is_not(None))) == 0
 
     merged = importer.import_file(fewer, project=project, mode="merge")
     db.session.commit()
-    assert merged["changes"] == 0  # merge never removes
+    assert merged.changes == 0  # merge never removes
     replaced = importer.import_file(fewer, project=project, mode="replace")
     db.session.commit()
-    assert replaced["counts"]["scans_archived"] == 2
+    assert replaced.counts["scans_archived"] == 2
     archived = set(db.session.scalars(select(Scan.name).where(Scan.archived_at.is_not(None))))
     assert archived == {"scan b", "scan c"}
     assert db.session.scalar(select(func.count()).select_from(Decision)) == total
@@ -226,8 +226,8 @@ def test_reimport_in_either_mode_never_loses_a_decision(factory, tmp_path):
 
     back = importer.import_file(everything, project=project, mode="replace")
     db.session.commit()
-    assert back["counts"]["scans_restored"] == 2 and back["counts"]["experiments_restored"] == 1
-    assert back["counts"]["decisions_added"] == 0
+    assert back.counts["scans_restored"] == 2 and back.counts["experiments_restored"] == 1
+    assert back.counts["decisions_added"] == 0
     assert db.session.scalar(select(func.count()).select_from(Scan).where(Scan.archived_at.is_not(None))) == 0
     assert db.session.scalar(select(func.count()).select_from(Decision)) == total
     # the qcloop review of scan b is newer than the file's decision: it is what MIQA export shows now
@@ -248,8 +248,8 @@ def test_merge_updates_changed_locations_and_metadata(factory, tmp_path):
     changed[2][7] = "subB-renamed"
     summary = importer.import_file(write_csv(tmp_path / "v2.csv", changed), project=project)
     db.session.commit()
-    assert summary["counts"]["frames_changed"] == 1 and summary["counts"]["scans_changed"] == 1
-    assert summary["counts"]["decisions_added"] == 0
+    assert summary.counts["frames_changed"] == 1 and summary.counts["scans_changed"] == 1
+    assert summary.counts["decisions_added"] == 0
     scan_b = snapshot()["Site"]["experiments"]["visit1"]["scans"]["scan b"]
     assert scan_b["frames"] == {0: "site/moved/b.nii.gz"} and scan_b["subject"] == "subB-renamed"
     frame = db.session.scalar(select(Frame).where(Frame.file_location == "site/moved/b.nii.gz"))
@@ -287,7 +287,7 @@ def test_s3_locations_in_miqa_layout(make_app, tmp_path, monkeypatch):
             good = ["S3", "visit1", "a", "T1", 0, "s3://site-bucket/qc/visit1/a.nii.gz"] + [""] * 10
             summary = importer.import_file(write_csv(tmp_path / "s3.csv", [good]), project=project)
             db.session.commit()
-            assert summary["counts"]["frames_added"] == 1
+            assert summary.counts["frames_added"] == 1
             frame = db.session.scalar(select(Frame))
             assert frame.file_location == "s3://site-bucket/qc/visit1/a.nii.gz" and frame.shape == [8, 9, 10]
             exported = read_csv_text("".join(exporter.export("miqa-csv", [project.id])))
@@ -319,7 +319,7 @@ def test_a_reviewers_voxel_goes_to_miqa_files_as_miqas_world_position(factory, t
     (full_row,) = [r for r in read_csv_text("".join(exporter.export("csv", [project.id]))) if r.get("decision")]
     assert (full_row["location_of_interest"], full_row["location_space"]) == ("i=3;j=4;k=5", "voxel")
     again = importer.import_file(_save(tmp_path, "".join(exporter.export("miqa-csv", [project.id]))), project=project)
-    assert again["changes"] == 0 and again["counts"]["decisions_already_present"] == 1
+    assert again.changes == 0 and again.counts["decisions_already_present"] == 1
 
     volumes.source_path(db.session.scalar(select(Frame).where(Frame.scan_id == scan.id))).unlink()
     (row,) = read_csv_text("".join(exporter.export("miqa-csv", [project.id])))

@@ -102,7 +102,7 @@ class VersionSchema(Answer):
     heldout_usable_auc_low = nullable(fields.Float)
     heldout_usable_auc_high = nullable(fields.Float)
     outputs = fields.List(fields.String())
-    created_at = fields.String(metadata={"format": "date-time"})
+    created_at = fields.DateTime()
 
 
 class OutputAgreementSchema(Answer):

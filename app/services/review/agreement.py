@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload, selectinload
@@ -14,7 +14,56 @@ from app.services import vocabulary
 from app.services.review.states import present_keys
 
 
-def agreement(project_id: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ArtifactAgreement:
+    """Two reviewers on one artifact, over the scans both judged it on."""
+
+    kappa: float | None
+    n: int
+    agreement: float
+
+
+@dataclass(frozen=True)
+class PairAgreement:
+    """Two reviewers' latest decisions on the scans both decided; ``artifacts`` by artifact key."""
+
+    reviewers: list[str]
+    n: int
+    kappa: float | None
+    agreement: float
+    artifacts: dict[str, ArtifactAgreement]
+
+
+@dataclass(frozen=True)
+class ReviewerDecision:
+    """One reviewer's latest decision on a scan reviewers disagree on."""
+
+    reviewer: str
+    decision: str
+    present: list[str]
+    role: str | None
+    created: str
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """A scan whose reviewers' latest decisions differ (in decision or artifacts present), to settle."""
+
+    scan: int
+    scan_name: str
+    decisions: list[ReviewerDecision]
+
+
+@dataclass(frozen=True)
+class ReviewerAgreement:
+    """Every reviewer pair's agreement, the scans to settle, and how many scans two or more decided."""
+
+    pairs: list[PairAgreement]
+    disagreements: list[Disagreement]
+    scans: int
+
+
+def agreement(project_id: int) -> ReviewerAgreement:
     """Cohen's kappa per reviewer pair (decisions, and each artifact) on scans both decided, and the
     scans where reviewers' latest decisions disagree."""
     from sklearn.metrics import cohen_kappa_score
@@ -54,21 +103,21 @@ def agreement(project_id: int) -> dict[str, Any]:
             judged = [(x, y) for x, y in states if x != "undefined" and y != "undefined"]
             if judged:
                 xs, ys = [x for x, _ in judged], [y for _, y in judged]
-                artifacts[key] = {"kappa": kappa(xs, ys), "n": len(judged),
-                                  "agreement": round(sum(x == y for x, y in judged) / len(judged), 3)}
-        pairs.append({"reviewers": [names[first], names[second]], "n": len(both), "kappa": kappa(a, b),
-                      "agreement": round(sum(x == y for x, y in zip(a, b)) / len(both), 3), "artifacts": artifacts})
+                artifacts[key] = ArtifactAgreement(kappa(xs, ys), len(judged),
+                                                   round(sum(x == y for x, y in judged) / len(judged), 3))
+        pairs.append(PairAgreement([names[first], names[second]], len(both), kappa(a, b),
+                                   round(sum(x == y for x, y in zip(a, b)) / len(both), 3), artifacts))
     disagreements = []
     scan_names = dict(db.session.execute(select(Scan.id, Scan.name).where(Scan.id.in_(list(by_scan)))).all())
     for scan_id, by_reviewer in sorted(by_scan.items()):
         options = {d.option.key for d in by_reviewer.values()}
         present = {tuple(present_keys(d)) for d in by_reviewer.values()}
         if len(options) > 1 or len(present) > 1:
-            disagreements.append({"scan": scan_id, "scan_name": scan_names.get(scan_id, "?"), "decisions": [
-                {"reviewer": names.get(user_id, "?"), "decision": d.option.key, "present": present_keys(d),
-                 "role": d.creator_role, "created": d.created_at.isoformat()}
-                for user_id, d in sorted(by_reviewer.items(), key=lambda item: names.get(item[0], ""))]})
-    return {"pairs": pairs, "disagreements": disagreements, "scans": len(by_scan)}
+            disagreements.append(Disagreement(scan_id, scan_names.get(scan_id, "?"), [
+                ReviewerDecision(names.get(user_id, "?"), d.option.key, present_keys(d), d.creator_role,
+                                 d.created_at.isoformat())
+                for user_id, d in sorted(by_reviewer.items(), key=lambda item: names.get(item[0], ""))]))
+    return ReviewerAgreement(pairs, disagreements, len(by_scan))
 
 
 def _state(decision: Decision, key: str) -> str:

@@ -20,11 +20,11 @@ class Lock:
     owner: User | None
     expires: datetime
 
-    def details(self) -> dict[str, Any]:
-        """The holder as error answers and the audit log name it."""
-        owner = self.owner
-        return {"owner": {"id": owner.id, "username": owner.username, "name": owner.display_name} if owner else None,
-                "expires": self.expires.isoformat()}
+
+def _owner_json(lock: Lock) -> dict[str, Any] | None:
+    """The holder as error answers and the audit log name it."""
+    owner = lock.owner
+    return {"id": owner.id, "username": owner.username, "name": owner.display_name} if owner else None
 
 
 def current_lock(experiment: Experiment) -> Lock | None:
@@ -56,7 +56,8 @@ def _locked_by_other(experiment: Experiment) -> Conflict:
     name = holder.owner.username if holder and holder.owner else "another reviewer"
     until = holder.expires.isoformat() if holder else "soon"
     return Conflict(f"experiment {experiment.name!r} is locked by {name} until {until}",
-                    lock=holder.details() if holder else None, experiment=experiment.id)
+                    lock={"owner": _owner_json(holder), "expires": holder.expires.isoformat()} if holder else None,
+                    experiment=experiment.id)
 
 
 def release_lock(experiment: Experiment, user: User, role: str) -> None:
@@ -68,9 +69,9 @@ def release_lock(experiment: Experiment, user: User, role: str) -> None:
     if experiment.lock_owner_id != user.id:
         if role != "admin":
             raise Forbidden("only the lock holder or a project admin can release this lock")
-        details = holder.details()
         audit.record("experiment.lock_break", actor=user, project_id=experiment.project_id,
-                     target=("experiment", experiment.id), holder=details["owner"], expires=details["expires"])
+                     target=("experiment", experiment.id), holder=_owner_json(holder),
+                     expires=holder.expires.isoformat())
     experiment.lock_owner_id, experiment.lock_expires_at = None, None
 
 

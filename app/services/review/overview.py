@@ -7,7 +7,6 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload, selectinload
@@ -240,7 +239,15 @@ def progress(project_ids: list[int]) -> dict[int, Counter]:
     return result
 
 
-def timeline(project_ids: list[int], days: int = 30) -> dict[int, dict[str, Any]]:
+@dataclass(frozen=True)
+class Timeline:
+    """A project's decisions per reviewer (or "imported") per day; ``days`` are ISO dates, oldest first."""
+
+    days: list[str]
+    series: dict[str, list[int]]
+
+
+def timeline(project_ids: list[int], days: int = 30) -> dict[int, Timeline]:
     """Project id -> decisions per reviewer per day over the last ``days`` days (for the chart)."""
     if not project_ids:
         return {}
@@ -257,6 +264,6 @@ def timeline(project_ids: list[int], days: int = 30) -> dict[int, dict[str, Any]
         if day in labels:
             counts = series[project_id].setdefault(username or "imported", [0] * days)
             counts[labels.index(day)] += 1
-    return {p: {"days": labels, "series": series[p]} for p in project_ids}
+    return {p: Timeline(labels, series[p]) for p in project_ids}
 
 

@@ -20,6 +20,14 @@ from app.services.review.suggestions import Suggestion, champion, latest_evaluat
 
 
 @dataclass(frozen=True)
+class SaliencyOutput:
+    """An output of the champion a saliency map can be asked for, labelled as the vocabulary labels it."""
+
+    key: str
+    label: str
+
+
+@dataclass(frozen=True)
 class ScanFacts:
     """One scan as a reviewer with ``role`` sees it. ``queue`` and ``strategy`` are those asked for, or None
     when they could not be honoured (another role's queue, a mistyped order): the links onwards drop them."""
@@ -33,14 +41,14 @@ class ScanFacts:
     blocked: str | None
     frames: list[tuple[Frame, str]]  # each frame with the version token of its cached copy
     has_champion: bool
-    saliency_outputs: list[dict[str, str]]
+    saliency_outputs: list[SaliencyOutput]
     options: list[tuple[DecisionOption, bool]]  # each decision option with whether it needs a note
     artifacts: list[ArtifactEntry]
     suggestion: Suggestion | None
     history: list[Decision]
     latest: Decision | None
     lock: Lock | None
-    neighbours: dict[str, int | None]
+    neighbours: next_scan.Neighbours
     queued: next_scan.NextScan
     queue: str | None
     strategy: str | None
@@ -52,13 +60,13 @@ def blocked_message(role: str, latest: Decision | None) -> str | None:
     return refusal[0].upper() + refusal[1:] + "." if refusal else None
 
 
-def saliency_outputs(model: ModelVersion | None, entries: list[ArtifactEntry]) -> list[dict[str, str]]:
-    """The champion's outputs a saliency map can be asked for, labelled as the vocabulary labels them."""
+def saliency_outputs(model: ModelVersion | None, entries: list[ArtifactEntry]) -> list[SaliencyOutput]:
+    """The champion's outputs a saliency map can be asked for."""
     if model is None:
         return []
     labels = {entry.key: entry.label for entry in entries}
-    return [{"key": output["key"],
-             "label": "Usable" if output["kind"] == "usable" else labels.get(output["key"], output["key"])}
+    return [SaliencyOutput(output["key"],
+                           "Usable" if output["kind"] == "usable" else labels.get(output["key"], output["key"]))
             for output in model.output_map]
 
 

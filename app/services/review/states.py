@@ -3,6 +3,7 @@ scans in a fixed number of queries), the states it gives, artifact lists and a s
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Iterable, NamedTuple
 
 from sqlalchemy import Select, func, select
@@ -89,13 +90,20 @@ def present_keys(decision: Decision | None) -> list[str]:
     return sorted(a.entry.key for a in decision.artifacts if a.state == "present")
 
 
-def artifact_lists(decision: Decision) -> dict[str, list[str]]:
-    """MIQA's shape: {"present": [...], "absent": [...]} (undefined entries are simply not listed)."""
-    lists: dict[str, list[str]] = {"present": [], "absent": []}
-    for item in sorted(decision.artifacts, key=lambda a: (a.entry.position, a.entry.id)):
-        if item.state in lists:
-            lists[item.state].append(item.entry.key)
-    return lists
+@dataclass(frozen=True)
+class ArtifactLists:
+    """MIQA's shape of a decision's artifacts: the keys judged present and absent, in vocabulary order
+    (undefined entries are simply not listed)."""
+
+    present: list[str]
+    absent: list[str]
+
+
+def artifact_lists(decision: Decision) -> ArtifactLists:
+    """The decision's artifact keys by state, as MIQA lists them."""
+    ordered = sorted(decision.artifacts, key=lambda a: (a.entry.position, a.entry.id))
+    return ArtifactLists(present=[item.entry.key for item in ordered if item.state == "present"],
+                         absent=[item.entry.key for item in ordered if item.state == "absent"])
 
 def history(scan: Scan) -> list[Decision]:
     """Every decision on the scan, newest first (decisions are never edited; a new one supersedes)."""

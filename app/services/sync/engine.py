@@ -452,12 +452,6 @@ def _end(run: SyncRun, row: SyncSource, state: str, *, error: str | None = None)
     boundary.commit()
 
 
-def counts(run: SyncRun) -> dict[str, Any]:
-    """What a sync job answers: the run to read in the history, and its counts."""
-    return {"run_id": run.id, "state": run.state, **{name: getattr(run, name) for name in (
-        "added", "changed", "unchanged", "pushed", "skipped", "failed", "removed")}}
-
-
 def history(project: Project, limit: int = 50) -> list[SyncRun]:
     """The project's newest sync runs, newest first."""
     return list(db.session.scalars(

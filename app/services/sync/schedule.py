@@ -21,6 +21,8 @@ from app.services.sync.base import has_userinfo
 log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
+# What a sync job answers besides the run id and state (a SyncRun's counters).
+RUN_COUNTS = ("added", "changed", "unchanged", "pushed", "skipped", "failed", "removed")
 
 
 def _active_job(row: SyncSource) -> Job | None:
@@ -98,7 +100,9 @@ def _sync_job(params: dict[str, Any], context: jobs.JobContext) -> dict[str, Any
     if row is None:
         raise Conflict(f"sync source {params['source_id']} no longer exists")
     actor = db.session.get(User, params["actor_id"]) if params.get("actor_id") else None
-    return engine.counts(engine.run_stored(row, actor, job_id=context.job_id, progress=context.progress))
+    run = engine.run_stored(row, actor, job_id=context.job_id, progress=context.progress)
+    # the job's result: the run to read in the history, and its counts
+    return {"run_id": run.id, "state": run.state, **{name: getattr(run, name) for name in RUN_COUNTS}}
 
 
 @jobs.abandoned("sync")

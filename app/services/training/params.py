@@ -1,6 +1,7 @@
 """A training run's parameters: what the API and the Retrain form accept, with defaults and checks."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
@@ -58,12 +59,19 @@ def label_rules() -> tuple[str, ...]:
     return LABEL_RULES
 
 
-def form_choices() -> dict[str, tuple[str, ...]]:
+@dataclass(frozen=True)
+class FormChoices:
     """What the Retrain form offers: the networks and the artifacts that can be synthesized."""
+
+    architectures: tuple[str, ...]
+    synthesizable: tuple[str, ...]
+
+
+def form_choices() -> FormChoices:
     from models.architectures import ARCHITECTURES
     from training.synthesis import SYNTHESIZABLE
 
-    return {"architectures": ARCHITECTURES, "synthesizable": SYNTHESIZABLE}
+    return FormChoices(ARCHITECTURES, SYNTHESIZABLE)
 
 
 def clean_params(project: Project, body: dict[str, Any]) -> dict[str, Any]:

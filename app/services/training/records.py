@@ -2,8 +2,8 @@
 output, the project's label settings, whether its images are 2-D."""
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
@@ -74,25 +74,37 @@ def label_settings(project: Project):
     from training.data import DatasetError, LabelSettings
 
     try:
-        return LabelSettings.from_project(projects.settings_of(project))
+        return LabelSettings.from_project(asdict(projects.settings_of(project)))
     except DatasetError as err:
         raise InvalidInput(str(err), field="settings") from err
 
 
 def min_labels(project: Project) -> int:
     """The project's minimum of present and of absent labels per trained output (setting min_labels_per_class)."""
-    return int(projects.settings_of(project)["min_labels_per_class"])
+    return int(projects.settings_of(project).min_labels_per_class)
 
 
-def label_counts(project: Project) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class LabelCount:
+    """How many settled present and absent labels an output has, and whether both reach the minimum."""
+
+    key: str
+    kind: str
+    entry_id: int | None
+    present: int
+    absent: int
+    enough: bool
+
+
+def label_counts(project: Project) -> list[LabelCount]:
     """How many present/absent labels each possible output has (settled decisions, every frame)."""
     from training.data import label_counts as count, label_items
 
     outputs = candidate_outputs(project.id)
     counts = count(label_items(records(project.id, resolve_files=False), outputs, label_settings(project)), outputs)
     minimum = min_labels(project)
-    return [{"key": o.key, "kind": o.kind, "entry_id": o.entry_id, **counts[o.key],
-             "enough": min(counts[o.key].values()) >= minimum} for o in outputs]
+    return [LabelCount(o.key, o.kind, o.entry_id, counts[o.key]["present"], counts[o.key]["absent"],
+                       min(counts[o.key].values()) >= minimum) for o in outputs]
 
 
 def is_2d(project_id: int) -> bool:

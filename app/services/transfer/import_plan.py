@@ -78,6 +78,27 @@ class ProjectPlan:
     evaluations: list[tuple[str, str, Any, tuple[str, str]]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ImportSummary:
+    """What an import added, changed and archived (or would, for a dry run): ``counts`` per counter,
+    ``changes`` their sum, ``samples`` a few names per counter. ``token`` names a dry run's stashed file
+    (to apply it without uploading again); both last fields are set by :mod:`.tasks`."""
+
+    format: str
+    mode: str
+    dry_run: bool
+    rows: int
+    projects: list[str]
+    counts: dict[str, int]
+    changes: int
+    samples: dict[str, list[str]]
+    warnings: list[str]
+    warning_count: int
+    unmatched_artifacts: dict[str, int]
+    token: str | None = None
+    add_unknown_artifacts: bool = False
+
+
 @dataclass
 class Plan:
     format: str
@@ -91,12 +112,12 @@ class Plan:
     people: people.PeoplePlan = field(default_factory=people.PeoplePlan)
     unmatched_artifacts: dict[str, int] = field(default_factory=dict)
 
-    def summary(self, dry_run: bool) -> dict[str, Any]:
-        return {"format": self.format, "mode": self.mode, "dry_run": dry_run, "rows": self.rows,
-                "projects": [p.name for p in self.projects], "counts": dict(self.counts),
-                "changes": sum(self.counts[name] for name in COUNTERS), "samples": self.samples,
-                "warnings": self.warnings, "warning_count": self.warning_count,
-                "unmatched_artifacts": dict(self.unmatched_artifacts)}
+    def summary(self, dry_run: bool) -> ImportSummary:
+        return ImportSummary(
+            format=self.format, mode=self.mode, dry_run=dry_run, rows=self.rows,
+            projects=[p.name for p in self.projects], counts=dict(self.counts),
+            changes=sum(self.counts[name] for name in COUNTERS), samples=self.samples, warnings=self.warnings,
+            warning_count=self.warning_count, unmatched_artifacts=dict(self.unmatched_artifacts))
 
 
 class _Planner:

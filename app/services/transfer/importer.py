@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from app.db import Project, User
 from app.services.errors import InvalidInput
 from app.services.transfer.import_apply import apply
-from app.services.transfer.import_plan import COUNTERS, MODES, UNCHANGED, Plan, ProjectPlan, build_plan
+from app.services.transfer.import_plan import (
+    COUNTERS, MODES, UNCHANGED, ImportSummary, Plan, ProjectPlan, build_plan,
+)
 from app.services.transfer.import_read import Progress, no_progress, read_document
 
-__all__ = ["COUNTERS", "MODES", "UNCHANGED", "Plan", "Progress", "ProjectPlan", "apply", "build_plan", "import_file",
-           "no_progress", "read_document"]
+__all__ = ["COUNTERS", "MODES", "UNCHANGED", "ImportSummary", "Plan", "Progress", "ProjectPlan", "apply", "build_plan",
+           "import_file", "no_progress", "read_document"]
 
 log = logging.getLogger(__name__)
 _no_progress = no_progress  # the name the import job and sync callers pass
@@ -27,7 +28,7 @@ _no_progress = no_progress  # the name the import job and sync callers pass
 
 def import_file(path: Path, *, project: Project | None, mode: str = "merge", dry_run: bool = False,
                 actor: User | None = None, filename: str | None = None,
-                progress: Progress = no_progress, add_unknown_artifacts: bool = False) -> dict[str, Any]:
+                progress: Progress = no_progress, add_unknown_artifacts: bool = False) -> ImportSummary:
     """Read, check and (unless a dry run) write an import file; returns what was (or would be) done.
 
     Raises InvalidInput naming the row or JSON path and the field of every problem found; the
@@ -45,5 +46,5 @@ def import_file(path: Path, *, project: Project | None, mode: str = "merge", dry
         progress(1.0, "dry run: nothing written")
         return summary
     apply(plan, actor, progress)
-    log.info("import of %s (%s, %s): %s", filename or Path(path).name, plan.format, mode, summary["counts"])
+    log.info("import of %s (%s, %s): %s", filename or Path(path).name, plan.format, mode, summary.counts)
     return summary

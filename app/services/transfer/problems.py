@@ -2,7 +2,7 @@
 path) and field it concerns; one error refuses the whole file."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from app.services.errors import InvalidInput
@@ -18,10 +18,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.where}, field {self.field}: {self.message}" if self.field else f"{self.where}: {self.message}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"where": self.where, "field": self.field, "message": self.message}
-
 
 class Problems:
     """Errors and warnings found while reading and checking a file (errors capped at MAX_ERRORS)."""
@@ -48,7 +44,7 @@ class Problems:
             return
         first = self.errors[0]
         more = f" (and {self.error_count - 1} more)" if self.error_count > 1 else ""
-        details: dict[str, Any] = {"errors": [p.as_dict() for p in self.errors], "error_count": self.error_count}
+        details: dict[str, Any] = {"errors": [asdict(p) for p in self.errors], "error_count": self.error_count}
         if first.field:
             details["field"] = first.field
         raise InvalidInput(f"{first}{more}", **details)

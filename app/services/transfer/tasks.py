@@ -10,6 +10,7 @@ import re
 import shutil
 import time
 import uuid
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -62,7 +63,7 @@ def _detailed(err: InvalidInput) -> InvalidInput:
 
 def run_import(token: str, *, project: Project | None, mode: str, dry_run: bool, actor: User | None,
                filename: str | None = None, progress: importer.Progress = importer._no_progress,
-               add_unknown_artifacts: bool = False) -> dict[str, Any]:
+               add_unknown_artifacts: bool = False) -> importer.ImportSummary:
     """Import a stashed file here and now, committing (or, for a dry run, rolling back).
 
     The file is kept after a dry run (so the preview can be applied) and removed after a real import.
@@ -84,23 +85,21 @@ def run_import(token: str, *, project: Project | None, mode: str, dry_run: bool,
         boundary.commit()
         path.unlink(missing_ok=True)
         frames_added(summary, actor)
-    summary["token"] = token if dry_run else None
-    summary["add_unknown_artifacts"] = add_unknown_artifacts
-    return summary
+    return replace(summary, token=token if dry_run else None, add_unknown_artifacts=add_unknown_artifacts)
 
 
-def frames_added(summary: dict[str, Any], actor: User | None = None) -> list[Job]:
+def frames_added(summary: importer.ImportSummary, actor: User | None = None) -> list[Job]:
     """After a committed import that added frames or moved them to other files: hash those files in the
     worker, then have the champion score them (:func:`app.services.frames.frames_added`)."""
-    if summary["dry_run"] or not (summary["counts"]["frames_added"] or summary["counts"]["frames_changed"]):
+    if summary.dry_run or not (summary.counts["frames_added"] or summary.counts["frames_changed"]):
         return []
-    found = (projects.find_project(name) for name in summary["projects"])
+    found = (projects.find_project(name) for name in summary.projects)
     return frames.frames_added([project.id for project in found if project is not None], actor)
 
 
 def start_import(token: str, *, project: Project | None, mode: str, dry_run: bool, actor: User | None,
                  filename: str | None = None,
-                 add_unknown_artifacts: bool = False) -> tuple[dict[str, Any] | None, Job | None]:
+                 add_unknown_artifacts: bool = False) -> tuple[importer.ImportSummary | None, Job | None]:
     """(summary, None) for a small file imported at once; (None, job) for a large one sent to the worker."""
     if mode not in importer.MODES:
         raise InvalidInput(f"mode must be one of {', '.join(importer.MODES)}", field="mode")
@@ -122,7 +121,7 @@ def _import_job(params: dict[str, Any], context: jobs.JobContext) -> dict[str, A
         project = db.session.get(Project, params["project_id"])
         if project is None:
             raise NotFound("the project of this import was deleted")
-    return run_import(params["token"], project=project, mode=params["mode"], dry_run=params["dry_run"], actor=actor,
-                      filename=params.get("filename"), progress=context.progress,
-                      add_unknown_artifacts=bool(params.get("add_unknown_artifacts")))
+    return asdict(run_import(params["token"], project=project, mode=params["mode"], dry_run=params["dry_run"],
+                             actor=actor, filename=params.get("filename"), progress=context.progress,
+                             add_unknown_artifacts=bool(params.get("add_unknown_artifacts"))))
 
