@@ -4,7 +4,6 @@ which outputs have saliency maps), are the review service's (:mod:`app.services.
 module adds the links."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, url_for
@@ -12,9 +11,8 @@ from werkzeug.routing import BuildError
 
 from app.api.schemas.base import Extended
 from app.api.schemas.scan_page import ScanContextSchema
-from app.db import Decision, Experiment, Project, Scan, User
-from app.services import review
-from app.services.review.scan_page import SaliencyOutput, scan_facts
+from app.db import Scan, User
+from app.services.review.scan_page import scan_facts
 
 
 def optional_url(endpoint: str, **values: Any) -> str | None:
@@ -27,31 +25,6 @@ def optional_url(endpoint: str, **values: Any) -> str | None:
         return None
 
 
-@dataclass(frozen=True)
-class ScanPage:
-    """What the scan page shows, as domain objects; :class:`ScanContextSchema` writes it out."""
-
-    scan: Scan
-    experiment: Experiment
-    project: Project
-    state: str
-    role: str
-    can_decide: bool
-    blocked: str | None
-    user: str
-    frames: list[Extended]
-    saliency_outputs: list[SaliencyOutput]
-    decisions: list[Extended]
-    artifacts: list[Any]
-    suggestion: review.Suggestion | None
-    history: list[Decision]
-    lock: review.Lock | None
-    carried: Decision | None
-    neighbours: dict[str, dict[str, Any] | None]
-    queue: Extended
-    urls: dict[str, str | None]
-
-
 def _links(scan_id: int | None, carry: dict[str, str]) -> dict[str, Any] | None:
     if not scan_id:
         return None
@@ -59,20 +32,17 @@ def _links(scan_id: int | None, carry: dict[str, str]) -> dict[str, Any] | None:
             "context": url_for("ui.scan_context_json", scan_id=scan_id, **carry)}
 
 
-def scan_page(scan: Scan, user: User, role: str, queue: str | None = None, strategy: str | None = None) -> ScanPage:
+def scan_page(scan: Scan, user: User, role: str, queue: str | None = None, strategy: str | None = None) -> Extended:
     """The review service's facts about the scan with the page's links; a queue or strategy asked for in the URL
     (and honoured) is kept in every link onwards."""
     facts = scan_facts(scan, user, role, queue, strategy)
     experiment, project, queued = facts.experiment, facts.project, facts.queued
     carry = {key: value for key, value in (("queue", facts.queue), ("strategy", facts.strategy)) if value}
     other = queued.other_queue
-    return ScanPage(
-        scan=scan, experiment=experiment, project=project, state=facts.state, role=role,
-        can_decide=facts.can_decide, blocked=facts.blocked, user=user.username,
+    return Extended(
+        facts, user=user.username,
         frames=[Extended(frame, version=version, saliency=facts.has_champion) for frame, version in facts.frames],
-        saliency_outputs=facts.saliency_outputs,
         decisions=[Extended(option, requires_note=needs_note) for option, needs_note in facts.options],
-        artifacts=facts.artifacts, suggestion=facts.suggestion, history=facts.history, lock=facts.lock,
         carried=facts.latest,
         neighbours={"previous": _links(facts.neighbours.previous, carry),
                     "next": _links(facts.neighbours.next, carry)},

@@ -138,7 +138,7 @@ class PageUrlsSchema(Answer):
 
 
 class ScanContextSchema(Answer):
-    """Everything the scan page renders (a ``ui.context.ScanPage``)."""
+    """Everything the scan page renders (the review service's ``ScanFacts`` with the page's links)."""
 
     scan = fields.Nested(PageScanSchema)
     experiment = fields.Nested(PageExperimentSchema)
